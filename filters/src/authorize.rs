@@ -1,0 +1,346 @@
+//! The authorize decision (SPEC §3): read, strip spoofing, detect, check, validate, rewrite.
+//!
+//! `Policy::authorize` is the single entry point the proxy calls; it returns what to do with
+//! the request plus a summary for the decision log line and metrics.
+
+use crate::error::AuthorizeError;
+use crate::hint::{HintIdentity, HintValidator};
+use crate::keys::KeyLookup;
+use crate::params::Params;
+use crate::policy::{AppPolicy, DetectMode, ErrorDelivery, Policy};
+use crate::render::{form_post_error, json_error, ErrorResponse};
+use crate::rewrite::rewrite_entra;
+
+/// Parameters that must appear at most once in an Entra request (SPEC §3.5).
+const SINGLE_VALUED: [&str; 11] = [
+    "client_id",
+    "redirect_uri",
+    "response_type",
+    "response_mode",
+    "scope",
+    "state",
+    "nonce",
+    "claims",
+    "prompt",
+    "id_token_hint",
+    "client-request-id",
+];
+const REQUIRED: [&str; 3] = ["client_id", "redirect_uri", "id_token_hint"];
+
+/// User-supplied identifiers are logged, so they are capped to keep one request from
+/// flooding the log.
+const MAX_LOGGED_LEN: usize = 128;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+}
+
+/// An authorize request as the proxy received it.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthorizeRequest<'a> {
+    pub method: Method,
+    pub content_type: Option<&'a str>,
+    /// The raw query string, without `?`.
+    pub query: Option<&'a str>,
+    /// The whole body of a POST (ignored for GET).
+    pub body: &'a [u8],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthorizeDecision {
+    /// Forward the request exactly as received.
+    PassThrough,
+    /// Forward with these replacements; `None` keeps that part as received.
+    Forward {
+        query: Option<String>,
+        body: Option<Vec<u8>>,
+    },
+    /// Answer with this response; nothing reaches the upstream.
+    Reject(ErrorResponse),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Outcome {
+    /// Not an Entra request: forwarded, with spoofed parameters removed.
+    #[default]
+    Passed,
+    /// Entra request with a valid hint: rewritten and forwarded.
+    Accepted,
+    Rejected,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Passed => "passed",
+            Outcome::Accepted => "accepted",
+            Outcome::Rejected => "rejected",
+        }
+    }
+}
+
+/// What happened, for the decision log line and the metrics. Holds no token.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub outcome: Outcome,
+    pub error: Option<AuthorizeError>,
+    pub entra: bool,
+    /// The hint was inspected (for the validation-time histogram).
+    pub hint_checked: bool,
+    /// Spoofed reserved parameters removed.
+    pub stripped: usize,
+    /// The cloud of the matched app.
+    pub cloud: Option<String>,
+    pub client_id: Option<String>,
+    pub client_request_id: Option<String>,
+    pub tid: Option<String>,
+    pub oid: Option<String>,
+    pub preferred_username: Option<String>,
+}
+
+impl Summary {
+    pub fn reason(&self) -> Option<&'static str> {
+        self.error.map(AuthorizeError::reason)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authorized {
+    pub decision: AuthorizeDecision,
+    pub summary: Summary,
+}
+
+/// The parameters of a request after reading: those that carry the request, and for a POST
+/// the query string's, which are stripped too so nothing spoofed slips through either channel.
+struct ReadParams<'a> {
+    main: Params<'a>,
+    post_query: Option<Params<'a>>,
+}
+
+impl Policy {
+    pub fn authorize(
+        &self,
+        req: &AuthorizeRequest<'_>,
+        keys: &dyn KeyLookup,
+        now: u64,
+    ) -> Authorized {
+        let mut summary = Summary::default();
+        let decision = match self.decide(req, keys, now, &mut summary) {
+            Ok(decision) => decision,
+            Err((error, response)) => {
+                summary.outcome = Outcome::Rejected;
+                summary.error = Some(error);
+                AuthorizeDecision::Reject(response)
+            }
+        };
+        Authorized { decision, summary }
+    }
+
+    /// `max_body_bytes` applies to authorize bodies only; the proxy enforces it while reading.
+    pub fn body_fits(&self, len: usize) -> bool {
+        len <= self.authorize.max_body_bytes
+    }
+
+    fn decide(
+        &self,
+        req: &AuthorizeRequest<'_>,
+        keys: &dyn KeyLookup,
+        now: u64,
+        summary: &mut Summary,
+    ) -> Result<AuthorizeDecision, (AuthorizeError, ErrorResponse)> {
+        let ReadParams {
+            mut main,
+            mut post_query,
+        } = self.read(req).map_err(|e| (e, json_error(e)))?;
+
+        let stripped_main = main.remove_where(|n| self.is_reserved_param(n));
+        let stripped_query = post_query
+            .as_mut()
+            .map_or(0, |q| q.remove_where(|n| self.is_reserved_param(n)));
+        summary.stripped = stripped_main + stripped_query;
+        let new_post_query = (stripped_query > 0)
+            .then(|| post_query.as_ref().map(Params::to_raw_string))
+            .flatten();
+
+        if !self.detects_entra(&main) {
+            if summary.stripped == 0 {
+                return Ok(AuthorizeDecision::PassThrough);
+            }
+            let sanitized = (stripped_main > 0).then(|| main.to_raw_string());
+            return Ok(match req.method {
+                Method::Get => AuthorizeDecision::Forward {
+                    query: sanitized,
+                    body: None,
+                },
+                Method::Post => AuthorizeDecision::Forward {
+                    query: new_post_query,
+                    body: sanitized.map(String::into_bytes),
+                },
+            });
+        }
+
+        summary.entra = true;
+        summary.client_id = main.first("client_id").map(capped);
+        summary.client_request_id = main.first("client-request-id").map(capped);
+        let app = self.entra_app(&main, post_query.as_ref());
+        if let Ok(app) = app {
+            summary.cloud = Some(self.cloud_of(app).name.clone());
+        }
+        let identity = app.and_then(|app| {
+            summary.hint_checked = true;
+            self.validate_hint(app, &main, keys, now)
+        });
+        let identity = match identity {
+            Ok(identity) => identity,
+            Err(error) => {
+                let response = self.entra_error(app.ok(), &main, error);
+                return Err((error, response));
+            }
+        };
+
+        summary.outcome = Outcome::Accepted;
+        summary.tid = Some(identity.tid().to_string());
+        summary.oid = Some(identity.oid().to_string());
+        summary.preferred_username = identity.preferred_username().map(str::to_string);
+        let rewritten = rewrite_entra(&main, &identity, &self.authorize);
+        Ok(match req.method {
+            Method::Get => AuthorizeDecision::Forward {
+                query: Some(rewritten),
+                body: None,
+            },
+            Method::Post => AuthorizeDecision::Forward {
+                query: new_post_query,
+                body: Some(rewritten.into_bytes()),
+            },
+        })
+    }
+
+    /// SPEC §3.1: a POST's form body (plus its query), a GET's query.
+    fn read<'a>(&self, req: &AuthorizeRequest<'a>) -> Result<ReadParams<'a>, AuthorizeError> {
+        let query = req.query.map(|q| Params::parse(q.as_bytes())).transpose()?;
+        match req.method {
+            Method::Get => Ok(ReadParams {
+                main: query.unwrap_or_default(),
+                post_query: None,
+            }),
+            Method::Post => {
+                if !req.content_type.is_some_and(is_form_content_type) {
+                    return Err(AuthorizeError::UnsupportedContentType);
+                }
+                if !self.body_fits(req.body.len()) {
+                    return Err(AuthorizeError::BodyTooLarge);
+                }
+                Ok(ReadParams {
+                    main: Params::parse(req.body)?,
+                    post_query: query,
+                })
+            }
+        }
+    }
+
+    /// SPEC §3.3. Any `client_id` value counts, so repeating it cannot dodge detection.
+    fn detects_entra(&self, params: &Params<'_>) -> bool {
+        let by_client_id = || params.all("client_id").any(|id| self.app(id).is_some());
+        let by_request_id = || params.contains("client-request-id");
+        match self.authorize.detect {
+            DetectMode::ClientId => by_client_id(),
+            DetectMode::ClientRequestId => by_request_id(),
+            DetectMode::Either => by_client_id() || by_request_id(),
+            DetectMode::Both => by_client_id() && by_request_id(),
+        }
+    }
+
+    /// SPEC §3.5: the parameters of an Entra request are unambiguous and name a configured app.
+    fn entra_app(
+        &self,
+        params: &Params<'_>,
+        post_query: Option<&Params<'_>>,
+    ) -> Result<&AppPolicy, AuthorizeError> {
+        for name in SINGLE_VALUED {
+            if params.count(name) > 1 {
+                return Err(AuthorizeError::DuplicateParameter(name));
+            }
+            if post_query.is_some_and(|q| q.contains(name)) {
+                return Err(AuthorizeError::ParameterInQuery(name));
+            }
+        }
+        for name in REQUIRED {
+            if !params.contains(name) {
+                return Err(AuthorizeError::MissingParameter(name));
+            }
+        }
+        let client_id = params.first("client_id").unwrap_or_default();
+        self.app(client_id).ok_or(AuthorizeError::UnknownClient)
+    }
+
+    fn validate_hint(
+        &self,
+        app: &AppPolicy,
+        params: &Params<'_>,
+        keys: &dyn KeyLookup,
+        now: u64,
+    ) -> Result<HintIdentity, AuthorizeError> {
+        let cloud = self.cloud_of(app);
+        let validator = HintValidator {
+            app,
+            cloud,
+            leeway_seconds: self.authorize.leeway_seconds,
+            max_stale_seconds: self.max_stale_seconds,
+        };
+        let token = params.first("id_token_hint").unwrap_or_default();
+        validator.validate(token, keys.key_set(&cloud.name).as_deref(), now)
+    }
+
+    /// SPEC §3.8: a form_post to Entra when the redirect_uri is exactly one Entra uses for this
+    /// app's cloud (any configured cloud when the app is unknown), JSON otherwise.
+    fn entra_error(
+        &self,
+        app: Option<&AppPolicy>,
+        params: &Params<'_>,
+        error: AuthorizeError,
+    ) -> ErrorResponse {
+        let unique = |name| {
+            (params.count(name) == 1)
+                .then(|| params.first(name))
+                .flatten()
+        };
+        let allowed = |uri: &str| match app {
+            Some(app) => self.cloud_of(app).redirect_uris.iter().any(|u| u == uri),
+            None => self
+                .clouds
+                .iter()
+                .any(|c| c.redirect_uris.iter().any(|u| u == uri)),
+        };
+        match unique("redirect_uri") {
+            Some(redirect_uri)
+                if self.authorize.error_delivery == ErrorDelivery::FormPost
+                    && allowed(redirect_uri) =>
+            {
+                form_post_error(redirect_uri, error, unique("state"))
+            }
+            _ => json_error(error),
+        }
+    }
+}
+
+/// `application/x-www-form-urlencoded`, with any parameters (charset…), case-insensitive.
+pub fn is_form_content_type(content_type: &str) -> bool {
+    content_type.split(';').next().is_some_and(|media| {
+        media
+            .trim()
+            .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+    })
+}
+
+fn capped(value: &str) -> String {
+    match value.char_indices().nth(MAX_LOGGED_LEN) {
+        Some((end, _)) => value[..end].to_string(),
+        None => value.to_string(),
+    }
+}
+
+#[cfg(test)]
+#[path = "authorize_tests.rs"]
+mod tests;

@@ -1,0 +1,244 @@
+//! Parsed signing-key sets (JWKS). Parsing only: fetching and refreshing belong to `proxy`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::DecodingKey;
+use serde::Deserialize;
+
+/// RSA moduli below this are refused: Microsoft uses 2048-bit keys and aws-lc rejects less anyway.
+const MIN_MODULUS_BITS: usize = 2048;
+
+/// One usable verification key.
+#[derive(Clone)]
+pub struct VerifyingKey {
+    pub(crate) key: DecodingKey,
+    /// Microsoft's per-key issuer template, e.g. `https://login.microsoftonline.com/{tenantid}/v2.0`.
+    pub issuer: Option<String>,
+}
+
+impl std::fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyingKey")
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VerifyingKey {
+    /// The issuer this key is allowed to sign for, given the token's tenant.
+    pub fn issuer_for(&self, tid: &str) -> Option<String> {
+        self.issuer
+            .as_ref()
+            .map(|t| t.replace("{tenantid}", tid).replace("{tid}", tid))
+    }
+}
+
+/// The keys of one cloud, indexed by `kid`, with the time they were last obtained.
+#[derive(Debug, Clone)]
+pub struct KeySet {
+    keys: HashMap<String, VerifyingKey>,
+    /// Unix seconds of the last successful load; the basis of staleness.
+    pub loaded_at: u64,
+    /// Entries that were present but not kept (wrong type, use, size or shape).
+    pub skipped: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySetError {
+    /// Not JSON, or no `keys` array.
+    NotAJwks(String),
+    /// A well-formed set with no usable RSA signing key: refusing it keeps the last good set.
+    NoUsableKeys { skipped: usize },
+}
+
+impl std::fmt::Display for KeySetError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeySetError::NotAJwks(why) => write!(f, "not a JWKS document: {why}"),
+            KeySetError::NoUsableKeys { skipped } => {
+                write!(f, "no usable RSA signing key ({skipped} entries skipped)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for KeySetError {}
+
+#[derive(Deserialize)]
+struct Jwks {
+    keys: Vec<serde_json::Value>,
+}
+
+/// Only the members we read; everything else in a JWK is ignored.
+#[derive(Deserialize)]
+struct RsaJwk {
+    kty: String,
+    #[serde(rename = "use")]
+    use_: Option<String>,
+    alg: Option<String>,
+    kid: Option<String>,
+    n: Option<String>,
+    e: Option<String>,
+    issuer: Option<String>,
+}
+
+impl KeySet {
+    /// Parses a JWKS document, keeping RSA keys whose `use` is absent or `sig`.
+    /// The first key of a repeated `kid` wins.
+    pub fn from_jwks(json: &[u8], loaded_at: u64) -> Result<KeySet, KeySetError> {
+        let jwks: Jwks =
+            serde_json::from_slice(json).map_err(|e| KeySetError::NotAJwks(e.to_string()))?;
+        let total = jwks.keys.len();
+        let mut keys = HashMap::with_capacity(total);
+        for value in jwks.keys {
+            let Some((kid, key)) = serde_json::from_value::<RsaJwk>(value)
+                .ok()
+                .and_then(usable_rsa_key)
+            else {
+                continue;
+            };
+            keys.entry(kid).or_insert(key);
+        }
+        let skipped = total - keys.len();
+        if keys.is_empty() {
+            return Err(KeySetError::NoUsableKeys { skipped });
+        }
+        Ok(KeySet {
+            keys,
+            loaded_at,
+            skipped,
+        })
+    }
+
+    pub fn get(&self, kid: &str) -> Option<&VerifyingKey> {
+        self.keys.get(kid)
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn kids(&self) -> impl Iterator<Item = &str> {
+        self.keys.keys().map(String::as_str)
+    }
+
+    /// SPEC §3.8/§5: a set older than `max_stale_seconds` must not be used.
+    pub fn is_usable(&self, now: u64, max_stale_seconds: u64) -> bool {
+        now.saturating_sub(self.loaded_at) <= max_stale_seconds
+    }
+
+    pub fn age(&self, now: u64) -> u64 {
+        now.saturating_sub(self.loaded_at)
+    }
+}
+
+fn usable_rsa_key(jwk: RsaJwk) -> Option<(String, VerifyingKey)> {
+    let sig_use = jwk.use_.as_deref().is_none_or(|u| u == "sig");
+    // `alg` is optional in Microsoft's sets; when present it must be the one we verify with.
+    let rs256 = jwk.alg.as_deref().is_none_or(|a| a == "RS256");
+    if jwk.kty != "RSA" || !sig_use || !rs256 {
+        return None;
+    }
+    let kid = jwk.kid.filter(|k| !k.is_empty())?;
+    let n = URL_SAFE_NO_PAD.decode(jwk.n?).ok()?;
+    let e = URL_SAFE_NO_PAD.decode(jwk.e?).ok()?;
+    let significant = n.iter().skip_while(|b| **b == 0).count();
+    if significant * 8 < MIN_MODULUS_BITS || e.is_empty() {
+        return None;
+    }
+    let key = DecodingKey::from_rsa_raw_components(&n, &e);
+    Some((
+        kid,
+        VerifyingKey {
+            key,
+            issuer: jwk.issuer,
+        },
+    ))
+}
+
+/// Where the request logic finds the key set of a cloud. Implementations never do I/O:
+/// `None` means "no set loaded", and the caller answers `temporarily_unavailable`.
+pub trait KeyLookup {
+    fn key_set(&self, cloud: &str) -> Option<Arc<KeySet>>;
+}
+
+impl KeyLookup for HashMap<String, Arc<KeySet>> {
+    fn key_set(&self, cloud: &str) -> Option<Arc<KeySet>> {
+        self.get(cloud).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkeys;
+
+    #[test]
+    fn keeps_rsa_signing_keys_only() {
+        let n = testkeys::SIGNER.n();
+        let e = testkeys::SIGNER.e();
+        let doc = serde_json::json!({"keys": [
+            {"kty":"RSA","kid":"plain","n":n,"e":e},
+            {"kty":"RSA","kid":"sig","use":"sig","n":n,"e":e,"issuer":"https://login.microsoftonline.com/{tenantid}/v2.0"},
+            {"kty":"RSA","kid":"enc","use":"enc","n":n,"e":e},
+            {"kty":"RSA","kid":"ps","alg":"PS256","n":n,"e":e},
+            {"kty":"EC","kid":"ec","crv":"P-256","x":"AA","y":"AA"},
+            {"kty":"RSA","kid":"small","n":"AQAB","e":e},
+            {"kty":"RSA","kid":"badb64","n":"!!!","e":e},
+            {"kty":"RSA","n":n,"e":e},
+            {"kty":"RSA","kid":"","n":n,"e":e},
+            {"kty":"RSA","kid":"plain","n":testkeys::FOREIGN.n(),"e":e},
+            "not an object"
+        ]});
+        let set = KeySet::from_jwks(doc.to_string().as_bytes(), 7).unwrap();
+        let mut kids: Vec<_> = set.kids().collect();
+        kids.sort();
+        assert_eq!(kids, ["plain", "sig"]);
+        assert_eq!(set.skipped, 9);
+        assert_eq!(set.loaded_at, 7);
+        assert_eq!(
+            set.get("sig").unwrap().issuer_for("abc").as_deref(),
+            Some("https://login.microsoftonline.com/abc/v2.0")
+        );
+        assert_eq!(set.get("plain").unwrap().issuer_for("abc"), None);
+    }
+
+    #[test]
+    fn refuses_documents_without_usable_keys() {
+        assert!(matches!(
+            KeySet::from_jwks(b"<html>", 0),
+            Err(KeySetError::NotAJwks(_))
+        ));
+        assert!(matches!(
+            KeySet::from_jwks(b"{\"keys\":{}}", 0),
+            Err(KeySetError::NotAJwks(_))
+        ));
+        assert_eq!(
+            KeySet::from_jwks(b"{\"keys\":[]}", 0).unwrap_err(),
+            KeySetError::NoUsableKeys { skipped: 0 }
+        );
+        assert_eq!(
+            KeySet::from_jwks(b"{\"keys\":[{\"kty\":\"oct\",\"k\":\"AA\"}]}", 0).unwrap_err(),
+            KeySetError::NoUsableKeys { skipped: 1 }
+        );
+    }
+
+    #[test]
+    fn staleness_boundary() {
+        let set = testkeys::key_set(1_000);
+        assert!(set.is_usable(1_000, 0));
+        assert!(set.is_usable(1_600, 600));
+        assert!(!set.is_usable(1_601, 600));
+        assert!(
+            set.is_usable(900, 0),
+            "a clock step back does not make keys stale"
+        );
+    }
+}

@@ -1,0 +1,31 @@
+//! All request logic of eam-proxy, free of I/O: parameters, a key set and `now` go in, an
+//! [`AuthorizeDecision`] comes out. Nothing here knows about Pingora, sockets or clocks, so every
+//! rule of the product specification is tested (and fuzzed) with plain values.
+//!
+//! One module per concern: [`params`] (form codec), [`policy`] (validated configuration),
+//! [`keys`] (parsed key sets), [`hint`] (id_token_hint validation), [`rewrite`] (what the
+//! upstream receives), [`render`] (error responses), [`error`] (reasons), and [`authorize`]
+//! (the decision that ties them together, including detection).
+
+pub mod authorize;
+pub mod error;
+pub mod hint;
+pub mod keys;
+pub mod params;
+pub mod policy;
+pub mod render;
+pub mod rewrite;
+
+#[cfg(test)]
+mod testkeys;
+
+pub use authorize::{
+    is_form_content_type, AuthorizeDecision, AuthorizeRequest, Authorized, Method, Outcome, Summary,
+};
+pub use error::{AuthorizeError, OAuthError};
+pub use hint::{HintIdentity, HintValidator};
+pub use keys::{KeyLookup, KeySet, KeySetError, VerifyingKey};
+pub use policy::{
+    AppPolicy, AuthorizeSettings, CloudPolicy, DetectMode, ErrorDelivery, ExtraClaim, Policy,
+};
+pub use render::ErrorResponse;

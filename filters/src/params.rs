@@ -1,0 +1,260 @@
+//! `application/x-www-form-urlencoded` codec for authorize bodies and queries.
+//!
+//! Unlike `form_urlencoded::parse`, decoding is strict: a `%` not followed by two hex digits, or
+//! a decoded name or value that is not UTF-8, is an error rather than a silent replacement,
+//! because the proxy and the upstream must never disagree on what a parameter says.
+//! Each pair keeps its raw bytes so that untouched pairs are forwarded exactly as they came.
+
+use std::borrow::Cow;
+
+use percent_encoding::percent_decode;
+
+use crate::error::AuthorizeError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Param<'a> {
+    /// The pair as it appeared on the wire, without the separating `&`.
+    pub raw: &'a str,
+    /// The raw (still encoded) value, after the first `=`.
+    pub raw_value: &'a str,
+    pub name: Cow<'a, str>,
+    pub value: Cow<'a, str>,
+}
+
+/// Parameters in their original order; duplicates are kept so callers can see them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Params<'a> {
+    pairs: Vec<Param<'a>>,
+}
+
+impl<'a> Params<'a> {
+    /// Parses a form body or a query string. Empty segments (`a=1&&b=2`) are skipped.
+    pub fn parse(input: &'a [u8]) -> Result<Self, AuthorizeError> {
+        let text = std::str::from_utf8(input).map_err(|_| AuthorizeError::MalformedEncoding)?;
+        let pairs = text
+            .split('&')
+            .filter(|segment| !segment.is_empty())
+            .map(parse_pair)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Params { pairs })
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Param<'a>> {
+        self.pairs.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
+    pub fn count(&self, name: &str) -> usize {
+        self.pairs.iter().filter(|p| p.name == name).count()
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.pairs.iter().any(|p| p.name == name)
+    }
+
+    /// The first value of `name`; callers that care about duplicates check `count` first.
+    pub fn first(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.value.as_ref())
+    }
+
+    /// Every value of `name`, in order.
+    pub fn all<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s str> + 's {
+        self.pairs
+            .iter()
+            .filter(move |p| p.name == name)
+            .map(|p| p.value.as_ref())
+    }
+
+    /// Removes every pair for which `predicate(name)` holds; returns how many were removed.
+    pub fn remove_where(&mut self, mut predicate: impl FnMut(&str) -> bool) -> usize {
+        let before = self.pairs.len();
+        self.pairs.retain(|p| !predicate(&p.name));
+        before - self.pairs.len()
+    }
+
+    /// The remaining pairs joined with `&`, each exactly as received.
+    pub fn to_raw_string(&self) -> String {
+        let mut out = String::with_capacity(self.pairs.iter().map(|p| p.raw.len() + 1).sum());
+        for pair in &self.pairs {
+            push_separator(&mut out);
+            out.push_str(pair.raw);
+        }
+        out
+    }
+}
+
+fn parse_pair(segment: &str) -> Result<Param<'_>, AuthorizeError> {
+    let (raw_name, raw_value) = segment.split_once('=').unwrap_or((segment, ""));
+    Ok(Param {
+        raw: segment,
+        raw_value,
+        name: decode_component(raw_name)?,
+        value: decode_component(raw_value)?,
+    })
+}
+
+/// Strict form decoding of one name or value: `+` is a space, `%XX` a byte, nothing else special.
+pub fn decode_component(raw: &str) -> Result<Cow<'_, str>, AuthorizeError> {
+    let bytes = raw.as_bytes();
+    let mut i = 0;
+    while let Some(offset) = bytes[i..].iter().position(|&b| b == b'%') {
+        let at = i + offset;
+        let hex = bytes
+            .get(at + 1..at + 3)
+            .ok_or(AuthorizeError::MalformedEncoding)?;
+        if !hex.iter().all(u8::is_ascii_hexdigit) {
+            return Err(AuthorizeError::MalformedEncoding);
+        }
+        i = at + 3;
+    }
+    if !raw.contains(['%', '+']) {
+        return Ok(Cow::Borrowed(raw));
+    }
+    let spaced: Cow<'_, [u8]> = if raw.contains('+') {
+        Cow::Owned(
+            bytes
+                .iter()
+                .map(|&b| if b == b'+' { b' ' } else { b })
+                .collect(),
+        )
+    } else {
+        Cow::Borrowed(bytes)
+    };
+    let decoded = percent_decode(&spaced)
+        .decode_utf8()
+        .map_err(|_| AuthorizeError::MalformedEncoding)?;
+    Ok(Cow::Owned(decoded.into_owned()))
+}
+
+/// Appends `name=value` form-encoded, after a `&` when `out` is not empty.
+pub fn push_encoded(out: &mut String, name: &str, value: &str) {
+    push_separator(out);
+    out.extend(form_urlencoded::byte_serialize(name.as_bytes()));
+    out.push('=');
+    out.extend(form_urlencoded::byte_serialize(value.as_bytes()));
+}
+
+/// Appends `name=<raw value>`, reusing a value that is already encoded.
+pub fn push_renamed(out: &mut String, name: &str, raw_value: &str) {
+    push_separator(out);
+    out.extend(form_urlencoded::byte_serialize(name.as_bytes()));
+    out.push('=');
+    out.push_str(raw_value);
+}
+
+pub fn push_raw(out: &mut String, raw: &str) {
+    push_separator(out);
+    out.push_str(raw);
+}
+
+fn push_separator(out: &mut String) {
+    if !out.is_empty() {
+        out.push('&');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names_values(input: &str) -> Vec<(String, String)> {
+        Params::parse(input.as_bytes())
+            .unwrap()
+            .iter()
+            .map(|p| (p.name.to_string(), p.value.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn decodes_plus_percent_and_keeps_order_and_duplicates() {
+        assert_eq!(
+            names_values("b=2&a=x+y%2B%26&b=3&flag&=v"),
+            vec![
+                ("b".into(), "2".into()),
+                ("a".into(), "x y+&".into()),
+                ("b".into(), "3".into()),
+                ("flag".into(), "".into()),
+                ("".into(), "v".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn names_are_decoded_so_encoded_spoofs_are_visible() {
+        let params = Params::parse(b"%65ntra_sub=evil&entra%5Foid=x").unwrap();
+        let names: Vec<_> = params.iter().map(|p| p.name.as_ref()).collect();
+        assert_eq!(names, ["entra_sub", "entra_oid"]);
+    }
+
+    #[test]
+    fn utf8_values_decode() {
+        assert_eq!(
+            names_values("n=J%C3%BCrgen"),
+            vec![("n".into(), "Jürgen".into())]
+        );
+        assert_eq!(
+            names_values("n=Jürgen"),
+            vec![("n".into(), "Jürgen".into())]
+        );
+    }
+
+    #[test]
+    fn malformed_input_is_an_error() {
+        for bad in [
+            &b"a=%"[..],
+            b"a=%4",
+            b"a=%zz",
+            b"a=%G0",
+            b"%=1",
+            b"a=%C3%28",    // invalid UTF-8 after decoding
+            b"a=\xff",      // raw non-UTF-8
+            b"a=%ED%A0%80", // UTF-16 surrogate, invalid in UTF-8
+        ] {
+            assert_eq!(
+                Params::parse(bad),
+                Err(AuthorizeError::MalformedEncoding),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn empty_segments_are_skipped_and_raw_is_kept() {
+        let params = Params::parse(b"&a=%41&&b=c+d&").unwrap();
+        assert_eq!(params.len(), 2);
+        assert_eq!(params.to_raw_string(), "a=%41&b=c+d");
+    }
+
+    #[test]
+    fn remove_where_counts_removals() {
+        let mut params = Params::parse(b"a=1&entra_x=2&b=3&entra_y=4").unwrap();
+        assert_eq!(params.remove_where(|n| n.starts_with("entra_")), 2);
+        assert_eq!(params.to_raw_string(), "a=1&b=3");
+    }
+
+    #[test]
+    fn encoding_round_trips() {
+        let mut out = String::new();
+        push_encoded(&mut out, "entra_preferred_username", "a b+c&d=é<");
+        push_renamed(&mut out, "entra_id_token_hint", "abc.def.ghi");
+        let back = names_values(&out);
+        assert_eq!(
+            back,
+            vec![
+                ("entra_preferred_username".into(), "a b+c&d=é<".into()),
+                ("entra_id_token_hint".into(), "abc.def.ghi".into()),
+            ]
+        );
+    }
+}

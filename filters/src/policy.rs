@@ -1,0 +1,228 @@
+//! The validated, ready-to-use form of the configuration that the request logic needs.
+//!
+//! `proxy` builds a `Policy` from its TOML; everything here is already checked, so the request
+//! path never has to handle a configuration error.
+
+/// Microsoft-account (consumer) tenant: never an Entra workforce user.
+pub const MSA_TENANT: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DetectMode {
+    /// `client_id` is one of the configured apps.
+    ClientId,
+    /// A `client-request-id` parameter is present.
+    ClientRequestId,
+    Either,
+    Both,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorDelivery {
+    /// Auto-submitting form to Entra's redirect_uri, so the attempt ends at once.
+    FormPost,
+    /// Plain HTTP status with a JSON body.
+    Status,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraClaim {
+    pub claim: String,
+    pub param: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloudPolicy {
+    pub name: String,
+    /// Expected `iss`, with `{tid}` standing for the token's own tenant.
+    pub issuer_template: String,
+    /// Entra's redirect URIs for this cloud: the only targets of a form_post error.
+    pub redirect_uris: Vec<String>,
+}
+
+impl CloudPolicy {
+    pub fn expected_issuer(&self, tid: &str) -> String {
+        self.issuer_template.replace("{tid}", tid)
+    }
+
+    /// The built-in clouds of SPEC §2.
+    pub fn builtin(name: &str) -> Option<CloudPolicy> {
+        let host = match name {
+            "global" => "login.microsoftonline.com",
+            "usgov" => "login.microsoftonline.us",
+            "china" => "login.partner.microsoftonline.cn",
+            _ => return None,
+        };
+        Some(CloudPolicy {
+            name: name.to_string(),
+            issuer_template: format!("https://{host}/{{tid}}/v2.0"),
+            redirect_uris: vec![format!(
+                "https://{host}/common/federation/externalauthprovider"
+            )],
+        })
+    }
+
+    pub fn builtin_jwks_url(name: &str) -> Option<String> {
+        Self::builtin(name).map(|c| {
+            let host = c.issuer_template.trim_start_matches("https://");
+            let host = host.split('/').next().unwrap_or_default();
+            format!("https://{host}/common/discovery/v2.0/keys")
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppPolicy {
+    pub client_id: String,
+    /// Accepted hint `aud` values; never empty (defaults to `[client_id]`).
+    pub audiences: Vec<String>,
+    /// Index into `Policy::clouds`.
+    pub cloud: usize,
+    /// Lower-case tenant GUIDs; empty means any tenant.
+    pub allowed_tenants: Vec<String>,
+    pub allow_msa_tenant: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorizeSettings {
+    pub paths: Vec<String>,
+    pub detect: DetectMode,
+    pub param_prefix: String,
+    pub hint_param: String,
+    pub force_prompt_login: bool,
+    pub leeway_seconds: u64,
+    pub error_delivery: ErrorDelivery,
+    pub extra_claims: Vec<ExtraClaim>,
+    pub max_body_bytes: usize,
+}
+
+impl Default for AuthorizeSettings {
+    fn default() -> Self {
+        AuthorizeSettings {
+            paths: vec!["/authorize".into()],
+            detect: DetectMode::ClientId,
+            param_prefix: "entra_".into(),
+            hint_param: "entra_id_token_hint".into(),
+            force_prompt_login: true,
+            leeway_seconds: 300,
+            error_delivery: ErrorDelivery::FormPost,
+            extra_claims: Vec::new(),
+            max_body_bytes: 32 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub authorize: AuthorizeSettings,
+    pub apps: Vec<AppPolicy>,
+    /// Every known cloud (built-in and configured), whether or not an app uses it.
+    pub clouds: Vec<CloudPolicy>,
+    /// A key set last refreshed longer ago than this is no longer used (`jwks.max_stale_seconds`).
+    pub max_stale_seconds: u64,
+}
+
+impl Policy {
+    pub fn is_authorize_path(&self, path: &str) -> bool {
+        self.authorize.paths.iter().any(|p| p == path)
+    }
+
+    pub fn app(&self, client_id: &str) -> Option<&AppPolicy> {
+        self.apps.iter().find(|a| a.client_id == client_id)
+    }
+
+    pub fn cloud_of(&self, app: &AppPolicy) -> &CloudPolicy {
+        &self.clouds[app.cloud]
+    }
+
+    /// Names of the clouds at least one app uses: the key sets that must be loaded.
+    pub fn clouds_in_use(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        for app in &self.apps {
+            let name = self.clouds[app.cloud].name.as_str();
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        names
+    }
+
+    /// A parameter the upstream must be able to trust, so no client may send it.
+    pub fn is_reserved_param(&self, name: &str) -> bool {
+        let prefix = self.authorize.param_prefix.as_bytes();
+        let spoofs_prefix = name.len() >= prefix.len()
+            && name.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix);
+        spoofs_prefix || name.eq_ignore_ascii_case(&self.authorize.hint_param)
+    }
+}
+
+/// `8-4-4-4-12` hexadecimal digits.
+pub fn is_guid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_clouds_match_spec() {
+        let global = CloudPolicy::builtin("global").unwrap();
+        assert_eq!(
+            global.expected_issuer("t"),
+            "https://login.microsoftonline.com/t/v2.0"
+        );
+        assert_eq!(
+            global.redirect_uris,
+            ["https://login.microsoftonline.com/common/federation/externalauthprovider"]
+        );
+        assert_eq!(
+            CloudPolicy::builtin_jwks_url("usgov").unwrap(),
+            "https://login.microsoftonline.us/common/discovery/v2.0/keys"
+        );
+        assert_eq!(
+            CloudPolicy::builtin("china").unwrap().expected_issuer("t"),
+            "https://login.partner.microsoftonline.cn/t/v2.0"
+        );
+        assert!(CloudPolicy::builtin("mars").is_none());
+    }
+
+    #[test]
+    fn guid_shape() {
+        assert!(is_guid(MSA_TENANT));
+        assert!(is_guid("9122040D-6C67-4C5B-B112-36A304B66DAD"));
+        assert!(!is_guid("9122040d6c674c5bb11236a304b66dad"));
+        assert!(!is_guid("9122040d-6c67-4c5b-b112-36a304b66da"));
+        assert!(!is_guid("9122040d-6c67-4c5b-b112-36a304b66dag"));
+        assert!(!is_guid("common"));
+    }
+
+    #[test]
+    fn reserved_params_are_matched_case_insensitively() {
+        let policy = Policy {
+            authorize: AuthorizeSettings {
+                hint_param: "upstream_hint".into(),
+                ..Default::default()
+            },
+            apps: vec![],
+            clouds: vec![],
+            max_stale_seconds: 0,
+        };
+        for name in [
+            "entra_sub",
+            "ENTRA_oid",
+            "Entra_",
+            "upstream_hint",
+            "UPSTREAM_HINT",
+        ] {
+            assert!(policy.is_reserved_param(name), "{name}");
+        }
+        for name in ["entra", "xentra_sub", "id_token_hint", "", "éntra_"] {
+            assert!(!policy.is_reserved_param(name), "{name}");
+        }
+    }
+}

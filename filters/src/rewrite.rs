@@ -1,0 +1,54 @@
+//! The rewritten Entra request (SPEC §3.7): what the upstream receives for a valid hint.
+
+use serde_json::Value;
+
+use crate::hint::HintIdentity;
+use crate::params::{push_encoded, push_raw, push_renamed, Params};
+use crate::policy::AuthorizeSettings;
+
+/// Renames `id_token_hint`, forces `prompt=login`, and appends the hint's identity.
+/// Untouched pairs keep their bytes and order. The identity parameters are named with
+/// `param_prefix`, the same prefix that is stripped from clients, so the upstream can trust them.
+pub fn rewrite_entra(
+    params: &Params<'_>,
+    identity: &HintIdentity,
+    settings: &AuthorizeSettings,
+) -> String {
+    let mut out =
+        String::with_capacity(params.iter().map(|p| p.raw.len() + 1).sum::<usize>() + 512);
+    let mut prompt_set = false;
+    for param in params.iter() {
+        match param.name.as_ref() {
+            "id_token_hint" => push_renamed(&mut out, &settings.hint_param, param.raw_value),
+            "prompt" if settings.force_prompt_login => {
+                push_encoded(&mut out, "prompt", "login");
+                prompt_set = true;
+            }
+            _ => push_raw(&mut out, param.raw),
+        }
+    }
+    if settings.force_prompt_login && !prompt_set {
+        push_encoded(&mut out, "prompt", "login");
+    }
+
+    let prefix = &settings.param_prefix;
+    let mut push_identity = |suffix: &str, value: &str| {
+        push_encoded(&mut out, &format!("{prefix}{suffix}"), value);
+    };
+    push_identity("iss", identity.iss());
+    push_identity("tid", identity.tid());
+    push_identity("oid", identity.oid());
+    if let Some(username) = identity.preferred_username() {
+        push_identity("preferred_username", username);
+    }
+    push_identity("sub", identity.sub());
+
+    for extra in &settings.extra_claims {
+        match identity.claim(&extra.claim) {
+            Some(Value::String(s)) => push_encoded(&mut out, &extra.param, s),
+            Some(other) => push_encoded(&mut out, &extra.param, &other.to_string()),
+            None => {}
+        }
+    }
+    out
+}

@@ -1,0 +1,207 @@
+//! `eam-proxy`: the binary. Reads the configuration, assembles the Pingora server (proxy,
+//! admin listener, key refreshers, upstream health checks) and runs it.
+
+mod admin;
+mod config;
+mod keystore;
+mod service;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use pingora::lb::{health_check::TcpHealthCheck, LoadBalancer};
+use pingora::listeners::tls::TlsSettings;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::Server;
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+
+use crate::config::{Config, LogFormat, Validated};
+use crate::keystore::{KeyRefresher, KeyStore, KeyStoreSettings, KeyStores};
+use crate::service::{EamProxy, UpstreamSettings};
+
+/// Makes an OpenID Connect provider a Microsoft Entra ID External Authentication Method.
+#[derive(Parser, Debug)]
+#[command(name = "eam-proxy", version, about)]
+struct Cli {
+    /// Configuration file (TOML).
+    #[arg(short, long, env = "EAM_PROXY_CONFIG")]
+    config: PathBuf,
+    /// Validate the configuration and exit: 0 when valid, 2 with the key and reason otherwise.
+    #[arg(long)]
+    check: bool,
+    /// Take over the listening sockets of a running instance (zero-downtime upgrade).
+    #[arg(short, long)]
+    upgrade: bool,
+    /// Run in the background.
+    #[arg(short, long)]
+    daemon: bool,
+}
+
+/// Seconds since the Unix epoch: the proxy's only clock for token validation.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let validated = match Config::load(&cli.config) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!(
+                "eam-proxy: invalid configuration {}: {e}",
+                cli.config.display()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check {
+        println!("{}: configuration is valid", cli.config.display());
+        return ExitCode::SUCCESS;
+    }
+    init_logging(validated.config.log.format);
+    match run(cli, validated) {
+        Ok(never) => match never {},
+        Err(e) => {
+            tracing::error!(error = %e, "start-up failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn run(
+    cli: Cli,
+    validated: Validated,
+) -> Result<std::convert::Infallible, Box<dyn std::error::Error>> {
+    let Validated {
+        config,
+        policy,
+        key_sources,
+    } = validated;
+    let server_conf = ServerConf {
+        threads: config.server.threads,
+        daemon: cli.daemon,
+        grace_period_seconds: Some(config.server.grace_period_seconds),
+        graceful_shutdown_timeout_seconds: Some(config.server.grace_period_seconds.max(1)),
+        pid_file: "/tmp/eam-proxy.pid".into(),
+        upgrade_sock: "/tmp/eam-proxy-upgrade.sock".into(),
+        ca_file: config
+            .upstream
+            .ca_file
+            .as_ref()
+            .map(|p| p.display().to_string()),
+        ..ServerConf::default()
+    };
+    let opt = Opt {
+        upgrade: cli.upgrade,
+        daemon: cli.daemon,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf);
+    server.bootstrap();
+
+    let http = reqwest::Client::builder()
+        .user_agent(concat!("eam-proxy/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_millis(config.jwks.fetch_timeout_ms))
+        .build()?;
+    let settings = KeyStoreSettings {
+        refresh: Duration::from_secs(config.jwks.refresh_seconds),
+        fetch_timeout: Duration::from_millis(config.jwks.fetch_timeout_ms),
+        max_stale_seconds: config.jwks.max_stale_seconds,
+    };
+    let mut stores = Vec::new();
+    for (cloud, source) in key_sources {
+        let store = Arc::new(KeyStore::new(
+            cloud.clone(),
+            source,
+            http.clone(),
+            settings.clone(),
+        ));
+        server.add_service(background_service(
+            &format!("jwks {cloud}"),
+            KeyRefresher(store.clone()),
+        ));
+        stores.push(store);
+    }
+    let keys = KeyStores(stores);
+
+    let upstream = &config.upstream;
+    let mut upstreams = LoadBalancer::try_from_iter(upstream.addresses.iter().map(String::as_str))?;
+    let sni = upstream.sni.clone().unwrap_or_default();
+    upstreams.set_health_check(if upstream.tls {
+        TcpHealthCheck::new_tls(&sni)
+    } else {
+        TcpHealthCheck::new()
+    });
+    upstreams.health_check_frequency =
+        Some(Duration::from_millis(upstream.health_check_interval_ms));
+    let health = background_service("upstream health", upstreams);
+    let upstreams = health.task();
+    server.add_service(health);
+
+    let proxy = EamProxy {
+        policy: Arc::new(policy),
+        keys: keys.clone(),
+        upstreams,
+        upstream: UpstreamSettings {
+            tls: upstream.tls,
+            sni,
+            verify: upstream.verify,
+            host_header: upstream.host_header.clone(),
+            connect_timeout: Duration::from_millis(upstream.connect_timeout_ms),
+            read_timeout: Duration::from_millis(upstream.read_timeout_ms),
+        },
+        client_read_timeout: Duration::from_millis(config.server.client_read_timeout_ms),
+        log_username: config.log.include_username,
+    };
+    let mut proxy_service =
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "eam-proxy");
+    for addr in &config.server.listen {
+        proxy_service.add_tcp(addr);
+    }
+    if let (Some(cert), Some(key)) = (&config.server.tls_cert, &config.server.tls_key) {
+        for addr in &config.server.tls_listen {
+            let mut tls =
+                TlsSettings::intermediate(&cert.display().to_string(), &key.display().to_string())?;
+            tls.enable_h2();
+            proxy_service.add_tls_with_settings(addr, None, tls);
+        }
+    }
+    server.add_service(proxy_service);
+
+    let mut admin = Service::new("admin".to_string(), admin::Admin { keys });
+    admin.add_tcp(&config.server.admin_listen);
+    server.add_service(admin);
+
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        listen = ?config.server.listen,
+        tls_listen = ?config.server.tls_listen,
+        admin_listen = %config.server.admin_listen,
+        upstreams = ?config.upstream.addresses,
+        apps = config.apps.len(),
+        "eam-proxy starting"
+    );
+    server.run_forever()
+}

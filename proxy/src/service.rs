@@ -1,0 +1,342 @@
+//! The Pingora glue: moves authorize requests through `filters` and streams everything else.
+//!
+//! Every decision is made in `request_filter` (an error raised later would still send the
+//! request upstream, pingora #692); the body of an authorize POST is read whole under retry
+//! buffering so that the bytes `filters` chose can replace it (PINGORA_NOTES.md).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use filters::render::json_error;
+use filters::{
+    AuthorizeDecision, AuthorizeError, AuthorizeRequest, ErrorResponse, Method, Policy, Summary,
+};
+use http::header;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::lb::selection::RoundRobin;
+use pingora::lb::LoadBalancer;
+use pingora::prelude::*;
+use pingora::proxy::FailToProxy;
+use pingora::ErrorSource;
+
+use crate::keystore::KeyStores;
+use crate::unix_now;
+
+/// How the proxy reaches the upstream OP.
+pub struct UpstreamSettings {
+    pub tls: bool,
+    pub sni: String,
+    pub verify: bool,
+    pub host_header: Option<String>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+}
+
+pub struct EamProxy {
+    pub policy: Arc<Policy>,
+    pub keys: KeyStores,
+    pub upstreams: Arc<LoadBalancer<RoundRobin>>,
+    pub upstream: UpstreamSettings,
+    pub client_read_timeout: Duration,
+    pub log_username: bool,
+}
+
+#[derive(Default)]
+pub struct RequestCtx {
+    /// Replacement body for the upstream (authorize POSTs only).
+    new_body: Option<Bytes>,
+    /// Replacement query string for the upstream.
+    new_query: Option<String>,
+}
+
+impl EamProxy {
+    /// Reads an authorize POST body, bounded by `max_body_bytes`. `None` when it is too large.
+    async fn read_body(&self, session: &mut Session) -> Result<Option<Bytes>> {
+        let announced = session
+            .req_header()
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        // Refuse an announced oversize body before asking the client to send it.
+        if announced.is_some_and(|len| !self.policy.body_fits(len)) {
+            return Ok(None);
+        }
+        let expects_continue = session
+            .req_header()
+            .headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if expects_continue {
+            session.write_continue_response().await?;
+        }
+        session.set_read_timeout(Some(self.client_read_timeout));
+        session.enable_retry_buffering();
+        let mut body = BytesMut::with_capacity(announced.unwrap_or(1024));
+        while let Some(chunk) = session.read_request_body().await? {
+            if !self.policy.body_fits(body.len() + chunk.len()) {
+                return Ok(None);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Some(body.freeze()))
+    }
+
+    fn log_decision(&self, summary: &Summary, started: Instant) {
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let field = |v: &Option<String>| v.clone().unwrap_or_default();
+        let (client_request_id, client_id) =
+            (field(&summary.client_request_id), field(&summary.client_id));
+        let (tid, oid) = (field(&summary.tid), field(&summary.oid));
+        let outcome = summary.outcome.as_str();
+        let reason = summary.reason().unwrap_or("");
+        if self.log_username {
+            tracing::info!(target: "eam_proxy::authorize", client_request_id, client_id, tid, oid, outcome, reason,
+                entra = summary.entra, stripped = summary.stripped, latency_ms,
+                preferred_username = field(&summary.preferred_username), "authorize decision");
+        } else {
+            tracing::info!(target: "eam_proxy::authorize", client_request_id, client_id, tid, oid, outcome, reason,
+                entra = summary.entra, stripped = summary.stripped, latency_ms, "authorize decision");
+        }
+    }
+}
+
+/// Writes a complete response; the connection stays usable when the request was read whole.
+async fn respond(session: &mut Session, response: ErrorResponse) -> Result<()> {
+    let mut head = ResponseHeader::build(response.status, Some(response.headers.len() + 1))?;
+    for (name, value) in response.headers {
+        head.insert_header(name, value)?;
+    }
+    head.insert_header(header::CONTENT_LENGTH, response.body.len().to_string())?;
+    session.write_response_header(Box::new(head), false).await?;
+    session
+        .write_response_body(Some(Bytes::from(response.body)), true)
+        .await
+}
+
+fn header_str(req: &RequestHeader, name: header::HeaderName) -> Option<&str> {
+    req.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+#[async_trait]
+impl ProxyHttp for EamProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let req = session.req_header();
+        let method = match req.method {
+            http::Method::GET => Method::Get,
+            http::Method::POST => Method::Post,
+            _ => return Ok(false),
+        };
+        if !self.policy.is_authorize_path(req.uri.path()) {
+            return Ok(false);
+        }
+        let started = Instant::now();
+        let body = match method {
+            Method::Get => Bytes::new(),
+            Method::Post => match self.read_body(session).await? {
+                Some(body) => body,
+                None => {
+                    let error = AuthorizeError::BodyTooLarge;
+                    let summary = Summary {
+                        outcome: filters::Outcome::Rejected,
+                        error: Some(error),
+                        ..Summary::default()
+                    };
+                    self.log_decision(&summary, started);
+                    // The rest of the body is never read, so the connection cannot be reused.
+                    session.set_keepalive(None);
+                    respond(session, json_error(error)).await?;
+                    return Ok(true);
+                }
+            },
+        };
+
+        let req = session.req_header();
+        let request = AuthorizeRequest {
+            method,
+            content_type: header_str(req, header::CONTENT_TYPE),
+            query: req.uri.query(),
+            body: &body,
+        };
+        let authorized = self.policy.authorize(&request, &self.keys, unix_now());
+        self.log_decision(&authorized.summary, started);
+        match authorized.decision {
+            AuthorizeDecision::PassThrough => {
+                if method == Method::Post {
+                    ctx.new_body = Some(body);
+                }
+            }
+            AuthorizeDecision::Forward {
+                query,
+                body: new_body,
+            } => {
+                ctx.new_query = query;
+                if method == Method::Post {
+                    ctx.new_body = Some(new_body.map(Bytes::from).unwrap_or(body));
+                }
+            }
+            AuthorizeDecision::Reject(response) => {
+                respond(session, response).await?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        // When every instance is marked down, still try one: the health check may lag, and a
+        // real connection error gives the operator an accurate 502.
+        let backend = self
+            .upstreams
+            .select(b"", 256)
+            .or_else(|| {
+                self.upstreams
+                    .backends()
+                    .get_backend()
+                    .iter()
+                    .next()
+                    .cloned()
+            })
+            .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no upstream configured"))?;
+        let mut peer = HttpPeer::new(backend, self.upstream.tls, self.upstream.sni.clone());
+        let options = &mut peer.options;
+        options.connection_timeout = Some(self.upstream.connect_timeout);
+        options.total_connection_timeout = Some(self.upstream.connect_timeout * 2);
+        options.read_timeout = Some(self.upstream.read_timeout);
+        options.write_timeout = Some(self.upstream.read_timeout);
+        options.idle_timeout = Some(Duration::from_secs(60));
+        options.verify_cert = self.upstream.verify;
+        options.verify_hostname = self.upstream.verify;
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(query) = &ctx.new_query {
+            let path = upstream_request.uri.path();
+            let target = if query.is_empty() {
+                path.to_string()
+            } else {
+                format!("{path}?{query}")
+            };
+            let uri = target.parse::<http::Uri>().map_err(|e| {
+                Error::because(
+                    ErrorType::InternalError,
+                    "rewritten query is not a valid URI",
+                    e,
+                )
+            })?;
+            upstream_request.set_uri(uri);
+        }
+        if let Some(body) = &ctx.new_body {
+            upstream_request.remove_header(&header::TRANSFER_ENCODING);
+            upstream_request.remove_header(&header::EXPECT);
+            upstream_request.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
+        }
+
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string());
+        if let Some(ip) = client_ip {
+            let forwarded_for = match header_str(
+                upstream_request,
+                header::HeaderName::from_static("x-forwarded-for"),
+            ) {
+                Some(existing) => format!("{existing}, {ip}"),
+                None => ip,
+            };
+            upstream_request.insert_header("x-forwarded-for", forwarded_for)?;
+        }
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        upstream_request.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
+        let host = header_str(session.req_header(), header::HOST)
+            .map(str::to_string)
+            .or_else(|| session.req_header().uri.authority().map(|a| a.to_string()));
+        if let Some(host) = host {
+            upstream_request.insert_header("x-forwarded-host", host)?;
+        }
+        if let Some(host) = &self.upstream.host_header {
+            upstream_request.insert_header(header::HOST, host.as_str())?;
+        }
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // The buffered body arrives once, at end of stream; send ours instead (a clone, since a
+        // retry replays it).
+        if let Some(new_body) = &ctx.new_body {
+            *body = end_of_stream.then(|| new_body.clone());
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        _ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            etype => match e.esource() {
+                ErrorSource::Upstream => match etype {
+                    ErrorType::ConnectTimedout
+                    | ErrorType::ReadTimedout
+                    | ErrorType::WriteTimedout => 504,
+                    _ => 502,
+                },
+                ErrorSource::Downstream => match etype {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    ErrorType::ReadTimedout => 408,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        if code > 0 {
+            if matches!(code, 502 | 504) {
+                tracing::warn!(status = code, error = %e, "upstream request failed");
+            }
+            let body = match code {
+                502 => "upstream unavailable\n",
+                504 => "upstream timed out\n",
+                408 => "request timeout\n",
+                400 => "bad request\n",
+                _ => "internal error\n",
+            };
+            if let Err(write_error) = session
+                .respond_error_with_body(code, Bytes::from_static(body.as_bytes()))
+                .await
+            {
+                tracing::debug!(%write_error, "could not send error response");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+}
