@@ -1,1 +1,379 @@
+use super::*;
 
+const APP: &str = r#"
+[[apps]]
+client_id = "56c2b5e3-c41d-4c14-abcf-72d407f57650"
+"#;
+
+fn validate(text: &str) -> Result<Validated, ConfigError> {
+    Config::parse(text)?.validate()
+}
+
+fn error_of(text: &str) -> ConfigError {
+    validate(text).expect_err("configuration should be refused")
+}
+
+#[test]
+fn defaults_match_the_spec() {
+    let v = validate(APP).unwrap();
+    let c = &v.config;
+    assert_eq!(c.server.listen, ["0.0.0.0:8080"]);
+    assert_eq!(c.server.admin_listen, "127.0.0.1:9090");
+    assert_eq!(c.server.threads, 2);
+    assert_eq!(c.server.max_body_bytes, 32768);
+    assert_eq!(c.server.client_read_timeout_ms, 10_000);
+    assert_eq!(c.server.grace_period_seconds, 10);
+    assert_eq!(c.upstream.addresses, ["127.0.0.1:8081"]);
+    assert!(!c.upstream.tls && c.upstream.verify);
+    assert_eq!(
+        (
+            c.upstream.connect_timeout_ms,
+            c.upstream.read_timeout_ms,
+            c.upstream.health_check_interval_ms
+        ),
+        (2000, 30_000, 5000)
+    );
+    assert_eq!(
+        (
+            c.jwks.refresh_seconds,
+            c.jwks.min_refetch_seconds,
+            c.jwks.max_stale_seconds,
+            c.jwks.fetch_timeout_ms
+        ),
+        (3600, 60, 604_800, 5000)
+    );
+    assert_eq!(c.log.format, LogFormat::Json);
+    assert!(!c.log.include_username);
+
+    let p = &v.policy;
+    assert_eq!(p.authorize.paths, ["/authorize"]);
+    assert_eq!(p.authorize.detect, DetectMode::ClientId);
+    assert_eq!(p.authorize.param_prefix, "entra_");
+    assert_eq!(p.authorize.hint_param, "entra_id_token_hint");
+    assert!(p.authorize.force_prompt_login);
+    assert_eq!(p.authorize.leeway_seconds, 300);
+    assert_eq!(p.authorize.error_delivery, ErrorDelivery::FormPost);
+    let app = &p.apps[0];
+    assert_eq!(
+        app.audiences,
+        [app.client_id.clone()],
+        "audiences default to the client_id"
+    );
+    assert_eq!(p.clouds[app.cloud].name, "global");
+    assert!(!app.allow_msa_tenant);
+    assert_eq!(
+        v.key_sources,
+        [(
+            "global".to_string(),
+            KeySource::Url("https://login.microsoftonline.com/common/discovery/v2.0/keys".into())
+        )]
+    );
+}
+
+#[test]
+fn the_repository_example_is_valid_and_complete() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/eam-proxy.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    validate(&text).unwrap();
+    // Every key of the schema appears in the example, commented or not.
+    for key in [
+        "listen",
+        "tls_listen",
+        "tls_cert",
+        "tls_key",
+        "admin_listen",
+        "threads",
+        "max_body_bytes",
+        "client_read_timeout_ms",
+        "grace_period_seconds",
+        "addresses",
+        "tls",
+        "sni",
+        "ca_file",
+        "verify",
+        "host_header",
+        "connect_timeout_ms",
+        "read_timeout_ms",
+        "health_check_interval_ms",
+        "paths",
+        "detect",
+        "param_prefix",
+        "hint_param",
+        "force_prompt_login",
+        "leeway_seconds",
+        "error_delivery",
+        "claim",
+        "param",
+        "refresh_seconds",
+        "min_refetch_seconds",
+        "max_stale_seconds",
+        "fetch_timeout_ms",
+        "format",
+        "include_username",
+        "client_id",
+        "audiences",
+        "cloud",
+        "allowed_tenants",
+        "allow_msa_tenant",
+        "jwks_url",
+        "jwks_file",
+        "issuer_template",
+        "redirect_uris",
+    ] {
+        assert!(
+            text.lines().any(|l| l
+                .trim_start_matches(['#', ' '])
+                .starts_with(&format!("{key} ="))),
+            "config/eam-proxy.toml does not show `{key}`"
+        );
+    }
+    for table in [
+        "[server]",
+        "[upstream]",
+        "[authorize]",
+        "[[authorize.extra_claims]]",
+        "[jwks]",
+        "[log]",
+        "[[apps]]",
+        "[clouds.global]",
+    ] {
+        assert!(
+            text.contains(table),
+            "config/eam-proxy.toml does not show {table}"
+        );
+    }
+}
+
+#[test]
+fn errors_name_the_key_path() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("[server]\nbogus = 1\n", "server.bogus", "unknown field"),
+        ("[nope]\n", "nope", "unknown field"),
+        (
+            "[authorize]\ndetect = \"sometimes\"\n",
+            "authorize.detect",
+            "unknown variant",
+        ),
+        (
+            "[authorize]\nerror_delivery = \"page\"\n",
+            "authorize.error_delivery",
+            "unknown variant",
+        ),
+        ("[log]\nformat = \"xml\"\n", "log.format", "unknown variant"),
+        (
+            "[server]\nthreads = \"two\"\n",
+            "server.threads",
+            "invalid type",
+        ),
+        (
+            "[[apps]]\nclient_id = \"a\"\nextra = 1\n",
+            "apps[0].extra",
+            "unknown field",
+        ),
+        (
+            "[clouds.global]\nbogus = \"x\"\n",
+            "clouds.global.bogus",
+            "unknown field",
+        ),
+    ];
+    for (text, path, reason) in cases {
+        let e = error_of(text);
+        assert_eq!(&e.path, path, "{text}");
+        assert!(e.reason.contains(reason), "{text}: {e}");
+    }
+    assert!(error_of("[server\n")
+        .to_string()
+        .contains("TOML parse error"));
+}
+
+#[test]
+fn semantic_errors_name_the_key_path() {
+    let with_app = |extra: &str| format!("{APP}\n{extra}");
+    let cases: Vec<(String, &str)> = vec![
+        ("".into(), "apps"),
+        ("[[apps]]\nclient_id = \"\"\n".into(), "apps[0].client_id"),
+        (format!("{APP}{APP}"), "apps[1].client_id"),
+        (
+            "[[apps]]\nclient_id = \"a\"\ncloud = \"mars\"\n".into(),
+            "apps[0].cloud",
+        ),
+        (
+            "[[apps]]\nclient_id = \"a\"\nallowed_tenants = [\"contoso\"]\n".into(),
+            "apps[0].allowed_tenants[0]",
+        ),
+        (
+            "[[apps]]\nclient_id = \"a\"\naudiences = [\"\"]\n".into(),
+            "apps[0].audiences",
+        ),
+        (
+            with_app("[clouds.global]\njwks_url = \"https://a/k\"\njwks_file = \"/k.json\"\n"),
+            "clouds.global",
+        ),
+        (
+            with_app("[clouds.global]\njwks_url = \"http://keys.example.com/k\"\n"),
+            "clouds.global.jwks_url",
+        ),
+        (
+            with_app("[clouds.global]\njwks_url = \"ftp://127.0.0.1/k\"\n"),
+            "clouds.global.jwks_url",
+        ),
+        (
+            with_app("[clouds.global]\nissuer_template = \"https://x/v2.0\"\n"),
+            "clouds.global.issuer_template",
+        ),
+        (
+            with_app("[clouds.global]\nredirect_uris = [\"https://x/cb; script-src *\"]\n"),
+            "clouds.global.redirect_uris[0]",
+        ),
+        (
+            with_app("[clouds.global]\nredirect_uris = []\n"),
+            "clouds.global.redirect_uris",
+        ),
+        (
+            with_app("[clouds.private]\njwks_file = \"/k.json\"\n"),
+            "clouds.private",
+        ),
+        (
+            with_app("[server]\nmax_body_bytes = 65536\n"),
+            "server.max_body_bytes",
+        ),
+        (
+            with_app("[server]\nmax_body_bytes = 0\n"),
+            "server.max_body_bytes",
+        ),
+        (with_app("[server]\nthreads = 0\n"), "server.threads"),
+        (
+            with_app("[server]\nlisten = [\"localhost\"]\n"),
+            "server.listen[0]",
+        ),
+        (with_app("[server]\nlisten = []\n"), "server.listen"),
+        (
+            with_app("[server]\ntls_listen = [\"127.0.0.1:8443\"]\n"),
+            "server.tls_cert",
+        ),
+        (
+            with_app("[server]\nadmin_listen = \"9090\"\n"),
+            "server.admin_listen",
+        ),
+        (
+            with_app("[upstream]\naddresses = []\n"),
+            "upstream.addresses",
+        ),
+        (
+            with_app("[upstream]\naddresses = [\"idp\"]\n"),
+            "upstream.addresses[0]",
+        ),
+        (
+            with_app("[upstream]\nread_timeout_ms = 0\n"),
+            "upstream.read_timeout_ms",
+        ),
+        (
+            with_app("[upstream]\nca_file = \"/nonexistent/ca.pem\"\n"),
+            "upstream.ca_file",
+        ),
+        (with_app("[authorize]\npaths = []\n"), "authorize.paths"),
+        (
+            with_app("[authorize]\npaths = [\"authorize\"]\n"),
+            "authorize.paths[0]",
+        ),
+        (
+            with_app("[authorize]\nparam_prefix = \"\"\n"),
+            "authorize.param_prefix",
+        ),
+        (
+            with_app("[authorize]\nhint_param = \"id_token_hint\"\n"),
+            "authorize.hint_param",
+        ),
+        (
+            with_app("[authorize]\nleeway_seconds = 86400\n"),
+            "authorize.leeway_seconds",
+        ),
+        (
+            with_app("[[authorize.extra_claims]]\nclaim = \"name\"\nparam = \"name\"\n"),
+            "authorize.extra_claims[0].param",
+        ),
+        (
+            with_app("[[authorize.extra_claims]]\nclaim = \"name\"\nparam = \"entra_sub\"\n"),
+            "authorize.extra_claims[0].param",
+        ),
+        (
+            with_app("[[authorize.extra_claims]]\nclaim = \"\"\nparam = \"entra_x\"\n"),
+            "authorize.extra_claims[0].claim",
+        ),
+        (
+            with_app("[jwks]\nrefresh_seconds = 0\n"),
+            "jwks.refresh_seconds",
+        ),
+    ];
+    for (text, path) in cases {
+        let e = error_of(&text);
+        assert_eq!(e.path, path, "{text}\n=> {e}");
+        assert!(!e.reason.is_empty());
+    }
+}
+
+#[test]
+fn clouds_can_be_overridden_and_defined() {
+    let text = format!(
+        r#"{APP}
+[[apps]]
+client_id = "b"
+cloud = "private"
+allowed_tenants = ["9122040D-6C67-4C5B-B112-36A304B66DAD"]
+
+[clouds.global]
+jwks_url = "http://127.0.0.1:1234/keys"
+
+[clouds.private]
+jwks_file = "/etc/eam-proxy/keys.json"
+issuer_template = "https://login.example.test/{{tid}}/v2.0"
+redirect_uris = ["https://login.example.test/federation/cb"]
+"#
+    );
+    let v = validate(&text).unwrap();
+    assert_eq!(
+        v.key_sources,
+        [
+            (
+                "global".to_string(),
+                KeySource::Url("http://127.0.0.1:1234/keys".into())
+            ),
+            (
+                "private".to_string(),
+                KeySource::File("/etc/eam-proxy/keys.json".into())
+            ),
+        ]
+    );
+    let private = &v.policy.clouds[v.policy.apps[1].cloud];
+    assert_eq!(
+        private.expected_issuer("t"),
+        "https://login.example.test/t/v2.0"
+    );
+    assert_eq!(
+        private.redirect_uris,
+        ["https://login.example.test/federation/cb"]
+    );
+    assert_eq!(
+        v.policy.apps[1].allowed_tenants,
+        ["9122040d-6c67-4c5b-b112-36a304b66dad"],
+        "tenants are compared lower-case"
+    );
+    let global = &v.policy.clouds[v.policy.apps[0].cloud];
+    assert_eq!(
+        global.expected_issuer("t"),
+        "https://login.microsoftonline.com/t/v2.0"
+    );
+}
+
+#[test]
+fn loopback_http_key_urls_are_allowed() {
+    for url in [
+        "http://127.0.0.1:9/k",
+        "http://localhost/k",
+        "http://[::1]:8/k",
+        "https://keys.example/k",
+    ] {
+        let text = format!("{APP}\n[clouds.global]\njwks_url = \"{url}\"\n");
+        validate(&text).unwrap_or_else(|e| panic!("{url}: {e}"));
+    }
+}
