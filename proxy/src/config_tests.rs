@@ -56,7 +56,7 @@ fn defaults_match_the_spec() {
     let app = &p.apps[0];
     assert_eq!(
         app.audiences,
-        [app.client_id.clone()],
+        std::slice::from_ref(&app.client_id),
         "audiences default to the client_id"
     );
     assert_eq!(p.clouds[app.cloud].name, "global");
