@@ -1,15 +1,41 @@
-//! The admin listener: `/healthz` (the process is up) and `/readyz` (key sets usable).
+//! The admin listener: `/metrics`, `/healthz` (the process is up) and `/readyz` (key sets
+//! usable).
 //! It is a separate listener, never reachable through the proxy port.
 
 use async_trait::async_trait;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
+use std::sync::Arc;
+
 use crate::keystore::KeyStores;
+use crate::metrics::Metrics;
 use crate::unix_now;
 
 pub struct Admin {
     pub keys: KeyStores,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Admin {
+    fn metrics(&self) -> http::Response<Vec<u8>> {
+        let now = unix_now();
+        for store in &self.keys.0 {
+            let age = store.age(now).map_or(-1.0, |a| a as f64);
+            self.metrics
+                .jwks_age
+                .with_label_values(&[store.cloud.as_str()])
+                .set(age);
+        }
+        let (content_type, body) = self.metrics.render();
+        http::Response::builder()
+            .status(200)
+            .header(http::header::CONTENT_TYPE, content_type)
+            .header(http::header::CONTENT_LENGTH, body.len())
+            .header(http::header::CACHE_CONTROL, "no-store")
+            .body(body)
+            .expect("static response parts are valid")
+    }
 }
 
 fn text(status: u16, body: &str) -> http::Response<Vec<u8>> {
@@ -30,6 +56,7 @@ impl ServeHttp for Admin {
             return text(405, "method not allowed\n");
         }
         match req.uri.path() {
+            "/metrics" => self.metrics(),
             "/healthz" => text(200, "ok\n"),
             "/readyz" if self.keys.all_usable(unix_now()) => text(200, "ready\n"),
             "/readyz" => {

@@ -1,6 +1,7 @@
 //! Key sets of the clouds in use: fetched at start-up and refreshed in the background,
 //! published as lock-free snapshots that the request path reads.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,16 +13,21 @@ use pingora::services::background::BackgroundService;
 use rand::Rng;
 
 use crate::config::KeySource;
+use crate::metrics::Metrics;
 use crate::unix_now;
 
 /// A hostile or broken key endpoint must not be able to exhaust memory.
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
-/// First retry delay after a failed fetch; doubles up to the refresh interval.
+/// First retry delay after a failed fetch; doubles up to `MAX_RETRY` (or the refresh interval).
 const FIRST_RETRY: Duration = Duration::from_secs(5);
+/// A key endpoint that comes back is noticed within this time.
+const MAX_RETRY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct KeyStoreSettings {
     pub refresh: Duration,
+    /// Least time between two fetches triggered by an unknown `kid`.
+    pub min_refetch: Duration,
     pub fetch_timeout: Duration,
     pub max_stale_seconds: u64,
 }
@@ -31,8 +37,17 @@ pub struct KeyStore {
     pub cloud: String,
     source: KeySource,
     current: ArcSwapOption<KeySet>,
+    /// Bumped on every published set, so a waiter can tell that someone else refreshed.
+    generation: AtomicU64,
+    /// When the last on-demand fetch started (milliseconds on the store's own clock).
+    last_refetch_ms: AtomicU64,
+    /// Monotonic origin of `last_refetch_ms`.
+    created: std::time::Instant,
+    /// Single flight for fetches triggered by unknown kids.
+    refetch: tokio::sync::Mutex<()>,
     http: reqwest::Client,
     settings: KeyStoreSettings,
+    metrics: Arc<Metrics>,
 }
 
 impl KeyStore {
@@ -41,18 +56,29 @@ impl KeyStore {
         source: KeySource,
         http: reqwest::Client,
         settings: KeyStoreSettings,
+        metrics: Arc<Metrics>,
     ) -> Self {
         KeyStore {
             cloud,
             source,
             current: ArcSwapOption::empty(),
+            generation: AtomicU64::new(0),
+            last_refetch_ms: AtomicU64::new(u64::MAX),
+            created: std::time::Instant::now(),
+            refetch: tokio::sync::Mutex::new(()),
             http,
             settings,
+            metrics,
         }
     }
 
     pub fn snapshot(&self) -> Option<Arc<KeySet>> {
         self.current.load_full()
+    }
+
+    /// Seconds since the current set was loaded; `None` when none ever was.
+    pub fn age(&self, now: u64) -> Option<u64> {
+        self.current.load().as_ref().map(|set| set.age(now))
     }
 
     /// Keys exist and are not older than `max_stale_seconds`.
@@ -65,15 +91,61 @@ impl KeyStore {
 
     /// Loads the set once and publishes it; on failure the previous set stays in place.
     pub async fn refresh(&self) -> Result<usize, String> {
+        let result = self.load().await;
+        let label = if result.is_ok() { "success" } else { "failure" };
+        self.metrics
+            .jwks_refresh
+            .with_label_values(&[self.cloud.as_str(), label])
+            .inc();
+        result
+    }
+
+    async fn load(&self) -> Result<usize, String> {
         let bytes = match &self.source {
             KeySource::Url(url) => self.fetch(url).await?,
             KeySource::File(path) => read_file(path).await?,
         };
         let set = KeySet::from_jwks(&bytes, unix_now()).map_err(|e| e.to_string())?;
+        self.metrics
+            .jwks_keys
+            .with_label_values(&[self.cloud.as_str()])
+            .set(set.len() as i64);
         let (keys, skipped) = (set.len(), set.skipped);
         self.current.store(Some(Arc::new(set)));
+        self.generation.fetch_add(1, Ordering::Release);
         tracing::info!(cloud = %self.cloud, source = %self.source, keys, skipped, "key set loaded");
         Ok(keys)
+    }
+
+    /// Called when a hint names a `kid` the current set lacks (Microsoft rotated its keys), or
+    /// when no usable set exists.
+    /// Concurrent callers share one fetch; fetches are at least `min_refetch` apart, so a flood
+    /// of made-up kids costs the key endpoint nothing. Returns whether a newer set than the one
+    /// the caller saw is now published (worth validating again).
+    pub async fn refetch_on_demand(&self) -> bool {
+        let seen = self.generation.load(Ordering::Acquire);
+        let wait = self.settings.fetch_timeout + Duration::from_millis(100);
+        let Ok(_flight) = tokio::time::timeout(wait, self.refetch.lock()).await else {
+            return false;
+        };
+        if self.generation.load(Ordering::Acquire) != seen {
+            return true;
+        }
+        let now_ms = self.created.elapsed().as_millis() as u64;
+        let last = self.last_refetch_ms.load(Ordering::Relaxed);
+        if last != u64::MAX
+            && now_ms.saturating_sub(last) < self.settings.min_refetch.as_millis() as u64
+        {
+            return false;
+        }
+        self.last_refetch_ms.store(now_ms, Ordering::Relaxed);
+        match self.refresh().await {
+            Ok(_) => true,
+            Err(error) => {
+                tracing::warn!(cloud = %self.cloud, source = %self.source, %error, "key set refetch on demand failed");
+                false
+            }
+        }
     }
 
     async fn fetch(&self, url: &str) -> Result<Vec<u8>, String> {
@@ -128,6 +200,10 @@ async fn read_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
 pub struct KeyStores(pub Vec<Arc<KeyStore>>);
 
 impl KeyStores {
+    pub fn get(&self, cloud: &str) -> Option<&Arc<KeyStore>> {
+        self.0.iter().find(|s| s.cloud == cloud)
+    }
+
     /// Ready when every cloud in use has a usable key set.
     pub fn all_usable(&self, now: u64) -> bool {
         self.0.iter().all(|s| s.is_usable(now))
@@ -136,10 +212,7 @@ impl KeyStores {
 
 impl KeyLookup for KeyStores {
     fn key_set(&self, cloud: &str) -> Option<Arc<KeySet>> {
-        self.0
-            .iter()
-            .find(|s| s.cloud == cloud)
-            .and_then(|s| s.snapshot())
+        self.get(cloud).and_then(|s| s.snapshot())
     }
 }
 
@@ -160,8 +233,9 @@ impl BackgroundService for KeyRefresher {
                 }
                 Err(error) => {
                     tracing::warn!(cloud = %store.cloud, source = %store.source, %error, "key set refresh failed; keeping the last good set");
-                    let wait = retry.min(store.settings.refresh);
-                    retry = (retry * 2).min(store.settings.refresh);
+                    let cap = MAX_RETRY.min(store.settings.refresh);
+                    let wait = retry.min(cap);
+                    retry = (retry * 2).min(cap);
                     wait
                 }
             };

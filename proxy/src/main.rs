@@ -4,6 +4,7 @@
 mod admin;
 mod config;
 mod keystore;
+mod metrics;
 mod service;
 
 use std::path::PathBuf;
@@ -127,9 +128,12 @@ fn run(
         .build()?;
     let settings = KeyStoreSettings {
         refresh: Duration::from_secs(config.jwks.refresh_seconds),
+        min_refetch: Duration::from_secs(config.jwks.min_refetch_seconds),
         fetch_timeout: Duration::from_millis(config.jwks.fetch_timeout_ms),
         max_stale_seconds: config.jwks.max_stale_seconds,
     };
+    let clouds: Vec<String> = key_sources.iter().map(|(c, _)| c.clone()).collect();
+    let metrics = Arc::new(metrics::Metrics::new(&clouds)?);
     let mut stores = Vec::new();
     for (cloud, source) in key_sources {
         let store = Arc::new(KeyStore::new(
@@ -137,6 +141,7 @@ fn run(
             source,
             http.clone(),
             settings.clone(),
+            metrics.clone(),
         ));
         server.add_service(background_service(
             &format!("jwks {cloud}"),
@@ -174,6 +179,7 @@ fn run(
         },
         client_read_timeout: Duration::from_millis(config.server.client_read_timeout_ms),
         log_username: config.log.include_username,
+        metrics: metrics.clone(),
     };
     let mut proxy_service =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "eam-proxy");
@@ -190,7 +196,7 @@ fn run(
     }
     server.add_service(proxy_service);
 
-    let mut admin = Service::new("admin".to_string(), admin::Admin { keys });
+    let mut admin = Service::new("admin".to_string(), admin::Admin { keys, metrics });
     admin.add_tcp(&config.server.admin_listen);
     server.add_service(admin);
 

@@ -22,6 +22,7 @@ use pingora::proxy::FailToProxy;
 use pingora::ErrorSource;
 
 use crate::keystore::KeyStores;
+use crate::metrics::{Metrics, ROUTE_AUTHORIZE, ROUTE_OTHER};
 use crate::unix_now;
 
 /// How the proxy reaches the upstream OP.
@@ -41,10 +42,14 @@ pub struct EamProxy {
     pub upstream: UpstreamSettings,
     pub client_read_timeout: Duration,
     pub log_username: bool,
+    pub metrics: Arc<Metrics>,
 }
 
-#[derive(Default)]
 pub struct RequestCtx {
+    started: Instant,
+    route: &'static str,
+    /// Set once an authorize decision is made (and counted).
+    decided: bool,
     /// Replacement body for the upstream (authorize POSTs only).
     new_body: Option<Bytes>,
     /// Replacement query string for the upstream.
@@ -84,7 +89,16 @@ impl EamProxy {
         Ok(Some(body.freeze()))
     }
 
-    fn log_decision(&self, summary: &Summary, started: Instant) {
+    /// The decision's log line and counters.
+    fn record_decision(&self, summary: &Summary, started: Instant) {
+        let m = &self.metrics;
+        m.requests
+            .with_label_values(&[ROUTE_AUTHORIZE, summary.outcome.as_str()])
+            .inc();
+        if let Some(reason) = summary.reason() {
+            m.hint_rejections.with_label_values(&[reason]).inc();
+        }
+        m.spoofed_params_removed.inc_by(summary.stripped as u64);
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         let field = |v: &Option<String>| v.clone().unwrap_or_default();
         let (client_request_id, client_id) =
@@ -125,7 +139,13 @@ impl ProxyHttp for EamProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::default()
+        RequestCtx {
+            started: Instant::now(),
+            route: ROUTE_OTHER,
+            decided: false,
+            new_body: None,
+            new_query: None,
+        }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -138,7 +158,9 @@ impl ProxyHttp for EamProxy {
         if !self.policy.is_authorize_path(req.uri.path()) {
             return Ok(false);
         }
-        let started = Instant::now();
+        ctx.route = ROUTE_AUTHORIZE;
+        ctx.decided = true;
+        let started = ctx.started;
         let body = match method {
             Method::Get => Bytes::new(),
             Method::Post => match self.read_body(session).await? {
@@ -150,7 +172,7 @@ impl ProxyHttp for EamProxy {
                         error: Some(error),
                         ..Summary::default()
                     };
-                    self.log_decision(&summary, started);
+                    self.record_decision(&summary, started);
                     // The rest of the body is never read, so the connection cannot be reused.
                     session.set_keepalive(None);
                     respond(session, json_error(error)).await?;
@@ -166,8 +188,36 @@ impl ProxyHttp for EamProxy {
             query: req.uri.query(),
             body: &body,
         };
-        let authorized = self.policy.authorize(&request, &self.keys, unix_now());
-        self.log_decision(&authorized.summary, started);
+        let decide = || {
+            let began = Instant::now();
+            let authorized = self.policy.authorize(&request, &self.keys, unix_now());
+            if authorized.summary.hint_checked {
+                self.metrics
+                    .hint_validation
+                    .observe(began.elapsed().as_secs_f64());
+            }
+            authorized
+        };
+        let mut authorized = decide();
+        // A new kid means Microsoft rotated its keys; no usable set means the last refresh
+        // failed. Either way one coalesced, rate-limited fetch may fix it, then decide again.
+        let refetch_may_help = matches!(
+            authorized.summary.error,
+            Some(AuthorizeError::UnknownKid | AuthorizeError::KeysUnavailable)
+        );
+        if refetch_may_help {
+            let store = authorized
+                .summary
+                .cloud
+                .as_deref()
+                .and_then(|c| self.keys.get(c));
+            if let Some(store) = store {
+                if store.refetch_on_demand().await {
+                    authorized = decide();
+                }
+            }
+        }
+        self.record_decision(&authorized.summary, started);
         match authorized.decision {
             AuthorizeDecision::PassThrough => {
                 if method == Method::Post {
@@ -293,6 +343,31 @@ impl ProxyHttp for EamProxy {
         Ok(())
     }
 
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        self.metrics
+            .upstream_status(upstream_response.status.as_u16());
+        Ok(())
+    }
+
+    async fn logging(&self, _session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
+        if !ctx.decided {
+            let outcome = if error.is_some() { "failed" } else { "proxied" };
+            self.metrics
+                .requests
+                .with_label_values(&[ctx.route, outcome])
+                .inc();
+        }
+        self.metrics
+            .request_duration
+            .with_label_values(&[ctx.route])
+            .observe(ctx.started.elapsed().as_secs_f64());
+    }
+
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
@@ -316,6 +391,12 @@ impl ProxyHttp for EamProxy {
                 ErrorSource::Internal | ErrorSource::Unset => 500,
             },
         };
+        if e.esource() == &ErrorSource::Upstream {
+            self.metrics
+                .upstream_responses
+                .with_label_values(&["error"])
+                .inc();
+        }
         if code > 0 {
             if matches!(code, 502 | 504) {
                 tracing::warn!(status = code, error = %e, "upstream request failed");
