@@ -1,5 +1,5 @@
-//! The admin listener: `/metrics`, `/healthz` (the process is up) and `/readyz` (key sets
-//! usable).
+//! The admin listener: `/metrics`, `/healthz` (the process is up) and `/readyz` (every cloud
+//! in use has a usable key set and at least one upstream is healthy).
 //! It is a separate listener, never reachable through the proxy port.
 
 use async_trait::async_trait;
@@ -8,6 +8,9 @@ use pingora::protocols::http::ServerSession;
 
 use std::sync::Arc;
 
+use pingora::lb::selection::RoundRobin;
+use pingora::lb::LoadBalancer;
+
 use crate::keystore::KeyStores;
 use crate::metrics::Metrics;
 use crate::unix_now;
@@ -15,9 +18,30 @@ use crate::unix_now;
 pub struct Admin {
     pub keys: KeyStores,
     pub metrics: Arc<Metrics>,
+    pub upstreams: Arc<LoadBalancer<RoundRobin>>,
 }
 
 impl Admin {
+    /// Why the proxy cannot serve sign-ins yet; `None` when it can.
+    fn not_ready(&self) -> Option<String> {
+        let now = unix_now();
+        let missing: Vec<&str> = self
+            .keys
+            .0
+            .iter()
+            .filter(|s| !s.is_usable(now))
+            .map(|s| s.cloud.as_str())
+            .collect();
+        if !missing.is_empty() {
+            return Some(format!("no usable key set for {}", missing.join(", ")));
+        }
+        let backends = self.upstreams.backends();
+        if !backends.get_backend().iter().any(|b| backends.ready(b)) {
+            return Some("no healthy upstream".into());
+        }
+        None
+    }
+
     fn metrics(&self) -> http::Response<Vec<u8>> {
         let now = unix_now();
         for store in &self.keys.0 {
@@ -58,20 +82,10 @@ impl ServeHttp for Admin {
         match req.uri.path() {
             "/metrics" => self.metrics(),
             "/healthz" => text(200, "ok\n"),
-            "/readyz" if self.keys.all_usable(unix_now()) => text(200, "ready\n"),
-            "/readyz" => {
-                let missing: Vec<&str> = self
-                    .keys
-                    .0
-                    .iter()
-                    .filter(|s| !s.is_usable(unix_now()))
-                    .map(|s| s.cloud.as_str())
-                    .collect();
-                text(
-                    503,
-                    &format!("not ready: no usable key set for {}\n", missing.join(", ")),
-                )
-            }
+            "/readyz" => match self.not_ready() {
+                None => text(200, "ready\n"),
+                Some(why) => text(503, &format!("not ready: {why}\n")),
+            },
             _ => text(404, "not found\n"),
         }
     }

@@ -50,6 +50,8 @@ pub struct Server {
     pub max_body_bytes: usize,
     pub client_read_timeout_ms: u64,
     pub grace_period_seconds: u64,
+    pub pid_file: PathBuf,
+    pub upgrade_sock: PathBuf,
 }
 
 impl Default for Server {
@@ -64,6 +66,8 @@ impl Default for Server {
             max_body_bytes: 32768,
             client_read_timeout_ms: 10_000,
             grace_period_seconds: 10,
+            pid_file: "/tmp/eam-proxy.pid".into(),
+            upgrade_sock: "/tmp/eam-proxy-upgrade.sock".into(),
         }
     }
 }
@@ -181,6 +185,8 @@ pub enum LogFormat {
 pub struct Log {
     pub format: LogFormat,
     pub include_username: bool,
+    /// A `tracing` filter (`info`, `warn,eam_proxy=debug`…); `RUST_LOG` overrides it.
+    pub level: String,
 }
 
 impl Default for Log {
@@ -188,6 +194,7 @@ impl Default for Log {
         Log {
             format: LogFormat::Json,
             include_username: false,
+            level: "info".into(),
         }
     }
 }
@@ -299,6 +306,7 @@ impl Config {
         self.check_upstream()?;
         let authorize = self.authorize_settings()?;
         self.check_jwks()?;
+        self.check_log()?;
         let clouds = self.clouds()?;
         let apps = self.apps(&clouds)?;
         let policy = Policy {
@@ -487,6 +495,12 @@ impl Config {
                 .collect(),
             max_body_bytes: self.server.max_body_bytes,
         })
+    }
+
+    fn check_log(&self) -> Result<(), ConfigError> {
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map(|_| ())
+            .map_err(|e| err("log.level", format!("not a log filter: {e}")))
     }
 
     fn check_jwks(&self) -> Result<(), ConfigError> {

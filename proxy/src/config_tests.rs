@@ -86,6 +86,8 @@ fn the_repository_example_is_valid_and_complete() {
         "max_body_bytes",
         "client_read_timeout_ms",
         "grace_period_seconds",
+        "pid_file",
+        "upgrade_sock",
         "addresses",
         "tls",
         "sni",
@@ -110,6 +112,7 @@ fn the_repository_example_is_valid_and_complete() {
         "fetch_timeout_ms",
         "format",
         "include_username",
+        "level",
         "client_id",
         "audiences",
         "cloud",
@@ -304,6 +307,7 @@ fn semantic_errors_name_the_key_path() {
             with_app("[jwks]\nrefresh_seconds = 0\n"),
             "jwks.refresh_seconds",
         ),
+        (with_app("[log]\nlevel = \"a=b=c\"\n"), "log.level"),
     ];
     for (text, path) in cases {
         let e = error_of(&text);

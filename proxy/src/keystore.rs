@@ -203,11 +203,6 @@ impl KeyStores {
     pub fn get(&self, cloud: &str) -> Option<&Arc<KeyStore>> {
         self.0.iter().find(|s| s.cloud == cloud)
     }
-
-    /// Ready when every cloud in use has a usable key set.
-    pub fn all_usable(&self, now: u64) -> bool {
-        self.0.iter().all(|s| s.is_usable(now))
-    }
 }
 
 impl KeyLookup for KeyStores {

@@ -65,7 +65,7 @@ fn main() -> ExitCode {
         println!("{}: configuration is valid", cli.config.display());
         return ExitCode::SUCCESS;
     }
-    init_logging(validated.config.log.format);
+    init_logging(&validated.config.log);
     match run(cli, validated) {
         Ok(never) => match never {},
         Err(e) => {
@@ -75,13 +75,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(log: &config::Log) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    match format {
+    match log.format {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
@@ -104,9 +104,10 @@ fn run(
         threads: config.server.threads,
         daemon: cli.daemon,
         grace_period_seconds: Some(config.server.grace_period_seconds),
-        graceful_shutdown_timeout_seconds: Some(config.server.grace_period_seconds.max(1)),
-        pid_file: "/tmp/eam-proxy.pid".into(),
-        upgrade_sock: "/tmp/eam-proxy-upgrade.sock".into(),
+        // In-flight requests drain during the grace period; runtimes then get one more second.
+        graceful_shutdown_timeout_seconds: Some(1),
+        pid_file: config.server.pid_file.display().to_string(),
+        upgrade_sock: config.server.upgrade_sock.display().to_string(),
         ca_file: config
             .upstream
             .ca_file
@@ -163,6 +164,7 @@ fn run(
         Some(Duration::from_millis(upstream.health_check_interval_ms));
     let health = background_service("upstream health", upstreams);
     let upstreams = health.task();
+    let upstreams_for_admin = upstreams.clone();
     server.add_service(health);
 
     let proxy = EamProxy {
@@ -196,7 +198,14 @@ fn run(
     }
     server.add_service(proxy_service);
 
-    let mut admin = Service::new("admin".to_string(), admin::Admin { keys, metrics });
+    let mut admin = Service::new(
+        "admin".to_string(),
+        admin::Admin {
+            keys,
+            metrics,
+            upstreams: upstreams_for_admin,
+        },
+    );
     admin.add_tcp(&config.server.admin_listen);
     server.add_service(admin);
 
