@@ -3,11 +3,12 @@
 //! `Policy::authorize` is the single entry point the proxy calls; it returns what to do with
 //! the request plus a summary for the decision log line and metrics.
 
+use crate::detect;
 use crate::error::AuthorizeError;
 use crate::hint::{HintIdentity, HintValidator};
 use crate::keys::KeyLookup;
 use crate::params::Params;
-use crate::policy::{AppPolicy, DetectMode, ErrorDelivery, Policy};
+use crate::policy::{AppPolicy, ErrorDelivery, Policy};
 use crate::render::{form_post_error, json_error, ErrorResponse};
 use crate::rewrite::rewrite_entra;
 
@@ -164,7 +165,7 @@ impl Policy {
             .then(|| post_query.as_ref().map(Params::to_raw_string))
             .flatten();
 
-        if !self.detects_entra(&main) {
+        if !detect::is_entra(self, &main) {
             if summary.stripped == 0 {
                 return Ok(AuthorizeDecision::PassThrough);
             }
@@ -237,18 +238,6 @@ impl Policy {
                     post_query: query,
                 })
             }
-        }
-    }
-
-    /// SPEC §3.3. Any `client_id` value counts, so repeating it cannot dodge detection.
-    fn detects_entra(&self, params: &Params<'_>) -> bool {
-        let by_client_id = || params.all("client_id").any(|id| self.app(id).is_some());
-        let by_request_id = || params.contains("client-request-id");
-        match self.authorize.detect {
-            DetectMode::ClientId => by_client_id(),
-            DetectMode::ClientRequestId => by_request_id(),
-            DetectMode::Either => by_client_id() || by_request_id(),
-            DetectMode::Both => by_client_id() && by_request_id(),
         }
     }
 

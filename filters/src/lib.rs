@@ -4,10 +4,11 @@
 //!
 //! One module per concern: [`params`] (form codec), [`policy`] (validated configuration),
 //! [`keys`] (parsed key sets), [`hint`] (id_token_hint validation), [`rewrite`] (what the
-//! upstream receives), [`render`] (error responses), [`error`] (reasons), and [`authorize`]
-//! (the decision that ties them together, including detection).
+//! upstream receives), [`render`] (error responses), [`error`] (reasons), [`detect`] (which
+//! requests are Entra's), and [`authorize`] (the decision that ties them together).
 
 pub mod authorize;
+pub mod detect;
 pub mod error;
 pub mod hint;
 pub mod keys;
