@@ -165,7 +165,12 @@ impl Policy {
             .then(|| post_query.as_ref().map(Params::to_raw_string))
             .flatten();
 
-        if !detect::is_entra(self, &main) {
+        // A POST is judged by its body, but Entra's parameters in its query would reach an
+        // upstream that merges the two: such a request is treated as Entra's, and refused.
+        let entra_in_query = post_query
+            .as_ref()
+            .is_some_and(|q| detect::is_entra(self, q));
+        if !detect::is_entra(self, &main) && !entra_in_query {
             if summary.stripped == 0 {
                 return Ok(AuthorizeDecision::PassThrough);
             }
@@ -185,18 +190,20 @@ impl Policy {
         summary.entra = true;
         summary.client_id = main.first("client_id").map(capped);
         summary.client_request_id = main.first("client-request-id").map(capped);
-        let app = self.entra_app(&main, post_query.as_ref());
-        if let Ok(app) = app {
-            summary.cloud = Some(self.cloud_of(app).name.clone());
-        }
-        let identity = app.and_then(|app| {
+        // The app named by a single client_id decides where errors may go, even when other
+        // checks of the request fail.
+        let named_app = (main.count("client_id") == 1)
+            .then(|| main.first("client_id").and_then(|id| self.app(id)))
+            .flatten();
+        summary.cloud = named_app.map(|app| self.cloud_of(app).name.clone());
+        let identity = self.entra_app(&main, post_query.as_ref()).and_then(|app| {
             summary.hint_checked = true;
             self.validate_hint(app, &main, keys, now)
         });
         let identity = match identity {
             Ok(identity) => identity,
             Err(error) => {
-                let response = self.entra_error(app.ok(), &main, error);
+                let response = self.entra_error(named_app, &main, error);
                 return Err((error, response));
             }
         };

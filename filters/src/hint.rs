@@ -205,31 +205,49 @@ impl HintValidator<'_> {
         let nbf = numeric_date(claims, "nbf")?;
         let now = i128::from(now);
         let leeway = i128::from(self.leeway_seconds);
-        if iat - leeway > now || nbf.is_some_and(|nbf| nbf - leeway > now) {
+        // Fractions round against the token: up for the start of the window, down for its end.
+        if iat.ceil - leeway > now || nbf.is_some_and(|nbf| nbf.ceil - leeway > now) {
             return Err(AuthorizeError::NotYetValid);
         }
-        if now > exp.max(iat) + leeway {
+        if now > exp.floor.max(iat.floor) + leeway {
             return Err(AuthorizeError::Expired);
         }
         Ok(())
     }
 }
 
-/// A NumericDate claim as whole seconds; `Ok(None)` when absent, an error when not a number.
-fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<i128>, AuthorizeError> {
+/// A NumericDate claim, which may be fractional, bracketed by whole seconds.
+#[derive(Debug, Clone, Copy)]
+struct NumericDate {
+    floor: i128,
+    ceil: i128,
+}
+
+/// `Ok(None)` when absent, an error when not a number. Values are clamped to the i64 range so
+/// no signed claim can overflow the window arithmetic.
+fn numeric_date(
+    claims: &Map<String, Value>,
+    name: &str,
+) -> Result<Option<NumericDate>, AuthorizeError> {
     match claims.get(name) {
         None => Ok(None),
         Some(Value::Number(n)) => {
-            let secs = match n.as_i64() {
-                Some(i) => i128::from(i),
-                // Fractional or beyond i64: floor and clamp, so no value can overflow the checks.
-                None => n
-                    .as_f64()
-                    .filter(|f| f.is_finite())
-                    .map(|f| f.floor().clamp(i64::MIN as f64, i64::MAX as f64) as i128)
-                    .ok_or(AuthorizeError::MalformedClaims)?,
-            };
-            Ok(Some(secs))
+            if let Some(i) = n.as_i64() {
+                let secs = i128::from(i);
+                return Ok(Some(NumericDate {
+                    floor: secs,
+                    ceil: secs,
+                }));
+            }
+            let f = n
+                .as_f64()
+                .filter(|f| f.is_finite())
+                .ok_or(AuthorizeError::MalformedClaims)?;
+            let whole = |v: f64| v.clamp(i64::MIN as f64, i64::MAX as f64) as i128;
+            Ok(Some(NumericDate {
+                floor: whole(f.floor()),
+                ceil: whole(f.ceil()),
+            }))
         }
         Some(_) => Err(AuthorizeError::MalformedClaims),
     }

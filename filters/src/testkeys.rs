@@ -1,6 +1,6 @@
 //! Test keys shared by the unit tests (fixtures under `tests/fixtures/keys`).
 
-use jsonwebtoken::{EncodingKey, Header};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::Value;
 
 use crate::keys::KeySet;
@@ -18,7 +18,8 @@ pub const FOREIGN: TestKey = TestKey {
     kid: "foreign",
     pem: include_str!("../../tests/fixtures/keys/foreign.pem"),
 };
-const PUBLIC_JWKS: &str = include_str!("../../tests/fixtures/keys/public.jwks.json");
+/// Both public keys, as a JWKS document (what an attacker can download from Microsoft).
+pub const PUBLIC_JWKS: &str = include_str!("../../tests/fixtures/keys/public.jwks.json");
 
 /// The issuer template Microsoft publishes on each key.
 pub const KEY_ISSUER: &str = "https://login.microsoftonline.com/{tenantid}/v2.0";
@@ -46,11 +47,18 @@ impl TestKey {
     }
     /// RS256-signs `claims` with this key, under header `kid`.
     pub fn sign(&self, kid: &str, claims: &Value) -> String {
-        let mut header = Header::new(jsonwebtoken::Algorithm::RS256);
+        let mut header = Header::new(Algorithm::RS256);
         header.kid = Some(kid.to_string());
         header.typ = Some("JWT".into());
-        let key = EncodingKey::from_rsa_pem(self.pem.as_bytes()).unwrap();
-        jsonwebtoken::encode(&header, claims, &key).unwrap()
+        jsonwebtoken::encode(&header, claims, &self.encoding_key()).unwrap()
+    }
+    /// The signature segment over `signing_input` (`header.payload`) with any RSA `alg`, so that
+    /// tests can sign headers and payloads `sign` would never produce.
+    pub fn signature(&self, signing_input: &str, alg: Algorithm) -> String {
+        jsonwebtoken::crypto::sign(signing_input.as_bytes(), &self.encoding_key(), alg).unwrap()
+    }
+    fn encoding_key(&self) -> EncodingKey {
+        EncodingKey::from_rsa_pem(self.pem.as_bytes()).unwrap()
     }
 }
 
