@@ -52,6 +52,28 @@ pub struct Server {
     pub grace_period_seconds: u64,
     pub pid_file: PathBuf,
     pub upgrade_sock: PathBuf,
+    /// Addresses (IP or CIDR) of load balancers whose `X-Forwarded-*` headers are believed.
+    pub trusted_proxies: Vec<String>,
+}
+
+impl Server {
+    pub fn trusted_proxies(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        self.trusted_proxies
+            .iter()
+            .enumerate()
+            .map(|(i, entry)| {
+                entry
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| entry.parse::<IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        err(
+                            format!("server.trusted_proxies[{i}]"),
+                            format!("\"{entry}\" is not an IP address or CIDR range"),
+                        )
+                    })
+            })
+            .collect()
+    }
 }
 
 impl Default for Server {
@@ -68,6 +90,7 @@ impl Default for Server {
             grace_period_seconds: 10,
             pid_file: "/tmp/eam-proxy.pid".into(),
             upgrade_sock: "/tmp/eam-proxy-upgrade.sock".into(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -358,6 +381,7 @@ impl Config {
                 }
             }
         }
+        s.trusted_proxies()?;
         if s.threads == 0 {
             return Err(err("server.threads", "must be at least 1"));
         }

@@ -88,6 +88,7 @@ fn the_repository_example_is_valid_and_complete() {
         "grace_period_seconds",
         "pid_file",
         "upgrade_sock",
+        "trusted_proxies",
         "addresses",
         "tls",
         "sni",
@@ -308,6 +309,10 @@ fn semantic_errors_name_the_key_path() {
             "jwks.refresh_seconds",
         ),
         (with_app("[log]\nlevel = \"a=b=c\"\n"), "log.level"),
+        (
+            with_app("[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n"),
+            "server.trusted_proxies[0]",
+        ),
     ];
     for (text, path) in cases {
         let e = error_of(&text);

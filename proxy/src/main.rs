@@ -6,6 +6,7 @@ mod config;
 mod keystore;
 mod metrics;
 mod service;
+mod tls;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -181,6 +182,7 @@ fn run(
         },
         client_read_timeout: Duration::from_millis(config.server.client_read_timeout_ms),
         log_username: config.log.include_username,
+        trusted_proxies: config.server.trusted_proxies()?,
         metrics: metrics.clone(),
     };
     let mut proxy_service =
@@ -189,11 +191,18 @@ fn run(
         proxy_service.add_tcp(addr);
     }
     if let (Some(cert), Some(key)) = (&config.server.tls_cert, &config.server.tls_key) {
-        for addr in &config.server.tls_listen {
-            let mut tls =
-                TlsSettings::intermediate(&cert.display().to_string(), &key.display().to_string())?;
-            tls.enable_h2();
-            proxy_service.add_tls_with_settings(addr, None, tls);
+        if !config.server.tls_listen.is_empty() {
+            let certs = Arc::new(tls::CertStore::open(cert, key)?);
+            for addr in &config.server.tls_listen {
+                let mut settings =
+                    TlsSettings::with_callbacks(Box::new(tls::CertResolver(certs.clone())))?;
+                settings.enable_h2();
+                proxy_service.add_tls_with_settings(addr, None, settings);
+            }
+            server.add_service(background_service(
+                "certificate watcher",
+                tls::CertWatcher(certs),
+            ));
         }
     }
     server.add_service(proxy_service);

@@ -43,6 +43,8 @@ pub struct EamProxy {
     pub client_read_timeout: Duration,
     pub log_username: bool,
     pub metrics: Arc<Metrics>,
+    /// Direct peers whose `X-Forwarded-*` headers are kept (cloud load balancers).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 pub struct RequestCtx {
@@ -116,6 +118,51 @@ impl EamProxy {
         }
     }
 }
+
+impl EamProxy {
+    /// `X-Forwarded-*` as the upstream should see them. From a trusted proxy the chain is
+    /// extended and its proto/host kept; from anyone else they are replaced, so a client cannot
+    /// forge its address.
+    fn set_forwarded_headers(&self, session: &Session, upstream: &mut RequestHeader) -> Result<()> {
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let trusted =
+            peer.is_some_and(|ip| self.trusted_proxies.iter().any(|net| net.contains(&ip)));
+        let incoming = |name: header::HeaderName| {
+            trusted
+                .then(|| header_str(session.req_header(), name))
+                .flatten()
+                .map(str::to_string)
+        };
+        let peer = peer.map(|ip| ip.to_string());
+        let forwarded_for = match (incoming(X_FORWARDED_FOR), peer) {
+            (Some(chain), Some(ip)) => Some(format!("{chain}, {ip}")),
+            (chain, ip) => ip.or(chain),
+        };
+        match forwarded_for {
+            Some(value) => upstream.insert_header(X_FORWARDED_FOR, value)?,
+            None => drop(upstream.remove_header(&X_FORWARDED_FOR)),
+        }
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let proto = incoming(X_FORWARDED_PROTO)
+            .unwrap_or_else(|| if tls { "https" } else { "http" }.into());
+        upstream.insert_header(X_FORWARDED_PROTO, proto)?;
+        let host = incoming(X_FORWARDED_HOST)
+            .or_else(|| header_str(session.req_header(), header::HOST).map(str::to_string))
+            .or_else(|| session.req_header().uri.authority().map(|a| a.to_string()));
+        match host {
+            Some(host) => upstream.insert_header(X_FORWARDED_HOST, host)?,
+            None => drop(upstream.remove_header(&X_FORWARDED_HOST)),
+        }
+        Ok(())
+    }
+}
+
+const X_FORWARDED_FOR: header::HeaderName = header::HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: header::HeaderName = header::HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: header::HeaderName = header::HeaderName::from_static("x-forwarded-host");
 
 /// Writes a complete response; the connection stays usable when the request was read whole.
 async fn respond(session: &mut Session, response: ErrorResponse) -> Result<()> {
@@ -300,28 +347,7 @@ impl ProxyHttp for EamProxy {
             upstream_request.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
         }
 
-        let client_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string());
-        if let Some(ip) = client_ip {
-            let forwarded_for = match header_str(
-                upstream_request,
-                header::HeaderName::from_static("x-forwarded-for"),
-            ) {
-                Some(existing) => format!("{existing}, {ip}"),
-                None => ip,
-            };
-            upstream_request.insert_header("x-forwarded-for", forwarded_for)?;
-        }
-        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        upstream_request.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
-        let host = header_str(session.req_header(), header::HOST)
-            .map(str::to_string)
-            .or_else(|| session.req_header().uri.authority().map(|a| a.to_string()));
-        if let Some(host) = host {
-            upstream_request.insert_header("x-forwarded-host", host)?;
-        }
+        self.set_forwarded_headers(session, upstream_request)?;
         if let Some(host) = &self.upstream.host_header {
             upstream_request.insert_header(header::HOST, host.as_str())?;
         }
