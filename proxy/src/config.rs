@@ -107,6 +107,8 @@ pub struct Upstream {
     pub connect_timeout_ms: u64,
     pub read_timeout_ms: u64,
     pub health_check_interval_ms: u64,
+    /// Empty: a TCP (or TLS) connect check. A path: an HTTP GET that must answer 2xx.
+    pub health_check_path: String,
 }
 
 impl Default for Upstream {
@@ -121,6 +123,7 @@ impl Default for Upstream {
             connect_timeout_ms: 2000,
             read_timeout_ms: 30_000,
             health_check_interval_ms: 5000,
+            health_check_path: String::new(),
         }
     }
 }
@@ -410,6 +413,12 @@ impl Config {
         }
         for (i, addr) in u.addresses.iter().enumerate() {
             check_host_port(&format!("upstream.addresses[{i}]"), addr)?;
+        }
+        if !u.health_check_path.is_empty() && !u.health_check_path.starts_with('/') {
+            return Err(err(
+                "upstream.health_check_path",
+                "must be empty or start with /",
+            ));
         }
         if let Some(ca) = &u.ca_file {
             if !ca.is_file() {

@@ -98,6 +98,7 @@ fn the_repository_example_is_valid_and_complete() {
         "connect_timeout_ms",
         "read_timeout_ms",
         "health_check_interval_ms",
+        "health_check_path",
         "paths",
         "detect",
         "param_prefix",

@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
-use pingora::lb::{health_check::TcpHealthCheck, LoadBalancer};
+use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
+use pingora::lb::LoadBalancer;
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
@@ -92,6 +93,40 @@ fn init_logging(log: &config::Log) {
     }
 }
 
+/// TCP (TLS) connect, or an HTTP GET of `health_check_path` that must answer 2xx.
+fn health_check(
+    upstream: &config::Upstream,
+    sni: &str,
+) -> Result<Box<dyn HealthCheck + Send + Sync>, Box<dyn std::error::Error>> {
+    if upstream.health_check_path.is_empty() {
+        return Ok(if upstream.tls {
+            TcpHealthCheck::new_tls(sni)
+        } else {
+            TcpHealthCheck::new()
+        });
+    }
+    let host = upstream
+        .host_header
+        .clone()
+        .or_else(|| upstream.sni.clone())
+        .unwrap_or_else(|| "localhost".into());
+    let mut check = HttpHealthCheck::new(&host, upstream.tls);
+    check.req.set_uri(upstream.health_check_path.parse()?);
+    check.peer_template.options.verify_cert = upstream.verify;
+    check.peer_template.options.verify_hostname = upstream.verify;
+    check.validator = Some(Box::new(|response| {
+        if response.status.is_success() {
+            Ok(())
+        } else {
+            Err(pingora::Error::explain(
+                pingora::ErrorType::InternalError,
+                format!("health check answered {}", response.status),
+            ))
+        }
+    }));
+    Ok(Box::new(check))
+}
+
 fn run(
     cli: Cli,
     validated: Validated,
@@ -156,11 +191,7 @@ fn run(
     let upstream = &config.upstream;
     let mut upstreams = LoadBalancer::try_from_iter(upstream.addresses.iter().map(String::as_str))?;
     let sni = upstream.sni.clone().unwrap_or_default();
-    upstreams.set_health_check(if upstream.tls {
-        TcpHealthCheck::new_tls(&sni)
-    } else {
-        TcpHealthCheck::new()
-    });
+    upstreams.set_health_check(health_check(upstream, &sni)?);
     upstreams.health_check_frequency =
         Some(Duration::from_millis(upstream.health_check_interval_ms));
     let health = background_service("upstream health", upstreams);
