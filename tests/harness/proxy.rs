@@ -1,0 +1,397 @@
+//! The `eam-proxy` binary under test: its configuration, its process, its logs.
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::hints::default_jwks;
+use crate::http::{try_get, Request, Response};
+use crate::tempdir::TempDir;
+use crate::upstream::Upstream;
+use crate::{AUDIENCE, CLIENT_ID};
+
+/// How long a proxy may take to start before the test fails.
+pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The binary: `EAM_PROXY_BIN`, else the workspace's debug build.
+pub fn binary() -> PathBuf {
+    let path = std::env::var_os("EAM_PROXY_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/eam-proxy"),
+        PathBuf::from,
+    );
+    assert!(
+        path.is_file(),
+        "{} not found: run cargo build -p eam-proxy first (or set EAM_PROXY_BIN)",
+        path.display()
+    );
+    path
+}
+
+/// A loopback port nobody listens on (bound, then released).
+pub fn closed_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("allocate a loopback port")
+}
+
+/// A TOML basic string (JSON's string syntax is a subset of it).
+pub fn toml_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap()
+}
+
+pub fn toml_list(items: &[String]) -> String {
+    let items: Vec<String> = items.iter().map(|s| toml_str(s)).collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// Where the global cloud's keys come from.
+#[derive(Debug, Clone)]
+pub enum Keys {
+    /// Written to a `jwks_file` in the test's directory.
+    Jwks(Value),
+    /// A `jwks_url`.
+    Url(String),
+}
+
+/// A configuration file, table by table. Values are TOML literals (see [`toml_str`]).
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    tables: Vec<(String, Vec<(String, String)>)>,
+    keys: Keys,
+}
+
+impl ProxyConfig {
+    /// The tests' base configuration (the minimal one of the test plan) in front of `upstream`,
+    /// with [`default_jwks`] as the key file.
+    pub fn new(upstream: &Upstream) -> ProxyConfig {
+        ProxyConfig::with_upstreams(&[upstream.addr()])
+    }
+
+    pub fn with_upstreams(addresses: &[SocketAddr]) -> ProxyConfig {
+        let addresses: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+        let table = |name: &str, entries: &[(&str, String)]| {
+            (
+                name.to_string(),
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect(),
+            )
+        };
+        ProxyConfig {
+            tables: vec![
+                table(
+                    "server",
+                    &[
+                        ("threads", "1".into()),
+                        ("max_body_bytes", "32768".into()),
+                        ("grace_period_seconds", "0".into()),
+                    ],
+                ),
+                table(
+                    "upstream",
+                    &[
+                        ("addresses", toml_list(&addresses)),
+                        ("connect_timeout_ms", "500".into()),
+                        ("read_timeout_ms", "2000".into()),
+                    ],
+                ),
+                table("authorize", &[("paths", toml_list(&["/authorize".into()]))]),
+                table("log", &[("format", toml_str("json"))]),
+                table(
+                    "apps",
+                    &[
+                        ("client_id", toml_str(CLIENT_ID)),
+                        ("audiences", toml_list(&[AUDIENCE.into()])),
+                        ("cloud", toml_str("global")),
+                    ],
+                ),
+                table("clouds.global", &[]),
+            ],
+            keys: Keys::Jwks(default_jwks()),
+        }
+    }
+
+    /// Sets `key` in `table` (replacing it, or adding the table), e.g.
+    /// `set("upstream", "read_timeout_ms", "1000")`.
+    pub fn set(mut self, table: &str, key: &str, value: &str) -> ProxyConfig {
+        let index = match self.tables.iter().position(|(t, _)| t == table) {
+            Some(i) => i,
+            None => {
+                self.tables.push((table.to_string(), Vec::new()));
+                self.tables.len() - 1
+            }
+        };
+        let entries = &mut self.tables[index].1;
+        match entries.iter_mut().find(|(k, _)| k == key) {
+            Some(entry) => entry.1 = value.to_string(),
+            None => entries.push((key.to_string(), value.to_string())),
+        }
+        self
+    }
+
+    pub fn keys(mut self, keys: Keys) -> ProxyConfig {
+        self.keys = keys;
+        self
+    }
+
+    fn get(&self, table: &str, key: &str) -> Option<&str> {
+        self.tables
+            .iter()
+            .find(|(t, _)| t == table)
+            .and_then(|(_, e)| e.iter().find(|(k, _)| k == key))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for (table, entries) in &self.tables {
+            // `apps` is an array of tables; the tests configure one app.
+            if table == "apps" {
+                out.push_str("[[apps]]\n");
+            } else {
+                out.push_str(&format!("[{table}]\n"));
+            }
+            for (key, value) in entries {
+                out.push_str(&format!("{key} = {value}\n"));
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Writes the key file and the configuration into `dir`, giving the listeners free ports
+    /// unless the test chose them. Returns the configuration's path.
+    pub fn write_to(mut self, dir: &TempDir) -> (PathBuf, ProxyConfig) {
+        if self.get("server", "listen").is_none() {
+            let port = closed_port().to_string();
+            self = self.set("server", "listen", &toml_list(&[port]));
+        }
+        if self.get("server", "admin_listen").is_none() {
+            let port = closed_port().to_string();
+            self = self.set("server", "admin_listen", &toml_str(&port));
+        }
+        match self.keys.clone() {
+            Keys::Jwks(jwks) => {
+                let file = dir.write("jwks.json", &jwks.to_string());
+                let file = file.display().to_string();
+                self = self.set("clouds.global", "jwks_file", &toml_str(&file));
+            }
+            Keys::Url(url) => self = self.set("clouds.global", "jwks_url", &toml_str(&url)),
+        }
+        (dir.write("eam-proxy.toml", &self.render()), self)
+    }
+
+    fn listen_addr(&self, table: &str, key: &str) -> SocketAddr {
+        let raw = self.get(table, key).expect("listener configured");
+        let addr = raw.trim_matches(|c| "[]\" ".contains(c));
+        addr.parse()
+            .unwrap_or_else(|e| panic!("{table}.{key} = {raw}: {e}"))
+    }
+}
+
+/// What to wait for before handing the proxy to the test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    Ready,
+    Alive,
+}
+
+/// A running `eam-proxy`, killed on drop. Its stderr goes to `stderr.log` in its directory.
+pub struct ProxyProcess {
+    child: Child,
+    /// The proxy listener.
+    pub addr: SocketAddr,
+    /// The admin listener.
+    pub admin: SocketAddr,
+    log_path: PathBuf,
+    dir: TempDir,
+}
+
+impl ProxyProcess {
+    /// Starts the proxy and waits until `/readyz` answers 200.
+    pub fn start(config: ProxyConfig) -> ProxyProcess {
+        ProxyProcess::spawn(config, Wait::Ready)
+    }
+
+    /// Starts the proxy and waits only until `/healthz` answers 200 and the proxy port accepts
+    /// connections: for tests of a proxy that cannot become ready.
+    pub fn start_unready(config: ProxyConfig) -> ProxyProcess {
+        ProxyProcess::spawn(config, Wait::Alive)
+    }
+
+    fn spawn(config: ProxyConfig, wait: Wait) -> ProxyProcess {
+        let binary = binary();
+        let dir = TempDir::new();
+        let (config_path, config) = config.write_to(&dir);
+        let log_path = dir.path().join("stderr.log");
+        let stderr = File::create(&log_path).expect("create stderr.log");
+        let stdout = File::create(dir.path().join("stdout.log")).expect("create stdout.log");
+        let child = Command::new(&binary)
+            .arg("--config")
+            .arg(&config_path)
+            .env_remove("RUST_LOG")
+            .env_remove("EAM_PROXY_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+        let mut proxy = ProxyProcess {
+            child,
+            addr: config.listen_addr("server", "listen"),
+            admin: config.listen_addr("server", "admin_listen"),
+            log_path,
+            dir,
+        };
+        proxy.wait(wait);
+        proxy
+    }
+
+    fn wait(&mut self, wait: Wait) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let probe = Duration::from_millis(500);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "eam-proxy exited during start-up ({status}); stderr:\n{}",
+                    self.log()
+                );
+            }
+            let admin_path = match wait {
+                Wait::Ready => "/readyz",
+                Wait::Alive => "/healthz",
+            };
+            let last = match try_get(self.admin, admin_path, probe) {
+                Ok(r) if r.status == 200 => {
+                    if TcpStream::connect_timeout(&self.addr, probe).is_ok() {
+                        return;
+                    }
+                    format!("{admin_path} is 200 but {} refuses", self.addr)
+                }
+                Ok(r) => format!("{admin_path}: {}", r.describe()),
+                Err(e) => format!("{admin_path}: {e}"),
+            };
+            if Instant::now() > deadline {
+                panic!(
+                    "eam-proxy not {} after {START_TIMEOUT:?} ({last}); stderr:\n{}",
+                    match wait {
+                        Wait::Ready => "ready",
+                        Wait::Alive => "up",
+                    },
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Sends a request to the proxy listener on a new connection.
+    pub fn send(&self, request: &Request) -> Response {
+        request.send(self.addr)
+    }
+
+    /// `GET path` on the admin listener.
+    pub fn admin_get(&self, path: &str) -> Response {
+        try_get(self.admin, path, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("admin {path}: {e}"))
+    }
+
+    /// Everything the proxy wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The JSON log lines that carry an authorize decision (an `outcome` field).
+    pub fn decisions(&self) -> Vec<Value> {
+        self.log()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|v| v.get("outcome").is_some())
+            .collect()
+    }
+
+    /// The decision line of one request, found by its `client-request-id`; waits up to 5 s for
+    /// the line to be written.
+    pub fn decision(&self, client_request_id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(line) = self
+                .decisions()
+                .into_iter()
+                .find(|d| d["client_request_id"] == client_request_id)
+            {
+                return line;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "no decision log line with client_request_id {client_request_id}; stderr:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn dir(&self) -> &TempDir {
+        &self.dir
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("eam-proxy stderr:\n{}", self.log());
+        }
+    }
+}
+
+/// The result of `eam-proxy --check`.
+#[derive(Debug)]
+pub struct CheckOutcome {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `eam-proxy --check --config FILE` on `config`; fails the test after 20 s.
+pub fn check_config(config: ProxyConfig) -> CheckOutcome {
+    let binary = binary();
+    let dir = TempDir::new();
+    let (config_path, _) = config.write_to(&dir);
+    let stdout_path = dir.path().join("stdout.log");
+    let stderr_path = dir.path().join("stderr.log");
+    let mut child = Command::new(&binary)
+        .arg("--check")
+        .arg("--config")
+        .arg(&config_path)
+        .env_remove("EAM_PROXY_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(File::create(&stdout_path).unwrap())
+        .stderr(File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for eam-proxy --check") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("eam-proxy --check did not exit within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    CheckOutcome {
+        status,
+        stdout: std::fs::read_to_string(stdout_path).unwrap_or_default(),
+        stderr: std::fs::read_to_string(stderr_path).unwrap_or_default(),
+    }
+}

@@ -1,0 +1,175 @@
+//! SPEC §3.7: a valid hint is rewritten and forwarded, whatever the framing of the request.
+
+use eam_tests::http::{Connection, CONTINUE_TIMEOUT};
+use eam_tests::upstream::DEFAULT_BODY;
+use eam_tests::{
+    assert_entra_rewrite, microsoft_claims, parse_form, sign_hint, EntraRequest, ProxyConfig,
+    ProxyProcess, Recorded, Response, Upstream, OID, PREFERRED_USERNAME, TENANT_ID,
+};
+use serde_json::Value;
+
+fn start() -> (Upstream, ProxyProcess) {
+    let upstream = Upstream::start();
+    let proxy = ProxyProcess::start(ProxyConfig::new(&upstream));
+    (upstream, proxy)
+}
+
+fn valid_request() -> (EntraRequest, Value) {
+    let claims = microsoft_claims();
+    (EntraRequest::new(&sign_hint(&claims)), claims)
+}
+
+/// The client must get the upstream's own answer, not one made up by the proxy.
+fn assert_upstream_answer(response: &Response) {
+    assert_eq!(response.status, 200, "{}", response.describe());
+    assert_eq!(
+        response.header("x-upstream"),
+        Some("yes"),
+        "{}",
+        response.describe()
+    );
+    assert_eq!(response.text(), DEFAULT_BODY);
+}
+
+/// A rewritten POST: re-encoded body with an exact Content-Length and no chunking.
+fn assert_forwarded_post(request: &Recorded, sent: &EntraRequest, claims: &Value) {
+    assert_eq!(request.method, "POST");
+    assert_eq!(request.target, "/authorize");
+    let content_type = request.header("content-type").unwrap_or_default();
+    assert!(
+        content_type.starts_with("application/x-www-form-urlencoded"),
+        "content-type {content_type:?}"
+    );
+    assert_eq!(
+        request.header("transfer-encoding"),
+        None,
+        "the rewritten body must be sent with a Content-Length: {:?}",
+        request.headers
+    );
+    assert_eq!(
+        request.header("content-length"),
+        Some(request.body.len().to_string().as_str()),
+        "Content-Length must be the rewritten body's length: {:?}",
+        request.headers
+    );
+    assert_entra_rewrite(&parse_form(&request.body), sent, claims);
+}
+
+#[test]
+fn valid_hint_post_is_rewritten_and_forwarded() {
+    let (upstream, proxy) = start();
+    let (sent, claims) = valid_request();
+
+    let response = proxy.send(&sent.post());
+
+    assert_upstream_answer(&response);
+    assert_forwarded_post(&upstream.only_request(), &sent, &claims);
+
+    let decision = proxy.decision(sent.client_request_id());
+    assert_eq!(decision["tid"], TENANT_ID, "{decision}");
+    assert_eq!(decision["oid"], OID, "{decision}");
+    let log = proxy.log();
+    assert!(!log.contains(sent.hint()), "the hint must never be logged");
+    assert!(
+        !log.contains(PREFERRED_USERNAME),
+        "preferred_username is logged only with log.include_username"
+    );
+}
+
+#[test]
+fn valid_hint_get_is_rewritten_in_the_query() {
+    let (upstream, proxy) = start();
+    let (sent, claims) = valid_request();
+
+    let response = proxy.send(&sent.get_request());
+
+    assert_upstream_answer(&response);
+    let request = upstream.only_request();
+    assert_eq!(request.method, "GET");
+    assert_eq!(request.path(), "/authorize");
+    assert!(request.body.is_empty(), "a GET has no body");
+    let query = request.query().expect("the rewritten query");
+    assert_entra_rewrite(&parse_form(query.as_bytes()), &sent, &claims);
+}
+
+#[test]
+fn form_content_type_with_charset_is_an_entra_post() {
+    let (upstream, proxy) = start();
+    let (sent, claims) = valid_request();
+    let request = eam_tests::Request::post("/authorize")
+        .header(
+            "Content-Type",
+            "application/x-www-form-urlencoded; charset=UTF-8",
+        )
+        .body(sent.encoded());
+
+    assert_upstream_answer(&proxy.send(&request));
+    assert_entra_rewrite(&parse_form(&upstream.only_request().body), &sent, &claims);
+}
+
+#[test]
+fn chunked_entra_post_is_forwarded_with_content_length() {
+    let (upstream, proxy) = start();
+    let (sent, claims) = valid_request();
+    // Small chunks, so that chunk boundaries fall inside the hint and the percent-escapes.
+    let chunks: Vec<Vec<u8>> = sent
+        .encoded()
+        .as_bytes()
+        .chunks(97)
+        .map(<[u8]>::to_vec)
+        .collect();
+    assert!(chunks.len() > 3);
+    let request = eam_tests::Request::post("/authorize")
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .chunked(chunks);
+
+    assert_upstream_answer(&proxy.send(&request));
+    assert_forwarded_post(&upstream.only_request(), &sent, &claims);
+}
+
+#[test]
+fn expect_100_continue_is_answered_before_the_body() {
+    let (upstream, proxy) = start();
+    let (sent, claims) = valid_request();
+    let request = sent.post().header("Expect", "100-continue");
+
+    let mut conn = Connection::open(proxy.addr);
+    conn.write(&request.head_bytes());
+    let interim = conn
+        .read_one(CONTINUE_TIMEOUT)
+        .unwrap_or_else(|e| panic!("no 100 Continue within {CONTINUE_TIMEOUT:?}: {e}"));
+    assert_eq!(
+        interim.status,
+        100,
+        "expected 100 Continue before sending the body, got {}",
+        interim.describe()
+    );
+    assert!(
+        interim.raw.starts_with(b"HTTP/1.1 100 Continue\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&interim.raw)
+    );
+    conn.write(&request.body_bytes());
+    let response = conn.read_response();
+
+    assert_upstream_answer(&response);
+    assert_forwarded_post(&upstream.only_request(), &sent, &claims);
+}
+
+#[test]
+fn keep_alive_connection_carries_two_entra_posts() {
+    let (upstream, proxy) = start();
+    let (first, first_claims) = valid_request();
+    let (second, second_claims) = valid_request();
+
+    let mut conn = Connection::open(proxy.addr);
+    conn.write(&first.post().to_bytes());
+    assert_upstream_answer(&conn.read_response());
+    conn.write(&second.post().to_bytes());
+    assert_upstream_answer(&conn.read_response());
+
+    let requests = upstream.wait_for(2, std::time::Duration::from_secs(5));
+    assert_eq!(requests.len(), 2, "{requests:#?}");
+    assert_forwarded_post(&requests[0], &first, &first_claims);
+    assert_forwarded_post(&requests[1], &second, &second_claims);
+}

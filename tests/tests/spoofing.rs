@@ -1,0 +1,101 @@
+//! SPEC §3.2, §3.4: `entra_*` parameters are removed from every authorize request, so that the
+//! upstream can trust the ones it receives; non-Entra requests are otherwise left byte for byte.
+
+use eam_tests::{
+    assert_entra_rewrite, microsoft_claims, parse_form, sign_hint, EntraRequest, ProxyConfig,
+    ProxyProcess, Request, Upstream,
+};
+
+/// A code-flow request from another client, with spoofed identity parameters, one of them
+/// disguised by percent-encoding its name (`%65` is `e`).
+const SPOOFED: &str = "response_type=code&client_id=other-client&entra_sub=evil\
+    &redirect_uri=https%3A%2F%2Fapp.example%2Fcb&%65ntra_oid=x&scope=openid+profile&state=a%2Bb%7e";
+/// The same request with exactly the spoofed pairs removed: every other byte kept.
+const STRIPPED: &str = "response_type=code&client_id=other-client\
+    &redirect_uri=https%3A%2F%2Fapp.example%2Fcb&scope=openid+profile&state=a%2Bb%7e";
+
+fn start() -> (Upstream, ProxyProcess) {
+    let upstream = Upstream::start();
+    let proxy = ProxyProcess::start(ProxyConfig::new(&upstream));
+    (upstream, proxy)
+}
+
+#[test]
+fn non_entra_post_loses_only_the_spoofed_parameters() {
+    let (upstream, proxy) = start();
+
+    let response = proxy.send(&Request::post("/authorize").form(SPOOFED));
+
+    assert_eq!(
+        response.header("x-upstream"),
+        Some("yes"),
+        "{}",
+        response.describe()
+    );
+    let request = upstream.only_request();
+    assert_eq!(request.method, "POST");
+    assert_eq!(request.target, "/authorize");
+    assert_eq!(request.body_text(), STRIPPED);
+    assert_eq!(
+        request.header("content-length"),
+        Some(STRIPPED.len().to_string().as_str()),
+        "{:?}",
+        request.headers
+    );
+    assert_eq!(request.header("transfer-encoding"), None);
+}
+
+#[test]
+fn non_entra_get_loses_only_the_spoofed_parameters() {
+    let (upstream, proxy) = start();
+
+    let response = proxy.send(&Request::get(&format!("/authorize?{SPOOFED}")));
+
+    assert_eq!(
+        response.header("x-upstream"),
+        Some("yes"),
+        "{}",
+        response.describe()
+    );
+    let request = upstream.only_request();
+    assert_eq!(request.method, "GET");
+    assert_eq!(request.target, format!("/authorize?{STRIPPED}"));
+}
+
+#[test]
+fn non_entra_request_without_spoofing_is_forwarded_byte_for_byte() {
+    let (upstream, proxy) = start();
+    // Encodings a re-encoder would normalise: %20 vs +, lowercase escapes, an unescaped URL,
+    // an empty value, a valueless name.
+    let params = "client_id=other-client&scope=openid%20profile&state=%7e%41&\
+                  redirect_uri=https://app.example/cb&login_hint=&flag";
+
+    proxy.send(&Request::post("/authorize").form(params));
+    proxy.send(&Request::get(&format!("/authorize?{params}")));
+
+    let requests = upstream.wait_for(2, std::time::Duration::from_secs(5));
+    assert_eq!(requests[0].body_text(), params);
+    assert_eq!(requests[1].target, format!("/authorize?{params}"));
+}
+
+#[test]
+fn entra_request_cannot_smuggle_an_identity() {
+    let (upstream, proxy) = start();
+    let claims = microsoft_claims();
+    let sent = EntraRequest::new(&sign_hint(&claims));
+    let body = format!(
+        "entra_sub=evil&{}&%65ntra_oid=x&entra_id_token_hint=forged",
+        sent.encoded()
+    );
+
+    let response = proxy.send(&Request::post("/authorize").form(&body));
+
+    assert_eq!(
+        response.header("x-upstream"),
+        Some("yes"),
+        "{}",
+        response.describe()
+    );
+    // Each entra_* must appear once, with the hint's value: the spoofed ones are gone.
+    assert_entra_rewrite(&parse_form(&upstream.only_request().body), &sent, &claims);
+}
