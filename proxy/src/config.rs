@@ -420,6 +420,12 @@ impl Config {
                 "must be empty or start with /",
             ));
         }
+        if u.tls && u.verify && u.sni.as_deref().is_none_or(str::is_empty) {
+            return Err(err(
+                "upstream.sni",
+                "required when tls = true and verify = true: the name the certificate is checked against",
+            ));
+        }
         if let Some(ca) = &u.ca_file {
             if !ca.is_file() {
                 return Err(err(

@@ -310,6 +310,7 @@ fn semantic_errors_name_the_key_path() {
             "jwks.refresh_seconds",
         ),
         (with_app("[log]\nlevel = \"a=b=c\"\n"), "log.level"),
+        (with_app("[upstream]\ntls = true\n"), "upstream.sni"),
         (
             with_app("[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n"),
             "server.trusted_proxies[0]",
