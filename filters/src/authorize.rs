@@ -5,7 +5,7 @@
 
 use crate::detect;
 use crate::error::AuthorizeError;
-use crate::hint::{HintIdentity, HintValidator};
+use crate::hint::{kid_of, HintIdentity, HintValidator};
 use crate::keys::KeyLookup;
 use crate::params::Params;
 use crate::policy::{AppPolicy, ErrorDelivery, Policy};
@@ -94,6 +94,8 @@ pub struct Summary {
     pub stripped: usize,
     /// The cloud of the matched app.
     pub cloud: Option<String>,
+    /// The `kid` of a hint refused as `unknown_kid`: the key a refetch should bring.
+    pub unknown_kid: Option<String>,
     pub client_id: Option<String>,
     pub client_request_id: Option<String>,
     pub tid: Option<String>,
@@ -203,6 +205,12 @@ impl Policy {
         let identity = match identity {
             Ok(identity) => identity,
             Err(error) => {
+                if error == AuthorizeError::UnknownKid {
+                    summary.unknown_kid = main
+                        .first("id_token_hint")
+                        .and_then(kid_of)
+                        .map(|k| capped(&k));
+                }
                 let response = self.entra_error(named_app, &main, error);
                 return Err((error, response));
             }

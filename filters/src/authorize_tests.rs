@@ -1922,6 +1922,7 @@ fn summary_fields() {
             hint_checked: true,
             stripped: 0,
             cloud: Some("global".into()),
+            unknown_kid: None,
             client_id: Some(CLIENT_ID.into()),
             client_request_id: Some(CRID.into()),
             tid: Some(TID.into()),
@@ -1947,6 +1948,7 @@ fn summary_fields() {
             hint_checked: true,
             stripped: 1,
             cloud: Some("global".into()),
+            unknown_kid: None,
             client_id: Some(CLIENT_ID.into()),
             client_request_id: Some(CRID.into()),
             tid: None,
@@ -1956,6 +1958,19 @@ fn summary_fields() {
     );
     assert_eq!(rejected.outcome.as_str(), "rejected");
     assert_eq!(rejected.reason(), Some("expired"));
+
+    // An unknown kid is reported, so the proxy can fetch that key and decide again.
+    let unknown = run(
+        &policy(),
+        &keys(),
+        &Req::post(entra_body(
+            &SIGNER.sign("rotated", &Value::Object(claims())),
+        )),
+        NOW,
+    )
+    .summary;
+    assert_eq!(unknown.reason(), Some("unknown_kid"));
+    assert_eq!(unknown.unknown_kid.as_deref(), Some("rotated"));
 
     // Parameter errors stop before the hint is looked at.
     let body = entra_body_with(&valid_hint(), |p| duplicate(p, "nonce"));

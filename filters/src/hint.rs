@@ -89,6 +89,13 @@ fn decode_json_object(segment: &str) -> Option<Map<String, Value>> {
     }
 }
 
+/// The `kid` a hint names, for a caller that must fetch keys it lacks. Nothing is verified.
+pub fn kid_of(token: &str) -> Option<String> {
+    let jws = CompactJws::split(token).ok()?;
+    let header = decode_json_object(jws.header)?;
+    header.get("kid")?.as_str().map(str::to_string)
+}
+
 impl HintValidator<'_> {
     pub fn validate(
         &self,

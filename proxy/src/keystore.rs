@@ -37,8 +37,6 @@ pub struct KeyStore {
     pub cloud: String,
     source: KeySource,
     current: ArcSwapOption<KeySet>,
-    /// Bumped on every published set, so a waiter can tell that someone else refreshed.
-    generation: AtomicU64,
     /// When the last on-demand fetch started (milliseconds on the store's own clock).
     last_refetch_ms: AtomicU64,
     /// Monotonic origin of `last_refetch_ms`.
@@ -62,7 +60,6 @@ impl KeyStore {
             cloud,
             source,
             current: ArcSwapOption::empty(),
-            generation: AtomicU64::new(0),
             last_refetch_ms: AtomicU64::new(u64::MAX),
             created: std::time::Instant::now(),
             refetch: tokio::sync::Mutex::new(()),
@@ -112,23 +109,24 @@ impl KeyStore {
             .set(set.len() as i64);
         let (keys, skipped) = (set.len(), set.skipped);
         self.current.store(Some(Arc::new(set)));
-        self.generation.fetch_add(1, Ordering::Release);
         tracing::info!(cloud = %self.cloud, source = %self.source, keys, skipped, "key set loaded");
         Ok(keys)
     }
 
     /// Called when a hint names a `kid` the current set lacks (Microsoft rotated its keys), or
-    /// when no usable set exists.
-    /// Concurrent callers share one fetch; fetches are at least `min_refetch` apart, so a flood
-    /// of made-up kids costs the key endpoint nothing. Returns whether a newer set than the one
-    /// the caller saw is now published (worth validating again).
-    pub async fn refetch_on_demand(&self) -> bool {
-        let seen = self.generation.load(Ordering::Acquire);
+    /// (`kid` = `None`) when no usable set exists. Concurrent callers share one fetch; fetches
+    /// are at least `min_refetch` apart, so a flood of made-up kids costs the key endpoint
+    /// nothing. Returns whether what was missing is now published, so deciding again can help.
+    pub async fn refetch_on_demand(&self, kid: Option<&str>) -> bool {
+        // Another request's fetch may have published it since this one decided.
+        if self.has(kid) {
+            return true;
+        }
         let wait = self.settings.fetch_timeout + Duration::from_millis(100);
         let Ok(_flight) = tokio::time::timeout(wait, self.refetch.lock()).await else {
             return false;
         };
-        if self.generation.load(Ordering::Acquire) != seen {
+        if self.has(kid) {
             return true;
         }
         let now_ms = self.created.elapsed().as_millis() as u64;
@@ -139,13 +137,19 @@ impl KeyStore {
             return false;
         }
         self.last_refetch_ms.store(now_ms, Ordering::Relaxed);
-        match self.refresh().await {
-            Ok(_) => true,
-            Err(error) => {
-                tracing::warn!(cloud = %self.cloud, source = %self.source, %error, "key set refetch on demand failed");
-                false
-            }
+        if let Err(error) = self.refresh().await {
+            tracing::warn!(cloud = %self.cloud, source = %self.source, %error, "key set refetch on demand failed");
         }
+        self.has(kid)
+    }
+
+    /// A usable set is published and, when `kid` is given, holds it.
+    fn has(&self, kid: Option<&str>) -> bool {
+        let current = self.current.load();
+        current.as_ref().is_some_and(|set| {
+            set.is_usable(unix_now(), self.settings.max_stale_seconds)
+                && kid.is_none_or(|kid| set.get(kid).is_some())
+        })
     }
 
     async fn fetch(&self, url: &str) -> Result<Vec<u8>, String> {

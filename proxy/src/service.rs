@@ -259,7 +259,10 @@ impl ProxyHttp for EamProxy {
                 .as_deref()
                 .and_then(|c| self.keys.get(c));
             if let Some(store) = store {
-                if store.refetch_on_demand().await {
+                if store
+                    .refetch_on_demand(authorized.summary.unknown_kid.as_deref())
+                    .await
+                {
                     authorized = decide();
                 }
             }

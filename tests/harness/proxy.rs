@@ -395,16 +395,27 @@ pub struct CheckOutcome {
 
 /// Runs `eam-proxy --check --config FILE` on `config`; fails the test after 20 s.
 pub fn check_config(config: ProxyConfig) -> CheckOutcome {
+    run_to_exit(config, &["--check"])
+}
+
+/// Starts `eam-proxy --config FILE` (no `--check`) on a configuration it must refuse, and
+/// returns how it exited; fails the test if it is still running after 20 s.
+pub fn start_expecting_exit(config: ProxyConfig) -> CheckOutcome {
+    run_to_exit(config, &[])
+}
+
+fn run_to_exit(config: ProxyConfig, args: &[&str]) -> CheckOutcome {
     let binary = binary();
     let dir = TempDir::new();
     let (config_path, _) = config.write_to(&dir);
     let stdout_path = dir.path().join("stdout.log");
     let stderr_path = dir.path().join("stderr.log");
     let mut child = Command::new(&binary)
-        .arg("--check")
+        .args(args)
         .arg("--config")
         .arg(&config_path)
         .env_remove("EAM_PROXY_CONFIG")
+        .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(File::create(&stdout_path).unwrap())
         .stderr(File::create(&stderr_path).unwrap())
@@ -412,13 +423,13 @@ pub fn check_config(config: ProxyConfig) -> CheckOutcome {
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for eam-proxy --check") {
+        if let Some(status) = child.try_wait().expect("wait for eam-proxy") {
             break status;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("eam-proxy --check did not exit within 20 s");
+            panic!("eam-proxy {args:?} did not exit within 20 s");
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -426,5 +437,93 @@ pub fn check_config(config: ProxyConfig) -> CheckOutcome {
         status,
         stdout: std::fs::read_to_string(stdout_path).unwrap_or_default(),
         stderr: std::fs::read_to_string(stderr_path).unwrap_or_default(),
+    }
+}
+
+/// Several apps, several clouds, key-set timings: the configurations of the key lifecycle tests.
+impl ProxyConfig {
+    /// Appends one more `[[apps]]` entry (the first one stays the tests' default app, which
+    /// `set("apps", …)` edits). Values are TOML literals.
+    pub fn add_app(mut self, entries: &[(&str, String)]) -> ProxyConfig {
+        self.tables.push((
+            "apps".to_string(),
+            entries
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        ));
+        self
+    }
+
+    /// The four `[jwks]` timings at once.
+    pub fn jwks_timings(
+        self,
+        refresh_seconds: u64,
+        min_refetch_seconds: u64,
+        max_stale_seconds: u64,
+        fetch_timeout_ms: u64,
+    ) -> ProxyConfig {
+        self.set("jwks", "refresh_seconds", &refresh_seconds.to_string())
+            .set(
+                "jwks",
+                "min_refetch_seconds",
+                &min_refetch_seconds.to_string(),
+            )
+            .set("jwks", "max_stale_seconds", &max_stale_seconds.to_string())
+            .set("jwks", "fetch_timeout_ms", &fetch_timeout_ms.to_string())
+    }
+}
+
+/// Waiting on the proxy's own state: readiness, log lines.
+impl ProxyProcess {
+    /// Polls `/readyz` until it answers `status`; panics with the last answer after `timeout`.
+    pub fn wait_readyz(&self, status: u16, timeout: Duration) -> Response {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let last = try_get(self.admin, "/readyz", Duration::from_secs(2));
+            if let Ok(response) = &last {
+                if response.status == status {
+                    return response.clone();
+                }
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "/readyz did not answer {status} within {timeout:?}; last: {}",
+                    match last {
+                        Ok(r) => r.describe(),
+                        Err(e) => e.to_string(),
+                    }
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The log lines (JSON or not) that contain `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|line| line.contains(needle))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Waits until at least `count` log lines contain `needle`; panics after `timeout`.
+    pub fn wait_for_log(&self, needle: &str, count: usize, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let lines = self.log_lines(needle);
+            if lines.len() >= count {
+                return lines;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{} log line(s) with {needle:?} within {timeout:?}, expected {count}; stderr:\n{}",
+                    lines.len(),
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
