@@ -17,10 +17,12 @@ use clap::Parser;
 use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::LoadBalancer;
 use pingora::listeners::tls::TlsSettings;
+use pingora::protocols::tls::CaType;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
+use pingora::tls::x509::X509;
 
 use crate::config::{Config, LogFormat, Validated};
 use crate::keystore::{KeyRefresher, KeyStore, KeyStoreSettings, KeyStores};
@@ -93,17 +95,33 @@ fn init_logging(log: &config::Log) {
     }
 }
 
+/// The certificates of `upstream.ca_file` (PEM, one or more).
+fn load_ca(path: &std::path::Path) -> Result<CaType, Box<dyn std::error::Error>> {
+    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let certs = X509::stack_from_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate", path.display()).into());
+    }
+    Ok(certs.into_boxed_slice())
+}
+
 /// TCP (TLS) connect, or an HTTP GET of `health_check_path` that must answer 2xx.
 fn health_check(
     upstream: &config::Upstream,
     sni: &str,
+    ca: Option<Arc<CaType>>,
 ) -> Result<Box<dyn HealthCheck + Send + Sync>, Box<dyn std::error::Error>> {
     if upstream.health_check_path.is_empty() {
-        return Ok(if upstream.tls {
+        let mut check = if upstream.tls {
             TcpHealthCheck::new_tls(sni)
         } else {
             TcpHealthCheck::new()
-        });
+        };
+        // The check must trust what requests trust, or a healthy upstream is never used.
+        check.peer_template.options.verify_cert = upstream.verify;
+        check.peer_template.options.verify_hostname = upstream.verify;
+        check.peer_template.options.ca = ca;
+        return Ok(check);
     }
     let host = upstream
         .host_header
@@ -112,8 +130,12 @@ fn health_check(
         .unwrap_or_else(|| "localhost".into());
     let mut check = HttpHealthCheck::new(&host, upstream.tls);
     check.req.set_uri(upstream.health_check_path.parse()?);
+    if upstream.tls {
+        check.peer_template.sni = sni.to_string();
+    }
     check.peer_template.options.verify_cert = upstream.verify;
     check.peer_template.options.verify_hostname = upstream.verify;
+    check.peer_template.options.ca = ca;
     check.validator = Some(Box::new(|response| {
         if response.status.is_success() {
             Ok(())
@@ -144,11 +166,6 @@ fn run(
         graceful_shutdown_timeout_seconds: Some(1),
         pid_file: config.server.pid_file.display().to_string(),
         upgrade_sock: config.server.upgrade_sock.display().to_string(),
-        ca_file: config
-            .upstream
-            .ca_file
-            .as_ref()
-            .map(|p| p.display().to_string()),
         ..ServerConf::default()
     };
     let opt = Opt {
@@ -191,7 +208,13 @@ fn run(
     let upstream = &config.upstream;
     let mut upstreams = LoadBalancer::try_from_iter(upstream.addresses.iter().map(String::as_str))?;
     let sni = upstream.sni.clone().unwrap_or_default();
-    upstreams.set_health_check(health_check(upstream, &sni)?);
+    let ca = upstream
+        .ca_file
+        .as_deref()
+        .map(load_ca)
+        .transpose()?
+        .map(Arc::new);
+    upstreams.set_health_check(health_check(upstream, &sni, ca.clone())?);
     upstreams.health_check_frequency =
         Some(Duration::from_millis(upstream.health_check_interval_ms));
     let health = background_service("upstream health", upstreams);
@@ -207,6 +230,7 @@ fn run(
             tls: upstream.tls,
             sni,
             verify: upstream.verify,
+            ca,
             host_header: upstream.host_header.clone(),
             connect_timeout: Duration::from_millis(upstream.connect_timeout_ms),
             read_timeout: Duration::from_millis(upstream.read_timeout_ms),

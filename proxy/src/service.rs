@@ -18,6 +18,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::LoadBalancer;
 use pingora::prelude::*;
+use pingora::protocols::tls::CaType;
 use pingora::proxy::FailToProxy;
 use pingora::ErrorSource;
 
@@ -30,6 +31,8 @@ pub struct UpstreamSettings {
     pub tls: bool,
     pub sni: String,
     pub verify: bool,
+    /// Roots from `upstream.ca_file`, used instead of the system's.
+    pub ca: Option<Arc<CaType>>,
     pub host_header: Option<String>,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
@@ -136,8 +139,21 @@ impl EamProxy {
                 .flatten()
                 .map(str::to_string)
         };
+        // A balancer may add its own field line: the chain is every line, in order.
+        let chain = trusted
+            .then(|| {
+                let lines: Vec<&str> = session
+                    .req_header()
+                    .headers
+                    .get_all(X_FORWARDED_FOR)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .collect();
+                (!lines.is_empty()).then(|| lines.join(", "))
+            })
+            .flatten();
         let peer = peer.map(|ip| ip.to_string());
-        let forwarded_for = match (incoming(X_FORWARDED_FOR), peer) {
+        let forwarded_for = match (chain, peer) {
             (Some(chain), Some(ip)) => Some(format!("{chain}, {ip}")),
             (chain, ip) => ip.or(chain),
         };
@@ -319,6 +335,7 @@ impl ProxyHttp for EamProxy {
         options.idle_timeout = Some(Duration::from_secs(60));
         options.verify_cert = self.upstream.verify;
         options.verify_hostname = self.upstream.verify;
+        options.ca = self.upstream.ca.clone();
         Ok(Box::new(peer))
     }
 

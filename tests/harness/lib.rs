@@ -12,6 +12,7 @@ pub mod http;
 pub mod keyserver;
 pub mod proxy;
 pub mod tempdir;
+pub mod tls;
 pub mod upstream;
 
 pub use entra::{assert_entra_rewrite, parse_form, EntraRequest};

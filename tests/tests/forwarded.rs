@@ -1,0 +1,228 @@
+//! SPEC §4 / issue 6: the proxy sets `X-Forwarded-For`, `-Proto` and `-Host`. A client cannot
+//! forge them; a direct peer listed in `server.trusted_proxies` (a cloud load balancer) has its
+//! chain extended and its proto/host kept.
+//!
+//! The test client connects from 127.0.0.1.
+
+use std::time::Duration;
+
+use eam_tests::proxy::toml_list;
+use eam_tests::{
+    microsoft_claims, sign_hint, EntraRequest, ProxyConfig, ProxyProcess, Recorded, Request,
+    Upstream, DEFAULT_HOST,
+};
+
+const FORGED_FOR: &str = "6.6.6.6";
+const FORGED_PROTO: &str = "https";
+const FORGED_HOST: &str = "evil.example.test";
+
+/// The `X-Forwarded-*` values the upstream received, every field line of each.
+#[derive(Debug, PartialEq, Eq)]
+struct Forwarded {
+    r#for: Vec<String>,
+    proto: Vec<String>,
+    host: Vec<String>,
+}
+
+impl Forwarded {
+    fn of(request: &Recorded) -> Forwarded {
+        let all = |name: &str| {
+            request
+                .headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+                .collect()
+        };
+        Forwarded {
+            r#for: all("x-forwarded-for"),
+            proto: all("x-forwarded-proto"),
+            host: all("x-forwarded-host"),
+        }
+    }
+
+    fn expected(r#for: &str, proto: &str, host: &str) -> Forwarded {
+        Forwarded {
+            r#for: vec![r#for.to_string()],
+            proto: vec![proto.to_string()],
+            host: vec![host.to_string()],
+        }
+    }
+}
+
+/// A proxy, its upstream and the number of requests sent so far.
+struct Setup {
+    upstream: Upstream,
+    proxy: ProxyProcess,
+    sent: usize,
+}
+
+impl Setup {
+    /// `trusted`: the `server.trusted_proxies` list, or `None` to leave the key out.
+    fn start(trusted: Option<&[&str]>) -> Setup {
+        let upstream = Upstream::start();
+        let mut config = ProxyConfig::new(&upstream);
+        if let Some(trusted) = trusted {
+            let trusted: Vec<String> = trusted.iter().map(ToString::to_string).collect();
+            config = config.set("server", "trusted_proxies", &toml_list(&trusted));
+        }
+        let proxy = ProxyProcess::start(config);
+        Setup {
+            upstream,
+            proxy,
+            sent: 0,
+        }
+    }
+
+    /// Sends `request`, which must be answered by the upstream, and returns what it received.
+    fn forward(&mut self, request: &Request) -> Forwarded {
+        let response = self.proxy.send(request);
+        assert_eq!(response.status, 200, "{}", response.describe());
+        assert_eq!(
+            response.header("x-upstream"),
+            Some("yes"),
+            "{}",
+            response.describe()
+        );
+        self.sent += 1;
+        let received = self.upstream.wait_for(self.sent, Duration::from_secs(5));
+        Forwarded::of(&received[self.sent - 1])
+    }
+}
+
+/// A GET carrying forged `X-Forwarded-*` headers.
+fn forged(target: &str) -> Request {
+    Request::get(target)
+        .header("X-Forwarded-For", FORGED_FOR)
+        .header("X-Forwarded-Proto", FORGED_PROTO)
+        .header("X-Forwarded-Host", FORGED_HOST)
+}
+
+/// An Entra POST (the authorize route) carrying the same forged headers.
+fn forged_entra_post() -> Request {
+    EntraRequest::new(&sign_hint(&microsoft_claims()))
+        .post()
+        .header("X-Forwarded-For", FORGED_FOR)
+        .header("X-Forwarded-Proto", FORGED_PROTO)
+        .header("X-Forwarded-Host", FORGED_HOST)
+}
+
+/// What the upstream must see for a request from 127.0.0.1 whose headers are not trusted.
+fn replaced() -> Forwarded {
+    Forwarded::expected("127.0.0.1", "http", DEFAULT_HOST)
+}
+
+/// ... and from a trusted peer that sent the forged ones.
+fn extended() -> Forwarded {
+    Forwarded::expected(
+        &format!("{FORGED_FOR}, 127.0.0.1"),
+        FORGED_PROTO,
+        FORGED_HOST,
+    )
+}
+
+#[test]
+fn forged_forwarded_headers_from_an_untrusted_client_are_replaced() {
+    let mut setup = Setup::start(None);
+
+    assert_eq!(
+        setup.forward(&Request::get("/plain")),
+        replaced(),
+        "no incoming headers"
+    );
+    assert_eq!(
+        setup.forward(&forged("/page")),
+        replaced(),
+        "forged headers"
+    );
+    assert_eq!(
+        setup.forward(&forged_entra_post()),
+        replaced(),
+        "forged headers on the authorize route"
+    );
+
+    // Repeated and oddly-cased field lines, and a forged chain, are all dropped.
+    let request = Request::get("/repeated")
+        .header("x-forwarded-for", "6.6.6.6, 10.0.0.1")
+        .header("X-FORWARDED-FOR", "7.7.7.7")
+        .header("x-forwarded-proto", "https")
+        .header("X-Forwarded-Proto", "wss")
+        .header("x-forwarded-host", FORGED_HOST)
+        .header("X-Forwarded-Host", "another.example.test");
+    assert_eq!(
+        setup.forward(&request),
+        replaced(),
+        "repeated forged headers"
+    );
+
+    // X-Forwarded-Host follows the request's Host.
+    let request = forged("/host").header("Host", "login.contoso.test:8443");
+    assert_eq!(
+        setup.forward(&request),
+        Forwarded::expected("127.0.0.1", "http", "login.contoso.test:8443"),
+        "X-Forwarded-Host is the Host the client sent"
+    );
+}
+
+#[test]
+fn trusted_proxies_not_matching_the_peer_do_not_trust_it() {
+    let mut setup = Setup::start(Some(&["10.0.0.0/8", "192.168.1.7", "::1"]));
+    assert_eq!(setup.forward(&forged("/page")), replaced());
+    assert_eq!(setup.forward(&forged_entra_post()), replaced());
+}
+
+#[test]
+fn trusted_proxy_chain_is_extended_and_proto_host_kept() {
+    let mut setup = Setup::start(Some(&["127.0.0.1"]));
+
+    assert_eq!(
+        setup.forward(&forged("/page")),
+        extended(),
+        "from a trusted peer"
+    );
+    assert_eq!(
+        setup.forward(&forged_entra_post()),
+        extended(),
+        "from a trusted peer, authorize route"
+    );
+
+    // A chain of several hops is extended, not rewritten.
+    let request = Request::get("/chain")
+        .header("X-Forwarded-For", "6.6.6.6, 10.1.2.3")
+        .header("X-Forwarded-Proto", "https")
+        .header("X-Forwarded-Host", "idp.contoso.test");
+    assert_eq!(
+        setup.forward(&request),
+        Forwarded::expected("6.6.6.6, 10.1.2.3, 127.0.0.1", "https", "idp.contoso.test")
+    );
+
+    // A trusted peer that sends none gets the proxy's own values.
+    assert_eq!(
+        setup.forward(&Request::get("/plain")),
+        replaced(),
+        "no incoming headers"
+    );
+}
+
+#[test]
+fn trusted_proxies_accept_cidr_ranges() {
+    let mut setup = Setup::start(Some(&["10.0.0.0/8", "127.0.0.0/8"]));
+    assert_eq!(setup.forward(&forged("/page")), extended());
+    assert_eq!(setup.forward(&forged_entra_post()), extended());
+}
+
+#[test]
+fn trusted_chain_over_several_field_lines_is_kept_whole() {
+    let mut setup = Setup::start(Some(&["127.0.0.1"]));
+    // RFC 9110 §5.3: several field lines are one comma-separated list. Here the client forged
+    // the first line and the balancer appended the address it saw (203.0.113.9) as a second.
+    let request = Request::get("/lines")
+        .header("X-Forwarded-For", "6.6.6.6")
+        .header("X-Forwarded-For", "203.0.113.9");
+    let seen = setup.forward(&request);
+    assert_eq!(
+        seen.r#for,
+        vec!["6.6.6.6, 203.0.113.9, 127.0.0.1".to_string()],
+        "{seen:?}"
+    );
+}
