@@ -172,6 +172,9 @@ impl Policy {
         let entra_in_query = post_query
             .as_ref()
             .is_some_and(|q| detect::is_entra(self, q));
+        // Logged for every decision: they tell which flow a passed request belonged to.
+        summary.client_id = main.first("client_id").map(capped);
+        summary.client_request_id = main.first("client-request-id").map(capped);
         if !detect::is_entra(self, &main) && !entra_in_query {
             if summary.stripped == 0 {
                 return Ok(AuthorizeDecision::PassThrough);
@@ -190,8 +193,6 @@ impl Policy {
         }
 
         summary.entra = true;
-        summary.client_id = main.first("client_id").map(capped);
-        summary.client_request_id = main.first("client-request-id").map(capped);
         // The app named by a single client_id decides where errors may go, even when other
         // checks of the request fail.
         let named_app = (main.count("client_id") == 1)

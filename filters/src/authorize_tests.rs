@@ -1988,7 +1988,7 @@ fn summary_fields() {
     assert_eq!((unknown.cloud, unknown.hint_checked), (None, false));
     assert_eq!(unknown.client_id.as_deref(), Some("other"));
 
-    // Not Entra: nothing but the outcome and the strip count.
+    // Not Entra: the outcome, the strip count, and which client and request it was.
     let body = "client_id=other&client-request-id=x&entra_preferred_username=evil";
     let passed = run(&policy(), &keys(), &Req::post(body), NOW).summary;
     assert_eq!(
@@ -1996,6 +1996,8 @@ fn summary_fields() {
         Summary {
             outcome: Outcome::Passed,
             stripped: 1,
+            client_id: Some("other".into()),
+            client_request_id: Some("x".into()),
             ..Summary::default()
         }
     );
