@@ -245,21 +245,23 @@ fn run(
     for addr in &config.server.listen {
         proxy_service.add_tcp(addr);
     }
+    let mut certs = None;
     if let (Some(cert), Some(key)) = (&config.server.tls_cert, &config.server.tls_key) {
         if !config.server.tls_listen.is_empty() {
-            let certs = Arc::new(tls::CertStore::open(cert, key)?);
+            let store = Arc::new(tls::CertStore::open(cert, key)?);
             for addr in &config.server.tls_listen {
                 let mut settings =
-                    TlsSettings::with_callbacks(Box::new(tls::CertResolver(certs.clone())))?;
+                    TlsSettings::with_callbacks(Box::new(tls::CertResolver(store.clone())))?;
                 settings.enable_h2();
                 proxy_service.add_tls_with_settings(addr, None, settings);
             }
-            server.add_service(background_service(
-                "certificate watcher",
-                tls::CertWatcher(certs),
-            ));
+            certs = Some(store);
         }
     }
+    server.add_service(background_service(
+        "certificate watcher",
+        tls::CertWatcher(certs),
+    ));
     server.add_service(proxy_service);
 
     let mut admin = Service::new(

@@ -118,8 +118,9 @@ impl TlsAccept for CertResolver {
     }
 }
 
-/// Polls the files and listens for SIGHUP.
-pub struct CertWatcher(pub Arc<CertStore>);
+/// Polls the certificate files and listens for SIGHUP. It runs even without TLS listeners, so
+/// that a SIGHUP (sent by habit, or by a service manager's reload) never kills the process.
+pub struct CertWatcher(pub Option<Arc<CertStore>>);
 
 #[async_trait]
 impl BackgroundService for CertWatcher {
@@ -140,8 +141,15 @@ impl BackgroundService for CertWatcher {
                 }
             };
             tokio::select! {
-                _ = tokio::time::sleep(WATCH_INTERVAL) => self.0.reload(false),
-                _ = hangup_received => self.0.reload(true),
+                _ = tokio::time::sleep(WATCH_INTERVAL) => {
+                    if let Some(store) = &self.0 {
+                        store.reload(false);
+                    }
+                }
+                _ = hangup_received => match &self.0 {
+                    Some(store) => store.reload(true),
+                    None => tracing::info!("SIGHUP received: no TLS listener, nothing to reload"),
+                },
                 _ = shutdown.changed() => return,
             }
         }
