@@ -1,37 +1,129 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone on a bare Debian machine with a Rust toolchain:
-# installs what the build and the tests need, builds the workspace, runs every test.
-# `--deps-only` installs and stops (CI uses it before its lint gates).
+# installs what the build and the tests need, builds the workspace, runs every test suite and
+# ends with one line: `summary: N passed, N failed, N skipped` (exit status non-zero on failure).
+#
+#   bash tests/run.sh              everything
+#   bash tests/run.sh --deps-only  install the tools and stop (CI does this before its lint gates)
+#
+# Suites: cargo tests (unit, property and end-to-end against the real binary), tests/e2e (real
+# oidc-provider and headless chromium), deploy/validate.sh (manifests, unit, configs; with CI=true
+# also the release build recipe), deploy/monitoring/check.sh (promtool, a real Prometheus).
+# EAM_SKIP_E2E=1, EAM_SKIP_DEPLOY=1, EAM_SKIP_MONITORING=1 skip a suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Pingora needs cmake (zlib-ng) and perl + make (vendored OpenSSL); curl is used by the tests.
-missing=()
-for tool in cmake perl make cc curl; do
-  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "tests/run.sh: installing ${missing[*]}" >&2
-  packages=()
-  for tool in "${missing[@]}"; do
-    case "$tool" in cc) packages+=(gcc libc6-dev) ;; *) packages+=("$tool") ;; esac
-  done
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${packages[@]}" >/dev/null
-fi
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+apt_updated=0
+apt_install() {
+  if [ "$apt_updated" = 0 ]; then
+    $sudo apt-get update -qq
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
 
+# Pingora needs cmake (zlib-ng) and perl + make (vendored OpenSSL); the end-to-end tests call
+# curl, openssl and python3; tests/e2e needs Node.js and Debian's chromium.
+packages=()
+for tool in cmake perl make cc curl openssl python3 node npm; do
+  command -v "$tool" >/dev/null 2>&1 && continue
+  case "$tool" in
+    cc) packages+=(gcc libc6-dev) ;;
+    node) packages+=(nodejs) ;;
+    *) packages+=("$tool") ;;
+  esac
+done
+[ -x /usr/bin/chromium ] || [ -n "${CHROMIUM_PATH:-}" ] || [ "${EAM_SKIP_E2E:-0}" = 1 ] ||
+  packages+=(chromium)
+if [ ${#packages[@]} -gt 0 ]; then
+  echo "tests/run.sh: installing ${packages[*]}" >&2
+  apt_install "${packages[@]}"
+fi
 [ "${1:-}" = "--deps-only" ] && exit 0
 
-# The end-to-end tests start the real binary: build it before they run.
-cargo build --locked --workspace --bins
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
+passed=0
+failed=0
+skipped=0
+
+# Runs one suite that prints its own closing line `NAME: N passed, N failed[, N skipped]`, and
+# adds its counts. A suite that fails without such a line counts as one failure.
+suite() {
+  local name=$1
+  shift
+  local out rc line p f s
+  out=$(mktemp)
+  set +e
+  "$@" 2>&1 | tee "$out"
+  rc=${PIPESTATUS[0]}
+  set -e
+  line=$(grep -E "^$name: [0-9]+ passed, [0-9]+ failed" "$out" | tail -n 1 || true)
+  rm -f "$out"
+  p=$(echo "$line" | grep -Eo '[0-9]+ passed' | grep -Eo '[0-9]+' || echo 0)
+  f=$(echo "$line" | grep -Eo '[0-9]+ failed' | grep -Eo '[0-9]+' || echo 0)
+  s=$(echo "$line" | grep -Eo '[0-9]+ skipped' | grep -Eo '[0-9]+' || echo 0)
+  if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+    echo "tests/run.sh: $name exited with status $rc" >&2
+    f=1
+  fi
+  passed=$((passed + p))
+  failed=$((failed + f))
+  skipped=$((skipped + s))
+}
+
+finish() {
+  echo "summary: $passed passed, $failed failed, $skipped skipped"
+  [ "$failed" -eq 0 ]
+}
+
+# The end-to-end tests start the real binary: build it before they run.
+if ! cargo build --locked --workspace --bins; then
+  failed=$((failed + 1))
+  finish
+  exit 1
+fi
+bin_dir="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/debug"
+
+# Cargo prints one `test result:` line per test binary.
 set +e
 cargo test --locked --workspace --no-fail-fast 2>&1 | tee "$log"
-status=${PIPESTATUS[0]}
+cargo_status=${PIPESTATUS[0]}
 set -e
-# One closing line over every test binary (cargo prints one result line per binary).
-sum() { grep -E '^test result:' "$log" | grep -Eo "[0-9]+ $1" | awk '{s += $1} END {print s + 0}'; }
-echo "summary: $(sum passed) passed, $(sum failed) failed, $(sum ignored) skipped"
-exit "$status"
+cargo_sum() { grep -E '^test result:' "$log" | grep -Eo "[0-9]+ $1" | awk '{s += $1} END {print s + 0}'; }
+passed=$((passed + $(cargo_sum passed)))
+failed=$((failed + $(cargo_sum failed)))
+skipped=$((skipped + $(cargo_sum ignored)))
+if [ "$cargo_status" -ne 0 ] && [ "$(cargo_sum failed)" -eq 0 ]; then
+  echo "tests/run.sh: cargo test exited with status $cargo_status" >&2
+  failed=$((failed + 1))
+fi
+
+# tests/e2e: node's TAP reporter closes with `# pass N`, `# fail N`, `# cancelled N`, `# skipped N`.
+e2e() {
+  if ! node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 18) ? 0 : 1)'; then
+    echo "tests/e2e needs Node.js 20.18 or later, found $(node --version)"
+    return 1
+  fi
+  (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error) || return 1
+  local out rc
+  out=$(mktemp)
+  set +e
+  (cd tests/e2e && EAM_PROXY_BIN="$bin_dir/eam-proxy" node --test --test-reporter=tap) 2>&1 | tee "$out"
+  rc=${PIPESTATUS[0]}
+  set -e
+  tap() { grep -E "^# $1 [0-9]+$" "$out" | awk '{s += $3} END {print s + 0}'; }
+  echo "e2e: $(tap pass) passed, $(($(tap fail) + $(tap cancelled))) failed, $(($(tap skipped) + $(tap todo))) skipped"
+  rm -f "$out"
+  return "$rc"
+}
+[ "${EAM_SKIP_E2E:-0}" = 1 ] || suite e2e e2e
+
+[ "${EAM_SKIP_DEPLOY:-0}" = 1 ] || suite deploy bash deploy/validate.sh
+
+[ "${EAM_SKIP_MONITORING:-0}" = 1 ] ||
+  suite monitoring env EAM_PROXY_BIN="$bin_dir/eam-proxy" bash deploy/monitoring/check.sh
+
+finish

@@ -28,8 +28,8 @@ export async function launch({ outDir }) {
     viewport: { width: 1000, height: 760 },
     timeout: 30000,
   });
-  context.setDefaultTimeout(15000);
-  context.setDefaultNavigationTimeout(15000);
+  context.setDefaultTimeout(45000);
+  context.setDefaultNavigationTimeout(45000);
   const page = context.pages()[0] ?? await context.newPage();
   const consoleLines = [];
   page.on('console', (msg) => consoleLines.push(`${msg.type()}: ${msg.text()}`));
