@@ -286,8 +286,14 @@ fn zero_downtime_upgrade_under_load() {
     // The new process listens on the upgrade socket for the old one's listeners: wait for it.
     let deadline = Instant::now() + Duration::from_secs(20);
     while !std::path::Path::new(&upgrade_sock).exists() {
-        assert!(Instant::now() < deadline, "the new process never opened {upgrade_sock}");
-        assert!(new.try_wait().unwrap().is_none(), "the new process exited early");
+        assert!(
+            Instant::now() < deadline,
+            "the new process never opened {upgrade_sock}"
+        );
+        assert!(
+            new.try_wait().unwrap().is_none(),
+            "the new process exited early"
+        );
         thread::sleep(Duration::from_millis(20));
     }
     let served_before = ok.load(Ordering::SeqCst);
