@@ -8,8 +8,9 @@
 #
 # Suites: cargo tests (unit, property and end-to-end against the real binary), tests/e2e (real
 # oidc-provider and headless chromium), deploy/validate.sh (manifests, unit, configs; with CI=true
-# also the release build recipe), deploy/monitoring/check.sh (promtool, a real Prometheus).
-# EAM_SKIP_E2E=1, EAM_SKIP_DEPLOY=1, EAM_SKIP_MONITORING=1 skip a suite.
+# also the release build recipe), deploy/monitoring/check.sh (promtool, a real Prometheus), and a
+# 30-second soak (bench/soak). EAM_SKIP_E2E=1, EAM_SKIP_DEPLOY=1, EAM_SKIP_MONITORING=1,
+# EAM_SKIP_SOAK=1 skip a suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -125,5 +126,16 @@ e2e() {
 
 [ "${EAM_SKIP_MONITORING:-0}" = 1 ] ||
   suite monitoring env EAM_PROXY_BIN="$bin_dir/eam-proxy" bash deploy/monitoring/check.sh
+
+# Issue 8's soak in its CI length: mixed valid/invalid/pass-through load at 200 req/s for 30 s.
+soak() {
+  if bash bench/soak --seconds 30; then
+    echo "soak: 1 passed, 0 failed"
+  else
+    echo "soak: 0 passed, 1 failed"
+    return 1
+  fi
+}
+[ "${EAM_SKIP_SOAK:-0}" = 1 ] || suite soak soak
 
 finish
