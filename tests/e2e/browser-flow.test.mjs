@@ -31,7 +31,8 @@ test('browser: Entra EAM sign-in through eam-proxy is accepted by Entra', { time
       else route.continue();
     });
     await browser.prepareRawShot();
-    await page.click('#start');
+    // The navigation it starts is held below: do not wait for it here.
+    await page.click('#start', { noWaitAfter: true });
     const route = await held;
     await browser.rawShot('entra-auto-post');
     await route.continue();
