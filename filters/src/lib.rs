@@ -17,6 +17,9 @@ pub mod policy;
 pub mod render;
 pub mod rewrite;
 
+#[cfg(any(test, feature = "invariants"))]
+#[doc(hidden)]
+pub mod invariants;
 #[cfg(test)]
 mod testkeys;
 
