@@ -19,6 +19,11 @@ pub enum AuthorizeError {
     UnsupportedContentType,
     /// Malformed percent-encoding or bytes that are not UTF-8.
     MalformedEncoding,
+    /// A method other than GET or POST: an OP may route it (HEAD, PUT…) to its authorize
+    /// handler with parameters the proxy never read.
+    MethodNotAllowed,
+    /// A GET with a body: some frameworks read form parameters from any body.
+    UnexpectedBody,
 
     // --- Entra request parameters ---
     /// Detected as Entra, but no `[[apps]]` entry has this `client_id`.
@@ -76,6 +81,8 @@ impl AuthorizeError {
             BodyTooLarge => "body_too_large",
             UnsupportedContentType => "unsupported_content_type",
             MalformedEncoding => "malformed_encoding",
+            MethodNotAllowed => "method_not_allowed",
+            UnexpectedBody => "unexpected_body",
             UnknownClient => "unknown_client",
             MissingParameter(_) => "missing_parameter",
             DuplicateParameter(_) => "duplicate_parameter",
@@ -107,6 +114,8 @@ impl AuthorizeError {
         "body_too_large",
         "unsupported_content_type",
         "malformed_encoding",
+        "method_not_allowed",
+        "unexpected_body",
         "unknown_client",
         "missing_parameter",
         "duplicate_parameter",
@@ -143,6 +152,7 @@ impl AuthorizeError {
     pub fn status(self) -> u16 {
         match self {
             AuthorizeError::BodyTooLarge => 413,
+            AuthorizeError::MethodNotAllowed => 405,
             AuthorizeError::KeysUnavailable => 503,
             _ => 400,
         }
@@ -157,6 +167,8 @@ impl AuthorizeError {
                 "authorization POST must be application/x-www-form-urlencoded".into()
             }
             MalformedEncoding => "malformed percent-encoding or non-UTF-8 parameter".into(),
+            MethodNotAllowed => "authorization requests must use GET or POST".into(),
+            UnexpectedBody => "an authorization GET must not have a body".into(),
             UnknownClient => "client_id is not a registered external authentication method".into(),
             MissingParameter(name) => format!("missing {name}"),
             DuplicateParameter(name) => format!("{name} must not be repeated"),
@@ -203,6 +215,8 @@ mod tests {
             BodyTooLarge,
             UnsupportedContentType,
             MalformedEncoding,
+            MethodNotAllowed,
+            UnexpectedBody,
             UnknownClient,
             MissingParameter("x"),
             DuplicateParameter("x"),

@@ -122,8 +122,24 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// Whether `path` is, or may be routed by the upstream as, a configured authorize path.
+    ///
+    /// Servers differ in what they treat as the same path (Tomcat drops `;jsessionid=…`, most
+    /// decode `%61`, some fold case, collapse `//` or ignore a trailing `/`), and a variant the
+    /// proxy let through as "other traffic" would carry spoofed `entra_*` parameters to the
+    /// authorize endpoint. So every such variant counts as an authorize path: the cost of
+    /// checking one request too many is nothing, one too few is an identity bypass.
     pub fn is_authorize_path(&self, path: &str) -> bool {
-        self.authorize.paths.iter().any(|p| p == path)
+        let paths = &self.authorize.paths;
+        if paths.iter().any(|p| p == path) {
+            return true;
+        }
+        let plain = |b: &u8| !matches!(b, b'%' | b';' | b'.' | b'A'..=b'Z');
+        if path.bytes().all(|b| plain(&b)) && !path.contains("//") && !path.ends_with('/') {
+            return false;
+        }
+        let key = path_key(path);
+        paths.iter().any(|p| path_key(p) == key)
     }
 
     pub fn app(&self, client_id: &str) -> Option<&AppPolicy> {
@@ -165,6 +181,28 @@ pub fn is_guid(s: &str) -> bool {
         })
 }
 
+/// The form of a path that every common server would route the same way: percent-decoded
+/// (also `%2F`), path parameters (`;…`) and empty or `.` segments dropped, `..` applied,
+/// ASCII case folded.
+fn path_key(path: &str) -> Vec<u8> {
+    let decoded: Vec<u8> = percent_encoding::percent_decode_str(path).collect();
+    let mut segments: Vec<&[u8]> = Vec::new();
+    for segment in decoded.split(|b| *b == b'/') {
+        let segment = segment.split(|b| *b == b';').next().unwrap_or_default();
+        match segment {
+            b"" | b"." => {}
+            b".." => drop(segments.pop()),
+            s => segments.push(s),
+        }
+    }
+    let mut key = Vec::with_capacity(decoded.len());
+    for segment in segments {
+        key.push(b'/');
+        key.extend(segment.iter().map(u8::to_ascii_lowercase));
+    }
+    key
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +227,46 @@ mod tests {
             "https://login.partner.microsoftonline.cn/t/v2.0"
         );
         assert!(CloudPolicy::builtin("mars").is_none());
+    }
+
+    #[test]
+    fn every_routable_variant_of_an_authorize_path_is_one() {
+        let policy = Policy {
+            authorize: AuthorizeSettings {
+                paths: vec!["/oauth2/authorize".into()],
+                ..AuthorizeSettings::default()
+            },
+            apps: Vec::new(),
+            clouds: Vec::new(),
+            max_stale_seconds: 0,
+        };
+        for path in [
+            "/oauth2/authorize",
+            "/oauth2/authorize/",
+            "/oauth2//authorize",
+            "//oauth2/authorize",
+            "/oauth2/authorize;jsessionid=0123",
+            "/oauth2;x=y/authorize",
+            "/oauth2/%61uthorize",
+            "/oauth2%2Fauthorize",
+            "/OAuth2/Authorize",
+            "/oauth2/./authorize",
+            "/other/../oauth2/authorize",
+            "/oauth2/authorize/.",
+        ] {
+            assert!(policy.is_authorize_path(path), "{path}");
+        }
+        for path in [
+            "/oauth2/authorizex",
+            "/oauth2/authorize/x",
+            "/oauth2/token",
+            "/authorize",
+            "/oauth2/authorize/..",
+            "/",
+            "",
+        ] {
+            assert!(!policy.is_authorize_path(path), "{path}");
+        }
     }
 
     #[test]

@@ -23,12 +23,16 @@ pub fn json_error(error: AuthorizeError) -> ErrorResponse {
     })
     .to_string()
     .into_bytes();
+    let mut headers = vec![
+        ("content-type", "application/json".into()),
+        ("cache-control", "no-store".into()),
+    ];
+    if error == AuthorizeError::MethodNotAllowed {
+        headers.push(("allow", "GET, POST".into()));
+    }
     ErrorResponse {
         status: error.status(),
-        headers: vec![
-            ("content-type", "application/json".into()),
-            ("cache-control", "no-store".into()),
-        ],
+        headers,
         body,
     }
 }

@@ -3,6 +3,7 @@
 
 mod admin;
 mod config;
+mod deadline;
 mod keystore;
 mod metrics;
 mod service;
@@ -179,6 +180,9 @@ fn run(
     let http = reqwest::Client::builder()
         .user_agent(concat!("eam-proxy/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_millis(config.jwks.fetch_timeout_ms))
+        // The key-set URL was checked (https, or loopback http) when the config was loaded; a
+        // redirect could lead anywhere, even to plain http, so it is a failed fetch instead.
+        .redirect(reqwest::redirect::Policy::none())
         .build()?;
     let settings = KeyStoreSettings {
         refresh: Duration::from_secs(config.jwks.refresh_seconds),
@@ -240,8 +244,14 @@ fn run(
         trusted_proxies: config.server.trusted_proxies()?,
         metrics: metrics.clone(),
     };
-    let mut proxy_service =
-        pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "eam-proxy");
+    let client_read_timeout = proxy.client_read_timeout;
+    let mut proxy_service = Service::new(
+        "eam-proxy".to_string(),
+        deadline::HeadDeadline::new(
+            pingora::proxy::http_proxy(&server.configuration, proxy),
+            client_read_timeout,
+        ),
+    );
     for addr in &config.server.listen {
         proxy_service.add_tcp(addr);
     }

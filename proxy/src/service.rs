@@ -62,7 +62,9 @@ pub struct RequestCtx {
 }
 
 impl EamProxy {
-    /// Reads an authorize POST body, bounded by `max_body_bytes`. `None` when it is too large.
+    /// Reads an authorize POST body, bounded by `max_body_bytes` (`None` when it is too large)
+    /// and, as a whole, by `client_read_timeout_ms`: a per-read timeout alone would let a client
+    /// trickle one byte at a time for hours. Failures are the client's (408, or a silent close).
     async fn read_body(&self, session: &mut Session) -> Result<Option<Bytes>> {
         let announced = session
             .req_header()
@@ -84,14 +86,46 @@ impl EamProxy {
         }
         session.set_read_timeout(Some(self.client_read_timeout));
         session.enable_retry_buffering();
-        let mut body = BytesMut::with_capacity(announced.unwrap_or(1024));
-        while let Some(chunk) = session.read_request_body().await? {
-            if !self.policy.body_fits(body.len() + chunk.len()) {
-                return Ok(None);
+        let read_all = async {
+            let mut body = BytesMut::with_capacity(announced.unwrap_or(1024));
+            while let Some(chunk) = session.read_request_body().await? {
+                if !self.policy.body_fits(body.len() + chunk.len()) {
+                    return Ok(None);
+                }
+                body.extend_from_slice(&chunk);
             }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(Some(body.freeze()))
+            Ok(Some(body.freeze()))
+        };
+        let read = tokio::time::timeout(self.client_read_timeout, read_all)
+            .await
+            .unwrap_or_else(|_| {
+                Error::e_explain(
+                    ErrorType::ReadTimedout,
+                    "authorize body not complete within client_read_timeout_ms",
+                )
+            });
+        read.map_err(|mut e| {
+            e.as_down();
+            e
+        })
+    }
+
+    /// Refuses an authorize request without reading its body (the connection is not reused).
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        error: AuthorizeError,
+        started: Instant,
+    ) -> Result<bool> {
+        let summary = Summary {
+            outcome: filters::Outcome::Rejected,
+            error: Some(error),
+            ..Summary::default()
+        };
+        self.record_decision(&summary, started);
+        session.set_keepalive(None);
+        respond(session, json_error(error)).await?;
+        Ok(true)
     }
 
     /// The decision's log line and counters.
@@ -193,6 +227,17 @@ async fn respond(session: &mut Session, response: ErrorResponse) -> Result<()> {
         .await
 }
 
+/// Whether the request announces a body (RFC 9112 §6.3: Content-Length above zero or any
+/// Transfer-Encoding).
+fn has_body(req: &RequestHeader) -> bool {
+    let headers = &req.headers;
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .any(|v| v.as_bytes().iter().any(|b| (b'1'..=b'9').contains(b)))
+}
+
 fn header_str(req: &RequestHeader, name: header::HeaderName) -> Option<&str> {
     req.headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -202,6 +247,8 @@ impl ProxyHttp for EamProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
+        // Pingora asks for a context right after parsing a request head.
+        crate::deadline::head_read();
         RequestCtx {
             started: Instant::now(),
             route: ROUTE_OTHER,
@@ -213,33 +260,34 @@ impl ProxyHttp for EamProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
-        let method = match req.method {
-            http::Method::GET => Method::Get,
-            http::Method::POST => Method::Post,
-            _ => return Ok(false),
-        };
         if !self.policy.is_authorize_path(req.uri.path()) {
             return Ok(false);
         }
         ctx.route = ROUTE_AUTHORIZE;
         ctx.decided = true;
         let started = ctx.started;
+        let method = match req.method {
+            http::Method::GET => Method::Get,
+            http::Method::POST => Method::Post,
+            _ => {
+                return self
+                    .refuse(session, AuthorizeError::MethodNotAllowed, started)
+                    .await
+            }
+        };
+        if method == Method::Get && has_body(req) {
+            return self
+                .refuse(session, AuthorizeError::UnexpectedBody, started)
+                .await;
+        }
         let body = match method {
             Method::Get => Bytes::new(),
             Method::Post => match self.read_body(session).await? {
                 Some(body) => body,
                 None => {
-                    let error = AuthorizeError::BodyTooLarge;
-                    let summary = Summary {
-                        outcome: filters::Outcome::Rejected,
-                        error: Some(error),
-                        ..Summary::default()
-                    };
-                    self.record_decision(&summary, started);
-                    // The rest of the body is never read, so the connection cannot be reused.
-                    session.set_keepalive(None);
-                    respond(session, json_error(error)).await?;
-                    return Ok(true);
+                    return self
+                        .refuse(session, AuthorizeError::BodyTooLarge, started)
+                        .await
                 }
             },
         };
@@ -414,6 +462,19 @@ impl ProxyHttp for EamProxy {
             .observe(ctx.started.elapsed().as_secs_f64());
     }
 
+    fn persist_connection_context(
+        &self,
+        _session: &Session,
+        _ctx: &RequestCtx,
+    ) -> Option<Box<dyn std::any::Any + Send + Sync>> {
+        Some(crate::deadline::kept_alive_marker())
+    }
+
+    /// Client faults are logged by `fail_to_proxy` at info level, not by Pingora as errors.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
+        error.esource() == &ErrorSource::Downstream
+    }
+
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
@@ -442,6 +503,10 @@ impl ProxyHttp for EamProxy {
                 .upstream_responses
                 .with_label_values(&["error"])
                 .inc();
+        }
+        if e.esource() == &ErrorSource::Downstream {
+            // The client's doing (slow, gone, malformed): not an operator's error.
+            tracing::info!(status = code, error = %e, "client request failed");
         }
         if code > 0 {
             if matches!(code, 502 | 504) {

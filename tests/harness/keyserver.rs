@@ -41,6 +41,8 @@ pub enum KeyMode {
     SlowHeaders(Duration),
     /// Headers and half the body at once, the rest after this delay.
     SlowBody(Duration),
+    /// `302` to the key path of this loopback port (another key server).
+    Redirect(u16),
 }
 
 impl KeyMode {
@@ -54,6 +56,7 @@ impl KeyMode {
             KeyMode::Oversized { chunked: true } => "oversized-chunked",
             KeyMode::SlowHeaders(_) => "slow-headers",
             KeyMode::SlowBody(_) => "slow-body",
+            KeyMode::Redirect(_) => "redirect",
         }
     }
 }
@@ -281,6 +284,11 @@ fn answer(writer: &mut TcpStream, shared: &Shared, mode: KeyMode, jwks: &Value) 
         KeyMode::Serve => writer.write_all(&fixed(200, JSON, &body)),
         KeyMode::Down => return false,
         KeyMode::Status(status) => writer.write_all(&fixed(status, JSON, &body)),
+        KeyMode::Redirect(port) => {
+            let location = format!("Location: http://127.0.0.1:{port}{KEYS_PATH}\r\n");
+            let out = head(302, JSON, &format!("{location}Content-Length: 0\r\n"));
+            writer.write_all(&out)
+        }
         KeyMode::Garbage => writer.write_all(&fixed(
             200,
             JSON,

@@ -596,7 +596,6 @@ fn stalled_authorize_body_is_ended_after_the_client_read_timeout() {
 }
 
 #[test]
-#[ignore = "BUG: a client too slow to send its authorize body gets 500 Internal Server Error (the timeout error from request_filter has no downstream source), not 408"]
 fn stalled_authorize_body_is_answered_408() {
     let upstream = FaultyUpstream::start(|_| Action::Reply(ok("ok")));
     let proxy = slow_client_proxy(&upstream);
@@ -673,7 +672,6 @@ fn slow_clients_leave_other_clients_unaffected() {
 }
 
 #[test]
-#[ignore = "BUG: client_read_timeout_ms bounds each read, not the body: one byte per 500 ms keeps an authorize POST open until max_body_bytes (32 KiB: 4.5 hours)"]
 fn trickled_authorize_body_is_ended_by_the_proxy() {
     let upstream = FaultyUpstream::start(|_| Action::Reply(ok("ok")));
     let proxy = slow_client_proxy(&upstream);
@@ -690,7 +688,6 @@ fn trickled_authorize_body_is_ended_by_the_proxy() {
 }
 
 #[test]
-#[ignore = "BUG: no deadline on a request head: a partial request line holds a connection for Pingora's 60 s per-read default (measured 60.04 s, no answer), whatever client_read_timeout_ms says"]
 fn stalled_request_head_is_ended_after_the_client_read_timeout() {
     let upstream = FaultyUpstream::start(|_| Action::Reply(ok("ok")));
     let proxy = slow_client_proxy(&upstream);
@@ -707,7 +704,6 @@ fn stalled_request_head_is_ended_after_the_client_read_timeout() {
 }
 
 #[test]
-#[ignore = "BUG: no deadline on a request head: one header byte per 500 ms (any pace under 60 s a byte) keeps a connection open until Pingora's 1 MiB head limit (days)"]
 fn slowloris_headers_are_ended_by_the_proxy() {
     let upstream = FaultyUpstream::start(|_| Action::Reply(ok("ok")));
     let proxy = slow_client_proxy(&upstream);

@@ -816,6 +816,8 @@ fn broken_key_responses_never_replace_a_good_set() {
     // that a proxy which took it would refuse `signer` hints and accept `foreign` ones.
     let replacement = before_rotation();
     let keys = KeyServer::start(good);
+    // Where a redirect leads: a server with the replacement set (a fetch must not follow it).
+    let elsewhere = KeyServer::start(replacement.clone());
     let upstream = Upstream::start();
     let proxy = start_with(&upstream, &keys, (1, NEVER, 604_800, 500));
     let claims = default_claims();
@@ -843,6 +845,11 @@ fn broken_key_responses_never_replace_a_good_set() {
             replacement.clone(),
         ),
         ("HTTP 500", KeyMode::Status(500), replacement.clone()),
+        (
+            "redirect",
+            KeyMode::Redirect(elsewhere.addr().port()),
+            replacement.clone(),
+        ),
         ("non-RSA keys only", KeyMode::Serve, non_rsa_signing_set()),
         ("empty key list", KeyMode::Serve, json!({"keys": []})),
         (

@@ -99,3 +99,63 @@ fn entra_request_cannot_smuggle_an_identity() {
     // Each entra_* must appear once, with the hint's value: the spoofed ones are gone.
     assert_entra_rewrite(&parse_form(&upstream.only_request().body), &sent, &claims);
 }
+
+/// Upstreams route these like `/authorize` (Tomcat drops `;jsessionid`, most decode `%61`,
+/// some fold case or ignore `//` and a trailing `/`): each is an authorize request, so spoofed
+/// parameters never ride a path variant past the proxy.
+#[test]
+fn authorize_path_variants_are_stripped_like_the_path_itself() {
+    let (upstream, proxy) = start();
+    let variants = [
+        "/authorize/",
+        "//authorize",
+        "/authorize;jsessionid=0123",
+        "/%61uthorize",
+        "/Authorize",
+        "/x/../authorize",
+    ];
+    for path in variants {
+        let response = proxy.send(&Request::get(&format!("{path}?{SPOOFED}")));
+        assert_eq!(
+            response.header("x-upstream"),
+            Some("yes"),
+            "{path}: {}",
+            response.describe()
+        );
+    }
+    let requests = upstream.requests();
+    assert_eq!(requests.len(), variants.len());
+    for (request, path) in requests.iter().zip(variants) {
+        assert_eq!(
+            request.target,
+            format!("{path}?{STRIPPED}"),
+            "{path}: the path is kept as sent, only the spoofed pairs go"
+        );
+    }
+}
+
+#[test]
+fn other_methods_on_an_authorize_path_are_refused_with_405() {
+    let (upstream, proxy) = start();
+    for method in ["HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"] {
+        let response = proxy.send(&Request::new(method, &format!("/authorize?{SPOOFED}")));
+        assert_eq!(response.status, 405, "{method}: {}", response.describe());
+        assert_eq!(response.header("allow"), Some("GET, POST"), "{method}");
+        if method != "HEAD" {
+            assert_eq!(response.json()["error"], "invalid_request", "{method}");
+        }
+    }
+    // Elsewhere every method passes through.
+    let response = proxy.send(&Request::new("PUT", "/token"));
+    assert_eq!(response.header("x-upstream"), Some("yes"));
+    assert_eq!(upstream.only_request().method, "PUT");
+}
+
+#[test]
+fn a_get_authorize_request_with_a_body_is_refused() {
+    let (upstream, proxy) = start();
+    let response = proxy.send(&Request::get("/authorize?client_id=other-client").form(SPOOFED));
+    assert_eq!(response.status, 400, "{}", response.describe());
+    assert_eq!(response.json()["error"], "invalid_request");
+    assert!(upstream.requests().is_empty(), "nothing forwarded");
+}
