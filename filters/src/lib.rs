@@ -16,6 +16,7 @@ pub mod params;
 pub mod policy;
 pub mod render;
 pub mod rewrite;
+pub mod x5c;
 
 #[cfg(any(test, feature = "invariants"))]
 #[doc(hidden)]
