@@ -2,6 +2,7 @@
 //! admin listener, key refreshers, upstream health checks) and runs it.
 
 mod admin;
+mod cert;
 mod config;
 mod keystore;
 mod metrics;
@@ -30,11 +31,11 @@ use crate::service::{EamProxy, UpstreamSettings};
 
 /// Makes an OpenID Connect provider a Microsoft Entra ID External Authentication Method.
 #[derive(Parser, Debug)]
-#[command(name = "eam-proxy", version, about)]
+#[command(name = "eam-proxy", version, about, subcommand_negates_reqs = true)]
 struct Cli {
     /// Configuration file (TOML).
-    #[arg(short, long, env = "EAM_PROXY_CONFIG")]
-    config: PathBuf,
+    #[arg(short, long, env = "EAM_PROXY_CONFIG", required = true)]
+    config: Option<PathBuf>,
     /// Validate the configuration and exit: 0 when valid, 2 with the key and reason otherwise.
     #[arg(long)]
     check: bool,
@@ -44,6 +45,28 @@ struct Cli {
     /// Run in the background.
     #[arg(short, long)]
     daemon: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Make the self-signed certificate Entra needs in `x5c` for an OP signing key (PEM).
+    Cert {
+        /// The OP's signing key as a private RSA JWK (n, e, d, p, q, dp, dq, qi), or a JWKS
+        /// holding only that key.
+        #[arg(long)]
+        jwk: PathBuf,
+        /// Common name of issuer and subject: the IdP's domain.
+        #[arg(long)]
+        cn: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// Write the certificate here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 /// Seconds since the Unix epoch: the proxy's only clock for token validation.
@@ -55,18 +78,25 @@ pub fn unix_now() -> u64 {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let validated = match Config::load(&cli.config) {
+    if let Some(command) = cli.command {
+        return match command {
+            Command::Cert { jwk, cn, days, out } => cert_command(&jwk, &cn, days, out.as_deref()),
+        };
+    }
+    // clap requires --config when no subcommand is given.
+    let config_path = cli.config.clone().unwrap_or_default();
+    let validated = match Config::load(&config_path) {
         Ok(v) => v,
         Err(e) => {
             eprintln!(
                 "eam-proxy: invalid configuration {}: {e}",
-                cli.config.display()
+                config_path.display()
             );
             return ExitCode::from(2);
         }
     };
     if cli.check {
-        println!("{}: configuration is valid", cli.config.display());
+        println!("{}: configuration is valid", config_path.display());
         return ExitCode::SUCCESS;
     }
     init_logging(&validated.config.log);
@@ -77,6 +107,40 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `eam-proxy cert`: exit 0 with the PEM written, 2 with the reason on stderr.
+fn cert_command(
+    jwk: &std::path::Path,
+    cn: &str,
+    days: u32,
+    out: Option<&std::path::Path>,
+) -> ExitCode {
+    let made = std::fs::read_to_string(jwk)
+        .map_err(|e| format!("cannot read {}: {e}", jwk.display()))
+        .and_then(|text| cert::read_jwk(&text).map_err(|e| e.to_string()))
+        .and_then(|key| cert::self_signed(&key, cn, days, unix_now()).map_err(|e| e.to_string()));
+    let pem = match made {
+        Ok(pem) => pem,
+        Err(e) => {
+            eprintln!("eam-proxy cert: {}: {e}", jwk.display());
+            return ExitCode::from(2);
+        }
+    };
+    match out {
+        None => print!("{pem}"),
+        Some(path) => {
+            if let Err(e) = std::fs::write(path, &pem) {
+                eprintln!("eam-proxy cert: cannot write {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+            eprintln!(
+                "{}: certificate for CN={cn}, valid {days} days",
+                path.display()
+            );
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn init_logging(log: &config::Log) {
