@@ -4,6 +4,7 @@
 mod admin;
 mod cert;
 mod config;
+mod inject;
 mod keystore;
 mod metrics;
 mod service;
@@ -143,6 +144,34 @@ fn cert_command(
     ExitCode::SUCCESS
 }
 
+/// An x5c certificate that Entra will refuse is worth a line at start-up; `doctor` says more.
+fn warn_about_certificates(routes: &[inject::X5cRoute]) {
+    use filters::x5c::Validity;
+    let now = unix_now();
+    for route in routes {
+        for leaf in route.chains.iter().filter_map(|c| c.first()) {
+            let (path, subject) = (route.path.as_str(), leaf.subject());
+            match leaf.validity_at(now) {
+                Validity::Valid => {}
+                Validity::EndsSoon { days_left } => tracing::warn!(
+                    path,
+                    subject,
+                    days_left,
+                    "x5c certificate expires within 30 days"
+                ),
+                Validity::Expired => tracing::warn!(
+                    path,
+                    subject,
+                    "x5c certificate has expired: Entra will refuse the key"
+                ),
+                Validity::NotYetValid => {
+                    tracing::warn!(path, subject, "x5c certificate is not yet valid")
+                }
+            }
+        }
+    }
+}
+
 fn init_logging(log: &config::Log) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
@@ -221,6 +250,7 @@ fn run(
         config,
         policy,
         key_sources,
+        x5c,
     } = validated;
     let server_conf = ServerConf {
         threads: config.server.threads,
@@ -286,6 +316,7 @@ fn run(
     let upstreams_for_admin = upstreams.clone();
     server.add_service(health);
 
+    warn_about_certificates(&x5c);
     let proxy = EamProxy {
         policy: Arc::new(policy),
         keys: keys.clone(),
@@ -303,6 +334,7 @@ fn run(
         log_username: config.log.include_username,
         trusted_proxies: config.server.trusted_proxies()?,
         metrics: metrics.clone(),
+        x5c: Arc::new(x5c),
     };
     let mut proxy_service =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "eam-proxy");
