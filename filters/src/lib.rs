@@ -9,6 +9,7 @@
 
 pub mod authorize;
 pub mod detect;
+pub mod doctor;
 pub mod error;
 pub mod hint;
 pub mod keys;
