@@ -21,9 +21,9 @@ const ISSUER: &str = "AADSTS50027 (invalid JWT: unexpected issuer)";
 const SIGNATURE: &str =
     "AADSTS50012 with AADSTS70002 (external ID token failed signature verification)";
 const HINT_AUDIENCE: &str =
-    "none from Entra: eam-proxy refuses every hint (audience_mismatch) and Entra ends the sign-in with invalid_request";
+    "eam-proxy refuses every hint (audience_mismatch) and Entra ends the sign-in with invalid_request";
 const KEYS_UNAVAILABLE: &str =
-    "none from Entra: eam-proxy answers every sign-in with temporarily_unavailable (keys_unavailable)";
+    "eam-proxy answers every sign-in with temporarily_unavailable (keys_unavailable)";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -569,7 +569,7 @@ pub fn summary(checks: &[Check]) -> (usize, usize, usize) {
     )
 }
 
-/// The human report: one line per check, then the Entra error and the fix of each problem.
+/// The human report: one line per check, then what each problem causes and its fix.
 pub fn render_table(checks: &[Check]) -> String {
     let width = checks.iter().map(|c| c.id.len()).max().unwrap_or(0);
     let mut out = String::new();
@@ -581,7 +581,7 @@ pub fn render_table(checks: &[Check]) -> String {
             c.detail
         ));
         if let Some(entra) = c.entra_error {
-            out.push_str(&format!("{:<4}  {:<width$}  Entra: {entra}\n", "", ""));
+            out.push_str(&format!("{:<4}  {:<width$}  causes: {entra}\n", "", ""));
         }
         if let Some(fix) = &c.fix {
             out.push_str(&format!("{:<4}  {:<width$}  fix: {fix}\n", "", ""));

@@ -409,7 +409,7 @@ fn the_table_shows_entra_error_and_fix_under_each_problem() {
         table.contains("fail  jwks.x5c   key op-1 has no x5c certificate"),
         "{table}"
     );
-    assert!(table.contains("Entra: AADSTS50012"));
+    assert!(table.contains("causes: AADSTS50012"));
     assert!(table.contains("fix: publish x5c on key op-1"));
     assert!(
         table.ends_with("doctor: 1 failed, 0 warnings, 1 passed\n"),

@@ -4,6 +4,7 @@
 mod admin;
 mod cert;
 mod config;
+mod doctor;
 mod inject;
 mod keystore;
 mod metrics;
@@ -68,6 +69,23 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Check the OP and this configuration against Entra's EAM requirements: exit 0 when
+    /// nothing fails, 1 when a check fails, 2 when the configuration is invalid.
+    Doctor {
+        /// Configuration file (TOML); default: the global --config or EAM_PROXY_CONFIG.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// The OP's public issuer URL (what Entra is given, without
+        /// /.well-known/openid-configuration). Default: fetch through the configured upstream.
+        #[arg(long)]
+        issuer: Option<String>,
+        /// Machine-readable report.
+        #[arg(long)]
+        json: bool,
+        /// Accept http:// on loopback hosts as a warning (local tests only; Entra never does).
+        #[arg(long)]
+        allow_http: bool,
+    },
 }
 
 /// Seconds since the Unix epoch: the proxy's only clock for token validation.
@@ -82,6 +100,19 @@ fn main() -> ExitCode {
     if let Some(command) = cli.command {
         return match command {
             Command::Cert { jwk, cn, days, out } => cert_command(&jwk, &cn, days, out.as_deref()),
+            Command::Doctor {
+                config,
+                issuer,
+                json,
+                allow_http,
+            } => doctor_command(
+                config.or(cli.config),
+                doctor::Options {
+                    issuer,
+                    json,
+                    allow_http,
+                },
+            ),
         };
     }
     // clap requires --config when no subcommand is given.
@@ -106,6 +137,35 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!(error = %e, "start-up failed");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `eam-proxy doctor`: the report on stdout; exit 1 when a check failed.
+fn doctor_command(config: Option<PathBuf>, options: doctor::Options) -> ExitCode {
+    let Some(path) = config else {
+        eprintln!("eam-proxy doctor: --config PATH is required");
+        return ExitCode::from(2);
+    };
+    let validated = match Config::load(&path) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("eam-proxy: invalid configuration {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    match doctor::run(&validated, &options) {
+        Ok((report, failed)) => {
+            print!("{report}");
+            if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("eam-proxy doctor: {e}");
+            ExitCode::from(2)
         }
     }
 }
