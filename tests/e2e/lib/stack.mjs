@@ -34,7 +34,7 @@ export async function opSigningKey(runDir) {
   const jwkPath = path.join(runDir, 'op-signing.jwk.json');
   fs.writeFileSync(jwkPath, JSON.stringify(jwk), { mode: 0o600 });
   const certPath = path.join(runDir, 'op-signing.pem');
-  execFileSync(proxyBinary(), ['cert', '--jwk', jwkPath, '--cn', '127.0.0.1', '--days', '30', '--out', certPath],
+  execFileSync(proxyBinary(), ['cert', '--jwk', jwkPath, '--cn', '127.0.0.1', '--days', '365', '--out', certPath],
     { stdio: ['ignore', 'ignore', 'pipe'] });
   return { jwk, certPath };
 }
