@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use eam_tests::hints::public_jwk;
 use eam_tests::proxy::binary;
 use eam_tests::tempdir::TempDir;
-use eam_tests::{fixture, ProxyConfig, Reply, Upstream};
+use eam_tests::{ProxyConfig, Reply, Upstream};
 use serde_json::{json, Value};
 
 type Mutation = fn(&mut Value);
@@ -61,16 +61,25 @@ fn chunked(body: String) -> Reply {
 
 fn unchanged(_: &mut Value) {}
 
-/// A certificate for the `signer` key, as `eam-proxy cert` makes it.
 fn signer_certificate(dir: &TempDir) -> PathBuf {
-    let pem = std::fs::read_to_string(fixture("keys/signer.pem")).unwrap();
-    let key = rcgen::KeyPair::from_pem(&pem).unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "127.0.0.1");
-    let cert = params.self_signed(&key).unwrap();
-    dir.write("op-signing.pem", &cert.pem())
+    eam_tests::hints::signer_certificate(dir, "127.0.0.1").0
+}
+
+/// `eam-proxy doctor --config <config with x5c injection for /jwks> <args>`.
+fn run_doctor(op: &Upstream, x5c: bool, args: &[&str]) -> std::process::Output {
+    let dir = TempDir::new();
+    let mut config = ProxyConfig::new(op);
+    if x5c {
+        config = config.add_x5c("/jwks", &[signer_certificate(&dir)]);
+    }
+    let (path, _) = config.write_to(&dir);
+    Command::new(binary())
+        .args(["doctor", "--config"])
+        .arg(&path)
+        .args(args)
+        .env_remove("EAM_PROXY_CONFIG")
+        .output()
+        .unwrap()
 }
 
 struct Report {
@@ -101,22 +110,13 @@ impl Report {
 }
 
 /// Runs the doctor with `--issuer` = the stub's URL, on loopback http.
-fn doctor(upstream: &Upstream, x5c: bool, extra: &[&str]) -> Report {
-    let dir = TempDir::new();
-    let mut config = ProxyConfig::new(upstream);
-    if x5c {
-        config = config.add_x5c("/jwks", &[signer_certificate(&dir)]);
-    }
-    let (path, _) = config.write_to(&dir);
+fn doctor(upstream: &Upstream, x5c: bool) -> Report {
     let issuer = format!("http://{}", upstream.addr());
-    let output = Command::new(binary())
-        .args(["doctor", "--config"])
-        .arg(&path)
-        .args(["--json", "--allow-http", "--issuer", &issuer])
-        .args(extra)
-        .env_remove("EAM_PROXY_CONFIG")
-        .output()
-        .unwrap();
+    let output = run_doctor(
+        upstream,
+        x5c,
+        &["--json", "--allow-http", "--issuer", &issuer],
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     let json = serde_json::from_str(&stdout).unwrap_or_else(|e| {
         panic!(
@@ -133,7 +133,7 @@ fn doctor(upstream: &Upstream, x5c: bool, extra: &[&str]) -> Report {
 #[test]
 fn a_conforming_provider_passes_with_x5c_injection_configured() {
     let op = stub_op(unchanged, json_reply);
-    let report = doctor(&op, true, &[]);
+    let report = doctor(&op, true);
     assert_eq!(report.failed(), Vec::<String>::new(), "{:#}", report.json);
     assert_eq!(report.code, Some(0));
     assert_eq!(report.status("jwks.injection"), ["pass"]);
@@ -148,7 +148,7 @@ fn a_conforming_provider_passes_with_x5c_injection_configured() {
 #[test]
 fn without_x5c_the_key_fails_and_the_fix_is_named() {
     let op = stub_op(unchanged, json_reply);
-    let report = doctor(&op, false, &[]);
+    let report = doctor(&op, false);
     assert_eq!(report.code, Some(1));
     assert_eq!(report.failed(), ["jwks.x5c"]);
     let check = report.json["checks"]
@@ -207,7 +207,7 @@ fn each_discovery_requirement_broken_alone_is_caught() {
     ];
     for (id, mutate) in cases {
         let op = stub_op(mutate, json_reply);
-        let report = doctor(&op, true, &[]);
+        let report = doctor(&op, true);
         assert_eq!(report.code, Some(1), "{id}");
         assert!(
             report.failed().contains(&id.to_string()),
@@ -223,7 +223,7 @@ fn each_discovery_requirement_broken_alone_is_caught() {
         }
     }
     let op = stub_op(unchanged, chunked);
-    let report = doctor(&op, true, &[]);
+    let report = doctor(&op, true);
     assert_eq!(report.failed(), ["discovery.content_length"]);
 }
 
@@ -231,16 +231,7 @@ fn each_discovery_requirement_broken_alone_is_caught() {
 fn the_discovery_url_itself_and_https_are_checked() {
     let op = stub_op(unchanged, json_reply);
     // Without --allow-http, plain http is a failure, as Entra sees it.
-    let dir = TempDir::new();
-    let (path, _) = ProxyConfig::new(&op)
-        .add_x5c("/jwks", &[signer_certificate(&dir)])
-        .write_to(&dir);
-    let output = Command::new(binary())
-        .args(["doctor", "--config"])
-        .arg(&path)
-        .args(["--issuer", &format!("http://{}", op.addr())])
-        .output()
-        .unwrap();
+    let output = run_doctor(&op, true, &["--issuer", &format!("http://{}", op.addr())]);
     assert_eq!(output.status.code(), Some(1));
     let table = String::from_utf8_lossy(&output.stdout);
     for id in ["discovery.url", "discovery.issuer", "discovery.jwks_uri"] {
@@ -264,15 +255,7 @@ fn the_discovery_url_itself_and_https_are_checked() {
 #[test]
 fn through_the_upstream_the_public_url_comes_from_the_issuer() {
     let op = stub_op(unchanged, json_reply);
-    let dir = TempDir::new();
-    let (path, _) = ProxyConfig::new(&op)
-        .add_x5c("/jwks", &[signer_certificate(&dir)])
-        .write_to(&dir);
-    let output = Command::new(binary())
-        .args(["doctor", "--json", "--allow-http", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let output = run_doctor(&op, true, &["--json", "--allow-http"]);
     let json: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(output.status.code(), Some(0), "{json:#}");
     let checks = json["checks"].as_array().unwrap();

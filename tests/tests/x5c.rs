@@ -7,7 +7,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use eam_tests::hints::public_jwk;
 use eam_tests::tempdir::TempDir;
-use eam_tests::{check_config, fixture, ProxyConfig, ProxyProcess, Reply, Request, Upstream};
+use eam_tests::{check_config, ProxyConfig, ProxyProcess, Reply, Request, Upstream};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -16,19 +16,8 @@ fn op_jwks() -> Value {
     json!({"keys": [public_jwk("signer"), public_jwk("foreign")]})
 }
 
-/// A self-signed certificate for the `signer` fixture key, as `eam-proxy cert` makes it.
 fn signer_certificate(dir: &TempDir) -> (PathBuf, Vec<u8>) {
-    let pem = std::fs::read_to_string(fixture("keys/signer.pem")).unwrap();
-    let key = rcgen::KeyPair::from_pem(&pem).unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "idp.example.test");
-    let cert = params.self_signed(&key).unwrap();
-    (
-        dir.write("op-signing.pem", &cert.pem()),
-        cert.der().to_vec(),
-    )
+    eam_tests::hints::signer_certificate(dir, "idp.example.test")
 }
 
 /// An upstream serving `/jwks` with `reply` and anything else as plain JSON.
