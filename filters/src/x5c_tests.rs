@@ -240,3 +240,35 @@ fn inject_refuses_what_is_not_a_key_set() {
 
 const SIGNER_PEM: &str = include_str!("../../tests/fixtures/keys/signer.pem");
 const FOREIGN_PEM: &str = include_str!("../../tests/fixtures/keys/foreign.pem");
+
+mod hostile_input {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Certificate bytes from a key set (doctor) or a file never panic the parser.
+        #[test]
+        fn any_bytes_are_a_certificate_or_an_error(der in vec(any::<u8>(), 0..512)) {
+            let _ = Certificate::from_der(&der);
+        }
+
+        /// Whatever the upstream sends on a key-set path, injection never panics, and a new
+        /// body, when there is one, is JSON.
+        #[test]
+        fn any_key_set_body_is_rewritten_or_left_alone(
+            body in prop_oneof![
+                vec(any::<u8>(), 0..256),
+                "[{}\\[\\]\",:a-z0-9 ]{0,200}".prop_map(String::into_bytes),
+            ]
+        ) {
+            let certs = [vec![self_signed(SIGNER_PEM, 365)]];
+            if let Ok(result) = inject(&body, &certs) {
+                if let Some(new) = result.body {
+                    prop_assert!(serde_json::from_slice::<Value>(&new).is_ok());
+                }
+            }
+        }
+    }
+}
