@@ -186,3 +186,25 @@ fn check_reads_the_certificate_files() {
     let outcome = check_config(ProxyConfig::new(&upstream).add_x5c("/jwks", &[cert_file]));
     assert_eq!(outcome.status.code(), Some(0), "{outcome:?}");
 }
+
+#[test]
+fn an_expired_certificate_is_reported_at_start_up() {
+    let dir = TempDir::new();
+    let pem = std::fs::read_to_string(eam_tests::fixture("keys/signer.pem")).unwrap();
+    let key = rcgen::KeyPair::from_pem(&pem).unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let expired = dir.write("expired.pem", &params.self_signed(&key).unwrap().pem());
+    let upstream = op(|| json_reply(&op_jwks().to_string()));
+    let proxy = ProxyProcess::start(ProxyConfig::new(&upstream).add_x5c("/jwks", &[expired]));
+    let lines = proxy.wait_for_log(
+        "x5c certificate has expired",
+        1,
+        std::time::Duration::from_secs(5),
+    );
+    assert!(lines[0].contains("\"path\":\"/jwks\""), "{}", lines[0]);
+    // Still injected: whether Entra takes it is the doctor's verdict, not the proxy's.
+    let doc = proxy.send(&Request::get("/jwks")).json();
+    assert!(doc["keys"][0]["x5c"].is_array());
+}
