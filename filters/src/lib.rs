@@ -9,6 +9,7 @@
 
 pub mod authorize;
 pub mod detect;
+pub mod doctor;
 pub mod error;
 pub mod hint;
 pub mod keys;
@@ -16,6 +17,7 @@ pub mod params;
 pub mod policy;
 pub mod render;
 pub mod rewrite;
+pub mod x5c;
 
 #[cfg(any(test, feature = "invariants"))]
 #[doc(hidden)]

@@ -9,10 +9,13 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use filters::render::is_csp_safe_uri;
+use filters::x5c::Certificate;
 use filters::{
     AppPolicy, AuthorizeSettings, CloudPolicy, DetectMode, ErrorDelivery, ExtraClaim, Policy,
 };
 use serde::Deserialize;
+
+use crate::inject::X5cRoute;
 
 /// Pingora's retry buffer holds 64 KiB; a larger body would be silently dropped.
 const PINGORA_BODY_BUFFER: usize = 64 * 1024;
@@ -109,6 +112,17 @@ pub struct Upstream {
     pub health_check_interval_ms: u64,
     /// Empty: a TCP (or TLS) connect check. A path: an HTTP GET that must answer 2xx.
     pub health_check_path: String,
+    /// Key-set paths whose responses get `x5c` from these certificate files.
+    pub x5c: Vec<X5cInjection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct X5cInjection {
+    /// Exact path of the OP's key set (the path of its `jwks_uri`).
+    pub path: String,
+    /// PEM files, one per signing key: its certificate first, then any chain.
+    pub certificates: Vec<PathBuf>,
 }
 
 impl Default for Upstream {
@@ -124,6 +138,7 @@ impl Default for Upstream {
             read_timeout_ms: 30_000,
             health_check_interval_ms: 5000,
             health_check_path: String::new(),
+            x5c: Vec::new(),
         }
     }
 }
@@ -301,6 +316,8 @@ pub struct Validated {
     pub policy: Policy,
     /// Key source of each cloud in use, in `policy.clouds_in_use()` order.
     pub key_sources: Vec<(String, KeySource)>,
+    /// `[[upstream.x5c]]` with the certificates read.
+    pub x5c: Vec<X5cRoute>,
 }
 
 impl Config {
@@ -333,6 +350,7 @@ impl Config {
         let authorize = self.authorize_settings()?;
         self.check_jwks()?;
         self.check_log()?;
+        let x5c = self.x5c_routes()?;
         let clouds = self.clouds()?;
         let apps = self.apps(&clouds)?;
         let policy = Policy {
@@ -350,7 +368,60 @@ impl Config {
             config: self,
             policy,
             key_sources,
+            x5c,
         })
+    }
+
+    /// `[[upstream.x5c]]`: distinct absolute paths other than the authorize paths, each with
+    /// readable PEM files of RSA certificates.
+    fn x5c_routes(&self) -> Result<Vec<X5cRoute>, ConfigError> {
+        let mut seen = HashSet::new();
+        self.upstream
+            .x5c
+            .iter()
+            .enumerate()
+            .map(|(i, entry)| {
+                let key = format!("upstream.x5c[{i}]");
+                if !entry.path.starts_with('/') || entry.path.contains(['?', '#']) {
+                    return Err(err(
+                        format!("{key}.path"),
+                        "must be an absolute path without query or fragment",
+                    ));
+                }
+                if self.authorize.paths.contains(&entry.path) {
+                    return Err(err(format!("{key}.path"), "is an authorize path"));
+                }
+                if !seen.insert(entry.path.as_str()) {
+                    return Err(err(
+                        format!("{key}.path"),
+                        format!("duplicate path \"{}\"", entry.path),
+                    ));
+                }
+                if entry.certificates.is_empty() {
+                    return Err(err(
+                        format!("{key}.certificates"),
+                        "at least one certificate file is required",
+                    ));
+                }
+                let chains = entry
+                    .certificates
+                    .iter()
+                    .enumerate()
+                    .map(|(c, file)| {
+                        let at = format!("{key}.certificates[{c}]");
+                        let pem = std::fs::read(file).map_err(|e| {
+                            err(&at, format!("cannot read {}: {e}", file.display()))
+                        })?;
+                        Certificate::from_pem(&pem)
+                            .map_err(|e| err(&at, format!("{}: {e}", file.display())))
+                    })
+                    .collect::<Result<_, _>>()?;
+                Ok(X5cRoute {
+                    path: entry.path.clone(),
+                    chains,
+                })
+            })
+            .collect()
     }
 
     fn check_server(&self) -> Result<(), ConfigError> {

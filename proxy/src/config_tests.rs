@@ -99,6 +99,8 @@ fn the_repository_example_is_valid_and_complete() {
         "read_timeout_ms",
         "health_check_interval_ms",
         "health_check_path",
+        "path",
+        "certificates",
         "paths",
         "detect",
         "param_prefix",
@@ -135,6 +137,7 @@ fn the_repository_example_is_valid_and_complete() {
     for table in [
         "[server]",
         "[upstream]",
+        "[[upstream.x5c]]",
         "[authorize]",
         "[[authorize.extra_claims]]",
         "[jwks]",
@@ -387,4 +390,88 @@ fn loopback_http_key_urls_are_allowed() {
         let text = format!("{APP}\n[clouds.global]\njwks_url = \"{url}\"\n");
         validate(&text).unwrap_or_else(|e| panic!("{url}: {e}"));
     }
+}
+
+/// A self-signed certificate for the signer fixture key, written to a temporary file.
+fn x5c_cert_file(name: &str) -> PathBuf {
+    let key =
+        rcgen::KeyPair::from_pem(include_str!("../../tests/fixtures/keys/signer.pem")).unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["idp.example.com".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("eam-config-x5c-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, cert.pem()).unwrap();
+    path
+}
+
+#[test]
+fn x5c_certificates_are_loaded_at_validation() {
+    let cert = x5c_cert_file("ok.pem");
+    let text = format!(
+        "[[upstream.x5c]]\npath = \"/jwks\"\ncertificates = [{:?}]\n{APP}",
+        cert.display().to_string()
+    );
+    let v = validate(&text).unwrap();
+    assert_eq!(v.x5c.len(), 1);
+    assert_eq!(v.x5c[0].path, "/jwks");
+    assert_eq!(v.x5c[0].chains.len(), 1);
+    assert_eq!(v.x5c[0].chains[0].len(), 1);
+}
+
+#[test]
+fn x5c_errors_name_the_entry() {
+    let cert = x5c_cert_file("err.pem");
+    let cert = format!("{:?}", cert.display().to_string());
+    let not_pem = x5c_cert_file("not.pem");
+    std::fs::write(&not_pem, "not a certificate").unwrap();
+    let not_pem = format!("{:?}", not_pem.display().to_string());
+    let cases = [
+        (
+            format!("path = \"jwks\"\ncertificates = [{cert}]"),
+            "upstream.x5c[0].path",
+            "absolute path",
+        ),
+        (
+            format!("path = \"/jwks?x=1\"\ncertificates = [{cert}]"),
+            "upstream.x5c[0].path",
+            "absolute path",
+        ),
+        (
+            format!("path = \"/authorize\"\ncertificates = [{cert}]"),
+            "upstream.x5c[0].path",
+            "authorize path",
+        ),
+        (
+            "path = \"/jwks\"\ncertificates = []".to_string(),
+            "upstream.x5c[0].certificates",
+            "at least one",
+        ),
+        (
+            "path = \"/jwks\"\ncertificates = [\"/nonexistent/op.pem\"]".to_string(),
+            "upstream.x5c[0].certificates[0]",
+            "cannot read",
+        ),
+        (
+            format!("path = \"/jwks\"\ncertificates = [{not_pem}]"),
+            "upstream.x5c[0].certificates[0]",
+            "no certificate found",
+        ),
+        (
+            "path = \"/jwks\"\nbogus = 1\ncertificates = []".to_string(),
+            "upstream.x5c[0].bogus",
+            "unknown field",
+        ),
+    ];
+    for (entry, path, reason) in cases {
+        let e = error_of(&format!("[[upstream.x5c]]\n{entry}\n{APP}"));
+        assert_eq!(e.path, path, "{entry}");
+        assert!(e.reason.contains(reason), "{entry}: {}", e.reason);
+    }
+    let twice = format!(
+        "[[upstream.x5c]]\npath = \"/jwks\"\ncertificates = [{cert}]\n[[upstream.x5c]]\npath = \"/jwks\"\ncertificates = [{cert}]\n{APP}"
+    );
+    assert_eq!(error_of(&twice).path, "upstream.x5c[1].path");
 }

@@ -2,8 +2,11 @@
 //! admin listener, key refreshers, upstream health checks) and runs it.
 
 mod admin;
+mod cert;
 mod config;
 mod deadline;
+mod doctor;
+mod inject;
 mod keystore;
 mod metrics;
 mod service;
@@ -31,11 +34,11 @@ use crate::service::{EamProxy, UpstreamSettings};
 
 /// Makes an OpenID Connect provider a Microsoft Entra ID External Authentication Method.
 #[derive(Parser, Debug)]
-#[command(name = "eam-proxy", version, about)]
+#[command(name = "eam-proxy", version, about, subcommand_negates_reqs = true)]
 struct Cli {
     /// Configuration file (TOML).
-    #[arg(short, long, env = "EAM_PROXY_CONFIG")]
-    config: PathBuf,
+    #[arg(short, long, env = "EAM_PROXY_CONFIG", required = true)]
+    config: Option<PathBuf>,
     /// Validate the configuration and exit: 0 when valid, 2 with the key and reason otherwise.
     #[arg(long)]
     check: bool,
@@ -45,6 +48,45 @@ struct Cli {
     /// Run in the background.
     #[arg(short, long)]
     daemon: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Make the self-signed certificate Entra needs in `x5c` for an OP signing key (PEM).
+    Cert {
+        /// The OP's signing key as a private RSA JWK (n, e, d, p, q, dp, dq, qi), or a JWKS
+        /// holding only that key.
+        #[arg(long)]
+        jwk: PathBuf,
+        /// Common name of issuer and subject: the IdP's domain.
+        #[arg(long)]
+        cn: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// Write the certificate here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Check the OP and this configuration against Entra's EAM requirements: exit 0 when
+    /// nothing fails, 1 when a check fails, 2 when the configuration is invalid.
+    Doctor {
+        /// Configuration file (TOML); default: the global --config or EAM_PROXY_CONFIG.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// The OP's public issuer URL (what Entra is given, without
+        /// /.well-known/openid-configuration). Default: fetch through the configured upstream.
+        #[arg(long)]
+        issuer: Option<String>,
+        /// Machine-readable report.
+        #[arg(long)]
+        json: bool,
+        /// Accept http:// on loopback hosts as a warning (local tests only; Entra never does).
+        #[arg(long)]
+        allow_http: bool,
+    },
 }
 
 /// Seconds since the Unix epoch: the proxy's only clock for token validation.
@@ -56,18 +98,38 @@ pub fn unix_now() -> u64 {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let validated = match Config::load(&cli.config) {
+    if let Some(command) = cli.command {
+        return match command {
+            Command::Cert { jwk, cn, days, out } => cert_command(&jwk, &cn, days, out.as_deref()),
+            Command::Doctor {
+                config,
+                issuer,
+                json,
+                allow_http,
+            } => doctor_command(
+                config.or(cli.config),
+                doctor::Options {
+                    issuer,
+                    json,
+                    allow_http,
+                },
+            ),
+        };
+    }
+    // clap requires --config when no subcommand is given.
+    let config_path = cli.config.clone().unwrap_or_default();
+    let validated = match Config::load(&config_path) {
         Ok(v) => v,
         Err(e) => {
             eprintln!(
                 "eam-proxy: invalid configuration {}: {e}",
-                cli.config.display()
+                config_path.display()
             );
             return ExitCode::from(2);
         }
     };
     if cli.check {
-        println!("{}: configuration is valid", cli.config.display());
+        println!("{}: configuration is valid", config_path.display());
         return ExitCode::SUCCESS;
     }
     init_logging(&validated.config.log);
@@ -76,6 +138,97 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!(error = %e, "start-up failed");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `eam-proxy doctor`: the report on stdout; exit 1 when a check failed.
+fn doctor_command(config: Option<PathBuf>, options: doctor::Options) -> ExitCode {
+    let Some(path) = config else {
+        eprintln!("eam-proxy doctor: --config PATH is required");
+        return ExitCode::from(2);
+    };
+    let validated = match Config::load(&path) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("eam-proxy: invalid configuration {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    match doctor::run(&validated, &options) {
+        Ok((report, failed)) => {
+            print!("{report}");
+            if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("eam-proxy doctor: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `eam-proxy cert`: exit 0 with the PEM written, 2 with the reason on stderr.
+fn cert_command(
+    jwk: &std::path::Path,
+    cn: &str,
+    days: u32,
+    out: Option<&std::path::Path>,
+) -> ExitCode {
+    let made = std::fs::read_to_string(jwk)
+        .map_err(|e| format!("cannot read {}: {e}", jwk.display()))
+        .and_then(|text| cert::read_jwk(&text).map_err(|e| e.to_string()))
+        .and_then(|key| cert::self_signed(&key, cn, days, unix_now()).map_err(|e| e.to_string()));
+    let pem = match made {
+        Ok(pem) => pem,
+        Err(e) => {
+            eprintln!("eam-proxy cert: {}: {e}", jwk.display());
+            return ExitCode::from(2);
+        }
+    };
+    match out {
+        None => print!("{pem}"),
+        Some(path) => {
+            if let Err(e) = std::fs::write(path, &pem) {
+                eprintln!("eam-proxy cert: cannot write {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+            eprintln!(
+                "{}: certificate for CN={cn}, valid {days} days",
+                path.display()
+            );
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// An x5c certificate that Entra will refuse is worth a line at start-up; `doctor` says more.
+fn warn_about_certificates(routes: &[inject::X5cRoute]) {
+    use filters::x5c::Validity;
+    let now = unix_now();
+    for route in routes {
+        for leaf in route.chains.iter().filter_map(|c| c.first()) {
+            let (path, subject) = (route.path.as_str(), leaf.subject());
+            match leaf.validity_at(now) {
+                Validity::Valid => {}
+                Validity::EndsSoon { days_left } => tracing::warn!(
+                    path,
+                    subject,
+                    days_left,
+                    "x5c certificate expires within 30 days"
+                ),
+                Validity::Expired => tracing::warn!(
+                    path,
+                    subject,
+                    "x5c certificate has expired: Entra will refuse the key"
+                ),
+                Validity::NotYetValid => {
+                    tracing::warn!(path, subject, "x5c certificate is not yet valid")
+                }
+            }
         }
     }
 }
@@ -158,6 +311,7 @@ fn run(
         config,
         policy,
         key_sources,
+        x5c,
     } = validated;
     let server_conf = ServerConf {
         threads: config.server.threads,
@@ -226,6 +380,7 @@ fn run(
     let upstreams_for_admin = upstreams.clone();
     server.add_service(health);
 
+    warn_about_certificates(&x5c);
     let proxy = EamProxy {
         policy: Arc::new(policy),
         keys: keys.clone(),
@@ -243,6 +398,7 @@ fn run(
         log_username: config.log.include_username,
         trusted_proxies: config.server.trusted_proxies()?,
         metrics: metrics.clone(),
+        x5c: Arc::new(x5c),
     };
     let client_read_timeout = proxy.client_read_timeout;
     let mut proxy_service = Service::new(

@@ -15,6 +15,16 @@ pub const ROUTE_OTHER: &str = "other";
 /// to any request at the proxy itself.
 const OUTCOMES: [&str; 5] = ["passed", "accepted", "rejected", "proxied", "failed"];
 const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"];
+/// x5c injection results: per key (`injected`, `present`, `no_match`) and per key-set
+/// response that was passed through unchanged (`invalid_body`, `too_large`, `encoded`).
+pub const X5C_RESULTS: [&str; 6] = [
+    "injected",
+    "present",
+    "no_match",
+    "invalid_body",
+    "too_large",
+    "encoded",
+];
 
 pub struct Metrics {
     registry: Registry,
@@ -27,6 +37,7 @@ pub struct Metrics {
     pub jwks_refresh: IntCounterVec,
     pub jwks_keys: IntGaugeVec,
     pub jwks_age: prometheus::GaugeVec,
+    pub x5c_injections: IntCounterVec,
 }
 
 impl Metrics {
@@ -98,7 +109,16 @@ impl Metrics {
             &["cloud"],
         )?;
 
+        let x5c_injections = IntCounterVec::new(
+            Opts::new(
+                "eam_x5c_injections_total",
+                "OP key-set keys given x5c (injected), already carrying it (present) or without a configured certificate (no_match); key-set responses passed through unchanged (invalid_body, too_large, encoded)",
+            ),
+            &["result"],
+        )?;
+
         registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(x5c_injections.clone()))?;
         registry.register(Box::new(hint_rejections.clone()))?;
         registry.register(Box::new(spoofed_params_removed.clone()))?;
         registry.register(Box::new(hint_validation.clone()))?;
@@ -120,6 +140,9 @@ impl Metrics {
         }
         for reason in AuthorizeError::ALL_REASONS {
             hint_rejections.with_label_values(&[reason]);
+        }
+        for result in X5C_RESULTS {
+            x5c_injections.with_label_values(&[result]);
         }
         for class in CLASSES {
             upstream_responses.with_label_values(&[class]);
@@ -143,6 +166,7 @@ impl Metrics {
             jwks_refresh,
             jwks_keys,
             jwks_age,
+            x5c_injections,
         })
     }
 
@@ -155,6 +179,12 @@ impl Metrics {
             _ => "5xx",
         };
         self.upstream_responses.with_label_values(&[class]).inc();
+    }
+
+    /// Counts one x5c injection result; `result` is one of [`X5C_RESULTS`].
+    pub fn x5c_result(&self, result: &str) {
+        debug_assert!(X5C_RESULTS.contains(&result));
+        self.x5c_injections.with_label_values(&[result]).inc();
     }
 
     /// The text exposition format, with its content type.
@@ -188,6 +218,7 @@ mod tests {
             "eam_jwks_refresh_total{cloud=\"global\",result=\"failure\"} 0",
             "eam_jwks_keys{cloud=\"global\"} 0",
             "eam_jwks_age_seconds{cloud=\"global\"} -1",
+            "eam_x5c_injections_total{result=\"no_match\"} 0",
             "process_resident_memory_bytes",
             "process_open_fds",
         ] {

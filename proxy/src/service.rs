@@ -22,6 +22,7 @@ use pingora::protocols::tls::CaType;
 use pingora::proxy::FailToProxy;
 use pingora::ErrorSource;
 
+use crate::inject::{self, Rewrite, X5cRoute};
 use crate::keystore::KeyStores;
 use crate::metrics::{Metrics, ROUTE_AUTHORIZE, ROUTE_OTHER};
 use crate::unix_now;
@@ -48,6 +49,8 @@ pub struct EamProxy {
     pub metrics: Arc<Metrics>,
     /// Direct peers whose `X-Forwarded-*` headers are kept (cloud load balancers).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Key-set paths that get `x5c` (`[[upstream.x5c]]`).
+    pub x5c: Arc<Vec<X5cRoute>>,
 }
 
 pub struct RequestCtx {
@@ -59,6 +62,8 @@ pub struct RequestCtx {
     new_body: Option<Bytes>,
     /// Replacement query string for the upstream.
     new_query: Option<String>,
+    /// A GET of a key set that gets `x5c`.
+    x5c: Option<Rewrite>,
 }
 
 impl EamProxy {
@@ -255,11 +260,13 @@ impl ProxyHttp for EamProxy {
             decided: false,
             new_body: None,
             new_query: None,
+            x5c: None,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
+        ctx.x5c = inject::route_for(&self.x5c, &req.method, req.uri.path());
         if !self.policy.is_authorize_path(req.uri.path()) {
             return Ok(false);
         }
@@ -415,6 +422,9 @@ impl ProxyHttp for EamProxy {
             upstream_request.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
         }
 
+        if ctx.x5c.is_some() {
+            inject::prepare_request(upstream_request)?;
+        }
         self.set_forwarded_headers(session, upstream_request)?;
         if let Some(host) = &self.upstream.host_header {
             upstream_request.insert_header(header::HOST, host.as_str())?;
@@ -441,11 +451,27 @@ impl ProxyHttp for EamProxy {
         &self,
         _session: &mut Session,
         upstream_response: &mut ResponseHeader,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
         self.metrics
             .upstream_status(upstream_response.status.as_u16());
+        if let Some(rewrite) = &mut ctx.x5c {
+            rewrite.on_header(upstream_response, &self.x5c, &self.metrics)?;
+        }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if let Some(rewrite) = &mut ctx.x5c {
+            rewrite.on_body(body, end_of_stream, &self.x5c, &self.metrics);
+        }
+        Ok(None)
     }
 
     async fn logging(&self, _session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {

@@ -64,12 +64,17 @@ test('browser: Entra EAM sign-in through eam-proxy is accepted by Entra', { time
     const verdict = await (await fetch(`${sim.url}/api/verdicts/${encodeURIComponent(attempt.state)}`)).json();
     assert.equal(verdict.accepted, true, verdict.reason);
     assert.deepEqual(verdict.checks.map((c) => c.name),
-      ['state', 'id_token', 'signature', 'iss', 'aud', 'nonce', 'sub', 'acr', 'amr']);
+      ['state', 'id_token', 'signature', 'x5c', 'iss', 'aud', 'nonce', 'sub', 'acr', 'amr']);
     assert.ok(verdict.checks.every((c) => c.ok));
     assert.equal(verdict.claims.iss, proxy.url);
     assert.equal(verdict.claims.sub, attempt.hint.payload.sub);
     assert.equal(verdict.claims.acr, 'possessionorinherence');
     assert.deepEqual(verdict.claims.amr, ['fido']);
+
+    // Entra read the key set through the proxy, which added the certificate.
+    const metrics = await (await fetch(`${proxy.adminUrl}/metrics`)).text();
+    const injected = Number(/^eam_x5c_injections_total\{result="injected"\} (\d+)/m.exec(metrics)?.[1]);
+    assert.ok(injected >= 1, `x5c injected ${injected} times`);
 
     // What the provider received: the renamed hint, prompt=login and the hint's identity.
     const auth = op.received.filter((r) => r.method === 'POST');

@@ -5,7 +5,9 @@
 //  (b) a forged hint through the proxy ends at Entra as error=invalid_request with the state
 //      intact, at once (no timeout), and nothing reaches the provider;
 //  (c) an ordinary code-flow client of the same provider (Entra External ID / Azure AD B2C /
-//      Okta federation style) signs in through the proxy untouched.
+//      Okta federation style) signs in through the proxy untouched;
+//  (d) without x5c injection the provider's key set has no certificate (oidc-provider cannot
+//      publish one): Entra refuses the id_token of a sign-in that otherwise succeeds.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
@@ -220,4 +222,35 @@ test('(c) an ordinary code-flow client signs in through eam-proxy untouched', { 
   const decisions = proxy.decisions();
   assert.equal(decisions.length, 1, JSON.stringify(decisions));
   assert.equal(decisions[0].outcome, 'passed');
+});
+
+test('(d) without x5c injection Entra refuses the id_token: the signing key has no certificate', { timeout: 90_000 }, async (t) => {
+  const outDir = path.join(OUT_DIR, 'negative-d-no-x5c');
+  const stack = await startStack({ outDir, x5c: false });
+  t.after(() => stack.close());
+  const browser = await launch({ outDir });
+  t.after(() => browser.close());
+  const { page } = browser;
+  const { sim, op, proxy } = stack;
+
+  await page.goto(sim.url);
+  await page.click('#start');
+  await page.waitForURL((url) => url.pathname.startsWith('/interaction/'));
+  await page.click('#approve');
+  await page.getByText('know it').waitFor();
+  await page.click('#allow');
+  await page.waitForURL((url) => url.href.startsWith(sim.redirectUri));
+  const verdictText = (await page.textContent('#verdict')).trim();
+  await browser.shot('entra-verdict');
+
+  // Everything else held: the hint was accepted, the user signed in, a signed id_token came back.
+  const [attempt] = [...sim.attempts.values()];
+  const verdict = sim.verdicts.find((v) => v.state === attempt.state);
+  assert.equal(proxy.decisions().find((d) => d.client_request_id === attempt.clientRequestId)?.outcome, 'accepted');
+  assert.equal(op.logins.length, 1);
+  assert.equal(verdict.accepted, false);
+  assert.deepEqual(verdict.checks.map((c) => [c.name, c.ok]),
+    [['state', true], ['id_token', true], ['signature', true], ['x5c', false]]);
+  assert.match(verdict.reason, /^x5c: signing key op-[0-9a-f]+ has no x5c certificate \(Entra requires one/);
+  assert.match(verdictText, /^rejected: x5c: signing key .* has no x5c certificate/);
 });

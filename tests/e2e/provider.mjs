@@ -15,6 +15,7 @@
 //
 // Module:      const op = await start({ issuer, entraClient: { clientId, redirectUris },
 //                                      codeClient: { clientId, clientSecret, redirectUris } });
+//              signingKey: a private JWK (default: a new one),
 //              op.url (direct), op.issuer, op.received (authorization requests as received),
 //              op.requests (every request), op.logins, op.close()
 // Standalone:  node provider.mjs --port 8081 --issuer http://127.0.0.1:8080 \
@@ -34,16 +35,25 @@ export const ENTRA_PARAMS = [
   'entra_id_token_hint', 'entra_iss', 'entra_tid', 'entra_oid', 'entra_preferred_username', 'entra_sub',
 ];
 export const AUTHORIZATION_PATH = '/auth';
+/** oidc-provider's key set (its discovery document's jwks_uri): no x5c of its own. */
+export const JWKS_PATH = '/jwks';
 /** The amr this provider reports for its second factor (one of Microsoft's allowed values). */
 export const EAM_AMR = 'fido';
 
 const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]']);
+
+/** A private RS256 JWK for the provider's id_tokens (the setup makes its certificate from it). */
+export async function newSigningKey() {
+  const { privateKey } = await jose.generateKeyPair('RS256', { modulusLength: 2048, extractable: true });
+  return { ...(await jose.exportJWK(privateKey)), kid: `op-${randomBytes(6).toString('hex')}`, alg: 'RS256', use: 'sig' };
+}
 
 export async function start(options = {}) {
   const opts = {
     host: '127.0.0.1',
     port: 0,
     issuer: undefined, // default: the provider's own URL (no proxy in front)
+    signingKey: undefined, // private JWK; default: a new one (see newSigningKey)
     entraClient: undefined, // { clientId, redirectUris }
     codeClient: undefined, // { clientId, clientSecret, redirectUris }
     log: () => {},
@@ -54,8 +64,7 @@ export async function start(options = {}) {
   const requests = []; // every request: method, path, the X-Forwarded-* the proxy added
   const logins = []; // every completed login interaction
 
-  const { privateKey } = await jose.generateKeyPair('RS256', { modulusLength: 2048, extractable: true });
-  const signingKey = { ...(await jose.exportJWK(privateKey)), kid: `op-${randomBytes(6).toString('hex')}`, alg: 'RS256', use: 'sig' };
+  const signingKey = opts.signingKey ?? await newSigningKey();
 
   const clients = [];
   if (opts.entraClient) {

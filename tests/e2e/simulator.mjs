@@ -10,7 +10,8 @@
 //   redirect_uri, nonce, state, claims with acr possessionorinherence and amr values,
 //   client-request-id, id_token_hint);
 // - receives the form_post on /common/federation/externalauthprovider and validates the id_token
-//   as Entra does: signature against the provider's discovery jwks_uri keys, iss = discovery
+//   as Entra does: signature against the provider's discovery jwks_uri keys, an x5c certificate
+//   on that key that carries it (self-issued, valid now), iss = discovery
 //   issuer, aud = client_id, nonce echoed, sub = hint sub, exactly one requested acr, amr an
 //   array with one allowed value. The verdict is shown ("accepted" / "rejected: why") and
 //   recorded: GET /api/verdicts (JSON), GET /api/verdicts/<state>, GET /api/attempts/<state>.
@@ -21,7 +22,7 @@
 //                --authorize-url http://127.0.0.1:8080/auth \
 //                --discovery-url http://127.0.0.1:8080/.well-known/openid-configuration
 import http from 'node:http';
-import { createHash } from 'node:crypto';
+import { createHash, X509Certificate } from 'node:crypto';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as jose from 'jose';
@@ -60,6 +61,34 @@ async function rsaKey() {
   const spki = Buffer.from((await jose.exportSPKI(publicKey)).replace(/-----[^-]+-----|\s/g, ''), 'base64');
   const kid = createHash('sha1').update(spki).digest('base64url');
   return { privateKey, publicKey, kid, jwk };
+}
+
+const bigint = (b64url) => BigInt(`0x${Buffer.from(b64url ?? '', 'base64url').toString('hex') || '0'}`);
+
+/**
+ * Entra's demand on the OP's signing key: an x5c certificate carrying exactly the JWK's key,
+ * self-issued (issuer DN = subject DN), valid now. Returns null when satisfied, else why not.
+ */
+export function x5cProblem(jwk, now = Date.now()) {
+  if (!jwk) return 'the id_token\'s kid is not in the provider\'s key set';
+  if (!Array.isArray(jwk.x5c) || jwk.x5c.length === 0) {
+    return `signing key ${jwk.kid} has no x5c certificate (Entra requires one on every signing key)`;
+  }
+  let cert;
+  try {
+    cert = new X509Certificate(Buffer.from(jwk.x5c[0], 'base64'));
+  } catch {
+    return `x5c[0] of key ${jwk.kid} is not a DER certificate`;
+  }
+  const certKey = cert.publicKey.export({ format: 'jwk' });
+  if (certKey.kty !== 'RSA' || bigint(certKey.n) !== bigint(jwk.n) || bigint(certKey.e) !== bigint(jwk.e)) {
+    return `the x5c certificate of key ${jwk.kid} carries another public key`;
+  }
+  if (cert.issuer !== cert.subject) return `the x5c certificate of key ${jwk.kid} is not self-issued`;
+  if (now < Date.parse(cert.validFrom) || now > Date.parse(cert.validTo)) {
+    return `the x5c certificate of key ${jwk.kid} is outside its validity (${cert.validFrom} - ${cert.validTo})`;
+  }
+  return null;
 }
 
 /** Starts the simulator. Every option can be changed later with configure(). */
@@ -217,6 +246,9 @@ export async function start(options = {}) {
       verdict.claims = payload;
       verdict.header = protectedHeader;
       check('signature', true, `${protectedHeader.alg}, kid ${protectedHeader.kid} from ${discovery.jwks_uri}`);
+      const signingJwk = (jwks.keys ?? []).find((k) => k.kid === protectedHeader.kid);
+      const x5c = x5cProblem(signingJwk);
+      check('x5c', x5c === null, x5c ?? `certificate of key ${protectedHeader.kid} matches it`);
       check('iss', payload.iss === discovery.issuer, `iss ${payload.iss}, discovery issuer ${discovery.issuer}`);
       const aud = [].concat(payload.aud);
       check('aud', aud.includes(settings.clientId), `aud ${JSON.stringify(payload.aud)}, client_id ${settings.clientId}`);

@@ -125,3 +125,22 @@ pub fn default_jwks() -> Value {
         ]
     })
 }
+
+/// A self-signed certificate for the `signer` fixture key with subject and issuer `CN=<cn>`, as
+/// `eam-proxy cert` makes it for an OP key: written to `dir` as PEM; returns the file and DER.
+pub fn signer_certificate(
+    dir: &crate::tempdir::TempDir,
+    cn: &str,
+) -> (std::path::PathBuf, Vec<u8>) {
+    let pem = std::fs::read_to_string(crate::fixture("keys/signer.pem")).unwrap();
+    let key = rcgen::KeyPair::from_pem(&pem).unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    let cert = params.self_signed(&key).unwrap();
+    (
+        dir.write("op-signing.pem", &cert.pem()),
+        cert.der().to_vec(),
+    )
+}

@@ -150,9 +150,8 @@ impl ProxyConfig {
     pub fn render(&self) -> String {
         let mut out = String::new();
         for (table, entries) in &self.tables {
-            // `apps` is an array of tables; the tests configure one app.
-            if table == "apps" {
-                out.push_str("[[apps]]\n");
+            if ARRAY_TABLES.contains(&table.as_str()) {
+                out.push_str(&format!("[[{table}]]\n"));
             } else {
                 out.push_str(&format!("[{table}]\n"));
             }
@@ -440,8 +439,27 @@ fn run_to_exit(config: ProxyConfig, args: &[&str]) -> CheckOutcome {
     }
 }
 
+/// Tables rendered as arrays of tables: every entry with one of these names is one element.
+const ARRAY_TABLES: [&str; 2] = ["apps", "upstream.x5c"];
+
 /// Several apps, several clouds, key-set timings: the configurations of the key lifecycle tests.
 impl ProxyConfig {
+    /// Appends one `[[upstream.x5c]]` entry: `path` gets `x5c` from these PEM files.
+    pub fn add_x5c(mut self, path: &str, certificates: &[PathBuf]) -> ProxyConfig {
+        let files: Vec<String> = certificates
+            .iter()
+            .map(|c| c.display().to_string())
+            .collect();
+        self.tables.push((
+            "upstream.x5c".to_string(),
+            vec![
+                ("path".to_string(), toml_str(path)),
+                ("certificates".to_string(), toml_list(&files)),
+            ],
+        ));
+        self
+    }
+
     /// Appends one more `[[apps]]` entry (the first one stays the tests' default app, which
     /// `set("apps", …)` edits). Values are TOML literals.
     pub fn add_app(mut self, entries: &[(&str, String)]) -> ProxyConfig {

@@ -78,7 +78,14 @@ impl Reply {
         for (name, value) in &self.headers {
             out.push_str(&format!("{name}: {value}\r\n"));
         }
-        out.push_str(&format!("Content-Length: {}\r\n\r\n", self.body.len()));
+        // A reply that frames itself (chunked, or a deliberately wrong length) is sent as is.
+        let framed = self.headers.iter().any(|(n, _)| {
+            n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("transfer-encoding")
+        });
+        if !framed {
+            out.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
+        }
+        out.push_str("\r\n");
         let mut out = out.into_bytes();
         out.extend_from_slice(&self.body);
         out

@@ -65,6 +65,7 @@ fn metrics_follow_a_known_sequence_of_requests() {
         "eam_jwks_refresh_total",
         "eam_jwks_keys",
         "eam_jwks_age_seconds",
+        "eam_x5c_injections_total",
         "process_resident_memory_bytes",
         "process_open_fds",
         "process_cpu_seconds_total",

@@ -1,0 +1,59 @@
+// eam-proxy doctor against the real oidc-provider, read through the running proxy as Entra reads
+// it: without x5c injection it fails on the key set's missing certificate and names the fix;
+// with injection configured it passes.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { startStack, OUT_DIR, proxyBinary } from './lib/stack.mjs';
+
+/**
+ * Runs the doctor on the stack's proxy configuration; resolves with its exit code and JSON
+ * report. Asynchronously: the provider and the simulator answer from this very process.
+ */
+async function doctor(stack) {
+  // Loopback http is allowed as a warning only: the real rule (https) stays strict.
+  const run = await new Promise((resolve) => {
+    execFile(proxyBinary(), ['doctor', '--config', stack.proxy.configPath, '--issuer', stack.issuer, '--allow-http', '--json'],
+      { encoding: 'utf8', timeout: 30_000 },
+      (error, stdout, stderr) => resolve({ status: error ? error.code : 0, stdout, stderr }));
+  });
+  let report;
+  try { report = JSON.parse(run.stdout); } catch { assert.fail(`doctor printed no JSON: ${run.stdout} ${run.stderr}`); }
+  const failed = report.checks.filter((c) => c.status === 'fail');
+  return { code: run.status, report, failed, check: (id) => report.checks.filter((c) => c.id === id) };
+}
+
+test('doctor: oidc-provider without x5c fails on the missing certificate and names the fix', { timeout: 60_000 }, async (t) => {
+  const stack = await startStack({ outDir: path.join(OUT_DIR, 'doctor-no-x5c'), x5c: false });
+  t.after(() => stack.close());
+  const { code, failed, check } = await doctor(stack);
+  assert.equal(code, 1);
+  assert.deepEqual(failed.map((c) => c.id), ['jwks.x5c'], JSON.stringify(failed, null, 2));
+  const [x5c] = failed;
+  assert.match(x5c.detail, /^key op-[0-9a-f]+ has no x5c certificate$/);
+  assert.match(x5c.entra_error, /AADSTS50012/);
+  assert.match(x5c.fix, /eam-proxy cert --jwk/);
+  assert.match(x5c.fix, /\[\[upstream\.x5c\]\]/);
+  // Everything else Entra asks of oidc-provider's discovery document holds.
+  for (const id of ['discovery.content_length', 'discovery.scopes_supported', 'discovery.response_types_supported',
+    'discovery.response_modes_supported', 'discovery.id_token_signing_alg_values_supported',
+    'discovery.claim_types_supported', 'config.audiences', 'config.microsoft_keys']) {
+    assert.ok(check(id).length > 0 && check(id).every((c) => c.status === 'pass'), `${id}: ${JSON.stringify(check(id))}`);
+  }
+  for (const id of ['discovery.url', 'discovery.issuer', 'discovery.jwks_uri']) {
+    assert.equal(check(id)[0].status, 'warn', `${id}: http is only tolerated`);
+  }
+});
+
+test('doctor: oidc-provider with x5c injection configured passes', { timeout: 60_000 }, async (t) => {
+  const stack = await startStack({ outDir: path.join(OUT_DIR, 'doctor-x5c') });
+  t.after(() => stack.close());
+  const { code, report, failed, check } = await doctor(stack);
+  assert.equal(code, 0, JSON.stringify(failed, null, 2));
+  assert.equal(report.summary.failed, 0);
+  for (const id of ['jwks.x5c', 'jwks.x5c_issuer', 'jwks.x5c_validity']) {
+    assert.deepEqual(check(id).map((c) => c.status), ['pass'], id);
+  }
+  assert.match(check('jwks.x5c')[0].detail, /certificate CN=127\.0\.0\.1 carries it/);
+});

@@ -1,0 +1,210 @@
+//! x5c injection (`[[upstream.x5c]]`): the OP's key set passing through gets `x5c` and
+//! `x5t#S256` on the keys whose certificate is configured, and nothing else changes.
+
+use std::path::PathBuf;
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use eam_tests::hints::public_jwk;
+use eam_tests::tempdir::TempDir;
+use eam_tests::{check_config, ProxyConfig, ProxyProcess, Reply, Request, Upstream};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+/// The OP's key set: `signer` (whose certificate is configured) and `foreign` (none).
+fn op_jwks() -> Value {
+    json!({"keys": [public_jwk("signer"), public_jwk("foreign")]})
+}
+
+fn signer_certificate(dir: &TempDir) -> (PathBuf, Vec<u8>) {
+    eam_tests::hints::signer_certificate(dir, "idp.example.test")
+}
+
+/// An upstream serving `/jwks` with `reply` and anything else as plain JSON.
+fn op(reply: impl Fn() -> Reply + Send + Sync + 'static) -> Upstream {
+    Upstream::with_responder(move |request| match request.path() {
+        "/jwks" => reply(),
+        _ => json_reply(&op_jwks().to_string()),
+    })
+}
+
+fn json_reply(body: &str) -> Reply {
+    Reply {
+        status: 200,
+        headers: vec![
+            ("Content-Type".into(), "application/jwk-set+json".into()),
+            ("ETag".into(), "\"v1\"".into()),
+        ],
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+fn metric(proxy: &ProxyProcess, result: &str) -> String {
+    let text = proxy.admin_get("/metrics").text();
+    let prefix = format!("eam_x5c_injections_total{{result=\"{result}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in /metrics"))
+        .to_string()
+}
+
+#[test]
+fn matching_keys_get_x5c_and_others_are_unchanged() {
+    let dir = TempDir::new();
+    let (cert_file, der) = signer_certificate(&dir);
+    let upstream = op(|| json_reply(&op_jwks().to_string()));
+    let proxy = ProxyProcess::start(ProxyConfig::new(&upstream).add_x5c("/jwks", &[cert_file]));
+
+    let response = proxy.send(
+        &Request::get("/jwks")
+            .header("Accept-Encoding", "gzip, br")
+            .header("If-None-Match", "\"v1\""),
+    );
+
+    assert_eq!(response.status, 200, "{}", response.describe());
+    let doc = response.json();
+    let keys = doc["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2);
+    let signer = keys.iter().find(|k| k["kid"] == "signer").unwrap();
+    assert_eq!(signer["x5c"], json!([STANDARD.encode(&der)]));
+    assert_eq!(
+        signer["x5t#S256"],
+        json!(URL_SAFE_NO_PAD.encode(Sha256::digest(&der)))
+    );
+    let mut without_x5c = signer.clone();
+    let members = without_x5c.as_object_mut().unwrap();
+    members.remove("x5c");
+    members.remove("x5t#S256");
+    assert_eq!(without_x5c, public_jwk("signer"), "other members unchanged");
+    let foreign = keys.iter().find(|k| k["kid"] == "foreign").unwrap();
+    assert_eq!(foreign, &public_jwk("foreign"), "no certificate: unchanged");
+    // A different representation: the OP's validator no longer names it; the length is new.
+    assert_eq!(response.header("etag"), None);
+    assert_eq!(response.header("transfer-encoding"), Some("chunked"));
+
+    // The upstream was asked for an uncompressed, full answer.
+    let received = upstream.only_request();
+    assert_eq!(received.header("accept-encoding"), Some("identity"));
+    assert_eq!(received.header("if-none-match"), None);
+
+    assert_eq!(metric(&proxy, "injected"), "1");
+    assert_eq!(metric(&proxy, "no_match"), "1");
+    let warned = proxy.wait_for_log(
+        "published without x5c",
+        1,
+        std::time::Duration::from_secs(5),
+    );
+    assert!(warned[0].contains("\"kid\":\"foreign\""), "{}", warned[0]);
+}
+
+#[test]
+fn other_paths_and_methods_pass_through_untouched() {
+    let dir = TempDir::new();
+    let (cert_file, _) = signer_certificate(&dir);
+    let upstream = op(|| json_reply(&op_jwks().to_string()));
+    let proxy = ProxyProcess::start(ProxyConfig::new(&upstream).add_x5c("/jwks", &[cert_file]));
+
+    let other = proxy.send(&Request::get("/keys").header("Accept-Encoding", "gzip"));
+    assert_eq!(other.json(), op_jwks());
+    assert!(other.header("content-length").is_some());
+    let post = proxy.send(&Request::post("/jwks").body("x"));
+    assert_eq!(post.json(), op_jwks());
+    assert!(post.header("content-length").is_some());
+    let requests = upstream.wait_for(2, std::time::Duration::from_secs(5));
+    assert_eq!(requests[0].header("accept-encoding"), Some("gzip"));
+    assert_eq!(metric(&proxy, "injected"), "0");
+}
+
+#[test]
+fn what_cannot_be_rewritten_passes_through_byte_for_byte() {
+    let dir = TempDir::new();
+    let (cert_file, _) = signer_certificate(&dir);
+    let cases: [(&str, Reply, &str); 4] = [
+        ("not JSON", json_reply("{\"keys\": [oops"), "invalid_body"),
+        (
+            "no keys array",
+            json_reply("{\"jwks\": []}"),
+            "invalid_body",
+        ),
+        (
+            "compressed anyway",
+            json_reply("\u{1f}compressed").header("Content-Encoding", "gzip"),
+            "encoded",
+        ),
+        (
+            "not a JSON content type",
+            Reply {
+                headers: vec![("Content-Type".into(), "text/html".into())],
+                ..json_reply(&op_jwks().to_string())
+            },
+            "invalid_body",
+        ),
+    ];
+    for (what, reply, result) in cases {
+        let body = reply.body.clone();
+        let upstream = op(move || reply.clone());
+        let proxy = ProxyProcess::start(
+            ProxyConfig::new(&upstream).add_x5c("/jwks", std::slice::from_ref(&cert_file)),
+        );
+        let response = proxy.send(&Request::get("/jwks"));
+        assert_eq!(response.status, 200, "{what}");
+        assert_eq!(response.body, body, "{what}: body unchanged");
+        assert_eq!(metric(&proxy, result), "1", "{what}");
+        assert_eq!(metric(&proxy, "injected"), "0", "{what}");
+    }
+}
+
+#[test]
+fn an_unchanged_key_set_keeps_its_bytes() {
+    let dir = TempDir::new();
+    let (cert_file, _) = signer_certificate(&dir);
+    // Pretty-printed, only `foreign`: nothing to inject, so the OP's exact bytes go out.
+    let body = serde_json::to_string_pretty(&json!({"keys": [public_jwk("foreign")]})).unwrap();
+    let served = body.clone();
+    let upstream = op(move || json_reply(&served));
+    let proxy = ProxyProcess::start(ProxyConfig::new(&upstream).add_x5c("/jwks", &[cert_file]));
+    let response = proxy.send(&Request::get("/jwks"));
+    assert_eq!(response.text(), body);
+    assert_eq!(metric(&proxy, "no_match"), "1");
+}
+
+#[test]
+fn check_reads_the_certificate_files() {
+    let upstream = Upstream::start();
+    let missing = PathBuf::from("/nonexistent/op-signing.pem");
+    let outcome = check_config(ProxyConfig::new(&upstream).add_x5c("/jwks", &[missing]));
+    assert_eq!(outcome.status.code(), Some(2), "{outcome:?}");
+    assert!(
+        outcome
+            .stderr
+            .contains("upstream.x5c[0].certificates[0]: cannot read /nonexistent/op-signing.pem"),
+        "{}",
+        outcome.stderr
+    );
+    let dir = TempDir::new();
+    let (cert_file, _) = signer_certificate(&dir);
+    let outcome = check_config(ProxyConfig::new(&upstream).add_x5c("/jwks", &[cert_file]));
+    assert_eq!(outcome.status.code(), Some(0), "{outcome:?}");
+}
+
+#[test]
+fn an_expired_certificate_is_reported_at_start_up() {
+    let dir = TempDir::new();
+    let pem = std::fs::read_to_string(eam_tests::fixture("keys/signer.pem")).unwrap();
+    let key = rcgen::KeyPair::from_pem(&pem).unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let expired = dir.write("expired.pem", &params.self_signed(&key).unwrap().pem());
+    let upstream = op(|| json_reply(&op_jwks().to_string()));
+    let proxy = ProxyProcess::start(ProxyConfig::new(&upstream).add_x5c("/jwks", &[expired]));
+    let lines = proxy.wait_for_log(
+        "x5c certificate has expired",
+        1,
+        std::time::Duration::from_secs(5),
+    );
+    assert!(lines[0].contains("\"path\":\"/jwks\""), "{}", lines[0]);
+    // Still injected: whether Entra takes it is the doctor's verdict, not the proxy's.
+    let doc = proxy.send(&Request::get("/jwks")).json();
+    assert!(doc["keys"][0]["x5c"].is_array());
+}
