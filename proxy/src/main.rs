@@ -5,6 +5,7 @@ mod admin;
 mod config;
 mod keystore;
 mod metrics;
+mod response_guard;
 mod service;
 mod tls;
 
@@ -222,6 +223,18 @@ fn run(
     let upstreams_for_admin = upstreams.clone();
     server.add_service(health);
 
+    let authorize = &config.authorize;
+    let guard = (authorize.response_guard != config::GuardMode::Off).then(|| {
+        Arc::new(response_guard::Guard {
+            mode: authorize.response_guard,
+            max_body_bytes: authorize.response_guard_max_body_bytes,
+            checks: filters::ResponseGuard::new(&policy),
+            memory: response_guard::Memory::new(
+                authorize.response_guard_max_entries,
+                Duration::from_secs(authorize.response_guard_ttl_seconds),
+            ),
+        })
+    });
     let proxy = EamProxy {
         policy: Arc::new(policy),
         keys: keys.clone(),
@@ -239,6 +252,7 @@ fn run(
         log_username: config.log.include_username,
         trusted_proxies: config.server.trusted_proxies()?,
         metrics: metrics.clone(),
+        guard,
     };
     let mut proxy_service =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "eam-proxy");

@@ -2,11 +2,11 @@
 //! the typed error reasons, response classes and configured cloud names; never request data.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use filters::AuthorizeError;
+use filters::{AuthorizeError, Violation};
 
 pub const ROUTE_AUTHORIZE: &str = "authorize";
 pub const ROUTE_OTHER: &str = "other";
@@ -15,6 +15,13 @@ pub const ROUTE_OTHER: &str = "other";
 /// to any request at the proxy itself.
 const OUTCOMES: [&str; 5] = ["passed", "accepted", "rejected", "proxied", "failed"];
 const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"];
+/// `eam_response_guard_total` series other than violations: checked and passed (fully or with
+/// the stateless checks only), or not inspected.
+pub const GUARD_OK: &str = "ok";
+pub const GUARD_VIOLATION: &str = "violation";
+pub const GUARD_SKIPPED: &str = "skipped";
+pub const GUARD_OK_REASONS: [&str; 2] = ["full", "stateless"];
+pub const GUARD_SKIPPED_REASONS: [&str; 2] = ["too_large", "compressed"];
 
 pub struct Metrics {
     registry: Registry,
@@ -27,6 +34,8 @@ pub struct Metrics {
     pub jwks_refresh: IntCounterVec,
     pub jwks_keys: IntGaugeVec,
     pub jwks_age: prometheus::GaugeVec,
+    pub response_guard: IntCounterVec,
+    pub response_guard_remembered: IntGauge,
 }
 
 impl Metrics {
@@ -97,6 +106,17 @@ impl Metrics {
             ),
             &["cloud"],
         )?;
+        let response_guard = IntCounterVec::new(
+            Opts::new(
+                "eam_response_guard_total",
+                "The provider's form_post answers to Entra, by guard result and reason",
+            ),
+            &["result", "reason"],
+        )?;
+        let response_guard_remembered = IntGauge::new(
+            "eam_response_guard_remembered",
+            "Accepted Entra requests the response guard remembers",
+        )?;
 
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(hint_rejections.clone()))?;
@@ -107,6 +127,8 @@ impl Metrics {
         registry.register(Box::new(jwks_refresh.clone()))?;
         registry.register(Box::new(jwks_keys.clone()))?;
         registry.register(Box::new(jwks_age.clone()))?;
+        registry.register(Box::new(response_guard.clone()))?;
+        registry.register(Box::new(response_guard_remembered.clone()))?;
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
@@ -120,6 +142,15 @@ impl Metrics {
         }
         for reason in AuthorizeError::ALL_REASONS {
             hint_rejections.with_label_values(&[reason]);
+        }
+        for reason in GUARD_OK_REASONS {
+            response_guard.with_label_values(&[GUARD_OK, reason]);
+        }
+        for reason in Violation::ALL_REASONS {
+            response_guard.with_label_values(&[GUARD_VIOLATION, reason]);
+        }
+        for reason in GUARD_SKIPPED_REASONS {
+            response_guard.with_label_values(&[GUARD_SKIPPED, reason]);
         }
         for class in CLASSES {
             upstream_responses.with_label_values(&[class]);
@@ -143,6 +174,8 @@ impl Metrics {
             jwks_refresh,
             jwks_keys,
             jwks_age,
+            response_guard,
+            response_guard_remembered,
         })
     }
 
@@ -188,6 +221,10 @@ mod tests {
             "eam_jwks_refresh_total{cloud=\"global\",result=\"failure\"} 0",
             "eam_jwks_keys{cloud=\"global\"} 0",
             "eam_jwks_age_seconds{cloud=\"global\"} -1",
+            "eam_response_guard_total{reason=\"sub_mismatch\",result=\"violation\"} 0",
+            "eam_response_guard_total{reason=\"stateless\",result=\"ok\"} 0",
+            "eam_response_guard_total{reason=\"too_large\",result=\"skipped\"} 0",
+            "eam_response_guard_remembered 0",
             "process_resident_memory_bytes",
             "process_open_fds",
         ] {

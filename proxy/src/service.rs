@@ -22,8 +22,12 @@ use pingora::protocols::tls::CaType;
 use pingora::proxy::FailToProxy;
 use pingora::ErrorSource;
 
+use crate::config::GuardMode;
 use crate::keystore::KeyStores;
-use crate::metrics::{Metrics, ROUTE_AUTHORIZE, ROUTE_OTHER};
+use crate::metrics::{
+    Metrics, GUARD_OK, GUARD_SKIPPED, GUARD_VIOLATION, ROUTE_AUTHORIZE, ROUTE_OTHER,
+};
+use crate::response_guard::{self, Candidate, Guard, Inspection};
 use crate::unix_now;
 
 /// How the proxy reaches the upstream OP.
@@ -48,6 +52,8 @@ pub struct EamProxy {
     pub metrics: Arc<Metrics>,
     /// Direct peers whose `X-Forwarded-*` headers are kept (cloud load balancers).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `None` when `authorize.response_guard = "off"`.
+    pub guard: Option<Arc<Guard>>,
 }
 
 pub struct RequestCtx {
@@ -59,6 +65,8 @@ pub struct RequestCtx {
     new_body: Option<Bytes>,
     /// Replacement query string for the upstream.
     new_query: Option<String>,
+    /// The response body the guard is reading.
+    inspection: Option<Inspection>,
 }
 
 impl EamProxy {
@@ -123,6 +131,53 @@ impl EamProxy {
 }
 
 impl EamProxy {
+    /// Checks a complete HTML answer; logs and counts the verdict. The replacement page when the
+    /// guard enforces and the answer would be refused by Entra.
+    fn judge(&self, guard: &Guard, html: &[u8]) -> Option<Bytes> {
+        let post = guard.checks.find(html)?;
+        let expected = post
+            .state
+            .as_deref()
+            .and_then(|state| guard.memory.recall(state, Instant::now()));
+        let verdict = guard.checks.check(&post, expected.as_ref())?;
+        let scope = verdict.scope.as_str();
+        let (result, reason) = match verdict.first() {
+            Some(violation) => (GUARD_VIOLATION, violation.reason()),
+            None => (GUARD_OK, scope),
+        };
+        self.metrics
+            .response_guard
+            .with_label_values(&[result, reason])
+            .inc();
+        let replace = guard.mode == GuardMode::Enforce && !verdict.passed();
+        let field = |f: fn(&filters::Expectation) -> Option<&str>| {
+            expected
+                .as_ref()
+                .and_then(f)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let client_request_id = field(|e| e.client_request_id.as_deref());
+        let client_id = field(|e| Some(e.client_id.as_str()));
+        let state_hash = post
+            .state
+            .as_deref()
+            .map(response_guard::state_hash)
+            .unwrap_or_default();
+        let reasons: Vec<&str> = verdict.violations.iter().map(|v| v.reason()).collect();
+        let reasons = reasons.join(",");
+        let action = if replace { "replaced" } else { "unchanged" };
+        if verdict.passed() {
+            tracing::info!(target: "eam_proxy::response_guard", client_request_id, client_id, state_hash,
+                scope, result, action, "response guard");
+        } else {
+            tracing::warn!(target: "eam_proxy::response_guard", client_request_id, client_id, state_hash,
+                scope, result, reason, reasons, action, "response guard");
+        }
+        let violation = verdict.first().filter(|_| replace)?;
+        Some(Bytes::from(guard.checks.denial(&post, violation).body))
+    }
+
     /// `X-Forwarded-*` as the upstream should see them. From a trusted proxy the chain is
     /// extended and its proto/host kept; from anyone else they are replaced, so a client cannot
     /// forge its address.
@@ -208,6 +263,7 @@ impl ProxyHttp for EamProxy {
             decided: false,
             new_body: None,
             new_query: None,
+            inspection: None,
         }
     }
 
@@ -284,6 +340,12 @@ impl ProxyHttp for EamProxy {
             }
         }
         self.record_decision(&authorized.summary, started);
+        if let (Some(guard), Some(remembered)) = (&self.guard, authorized.remember.take()) {
+            let remembered = guard.memory.remember(remembered, Instant::now());
+            self.metrics
+                .response_guard_remembered
+                .set(remembered as i64);
+        }
         match authorized.decision {
             AuthorizeDecision::PassThrough => {
                 if method == Method::Post {
@@ -367,6 +429,11 @@ impl ProxyHttp for EamProxy {
             upstream_request.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
         }
 
+        // The guard must read the page that may carry the id_token: ask the OP not to compress
+        // navigations (only those: assets keep their compression).
+        if self.guard.is_some() && response_guard::is_navigation(session.req_header()) {
+            upstream_request.remove_header(&header::ACCEPT_ENCODING);
+        }
         self.set_forwarded_headers(session, upstream_request)?;
         if let Some(host) = &self.upstream.host_header {
             upstream_request.insert_header(header::HOST, host.as_str())?;
@@ -398,6 +465,95 @@ impl ProxyHttp for EamProxy {
         self.metrics
             .upstream_status(upstream_response.status.as_u16());
         Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(guard) = &self.guard else {
+            return Ok(());
+        };
+        match response_guard::candidate(
+            session.req_header(),
+            upstream_response,
+            guard.max_body_bytes,
+        ) {
+            Candidate::No => {}
+            Candidate::Skip(reason) => {
+                self.metrics
+                    .response_guard
+                    .with_label_values(&[GUARD_SKIPPED, reason])
+                    .inc();
+            }
+            Candidate::Inspect => {
+                let hold = guard.mode == GuardMode::Enforce;
+                if hold {
+                    // The page may be replaced after its header left: its length is unknown
+                    // until then, and the OP's CSP must let the replacement's script run.
+                    upstream_response.remove_header(&header::CONTENT_LENGTH);
+                    upstream_response.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+                    let policies: Vec<String> = upstream_response
+                        .headers
+                        .get_all(header::CONTENT_SECURITY_POLICY)
+                        .iter()
+                        .filter_map(|v| v.to_str().ok())
+                        .map(filters::render::csp_allowing_auto_post)
+                        .collect();
+                    upstream_response.remove_header(&header::CONTENT_SECURITY_POLICY);
+                    for policy in policies {
+                        upstream_response.append_header(header::CONTENT_SECURITY_POLICY, policy)?;
+                    }
+                }
+                ctx.inspection = Some(Inspection {
+                    buf: Vec::new(),
+                    hold,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        let (Some(guard), Some(inspection)) = (&self.guard, ctx.inspection.as_mut()) else {
+            return Ok(None);
+        };
+        if let Some(chunk) = body.as_ref() {
+            if inspection.buf.len() + chunk.len() > guard.max_body_bytes {
+                // Too large to be a form_post: let it through unread, held bytes first.
+                self.metrics
+                    .response_guard
+                    .with_label_values(&[GUARD_SKIPPED, "too_large"])
+                    .inc();
+                if inspection.hold {
+                    let mut all = std::mem::take(&mut inspection.buf);
+                    all.extend_from_slice(chunk);
+                    *body = Some(Bytes::from(all));
+                }
+                ctx.inspection = None;
+                return Ok(None);
+            }
+            inspection.buf.extend_from_slice(chunk);
+            if inspection.hold {
+                *body = None;
+            }
+        }
+        if let Some(inspection) = ctx.inspection.take_if(|_| end_of_stream) {
+            match self.judge(guard, &inspection.buf) {
+                Some(replacement) => *body = Some(replacement),
+                None if inspection.hold => *body = Some(Bytes::from(inspection.buf)),
+                None => {}
+            }
+        }
+        Ok(None)
     }
 
     async fn logging(&self, _session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
