@@ -28,9 +28,9 @@ pub const ALLOWED_AMR: [&str; 13] = [
     "face", "fido", "fpt", "hwk", "iris", "otp", "pop", "retina", "sc", "sms", "swk", "tel", "vbm",
 ];
 
-/// Entra's values are short (a 43-character `sub`, a GUID-sized nonce, one acr). Anything larger
-/// is not remembered, so the memory's size stays bounded by its entry count.
-const MAX_REMEMBERED_LEN: usize = 512;
+/// Entra's values are short (a 43-character `sub`, a GUID-sized nonce, one acr): a request whose
+/// values add up to more is not remembered, so the memory's size is bounded by its entry count.
+pub const MAX_REMEMBERED_BYTES: usize = 2048;
 const MAX_ACR_VALUES: usize = 16;
 
 /// What Entra will expect of the answer to one request it sent.
@@ -71,22 +71,20 @@ impl Remembered {
             nonce: single("nonce").map(str::to_string),
             acr_values: requested_acr(single("claims"), single("acr_values")),
         };
-        let sizes = [
-            state.len(),
-            expectation.client_id.len(),
-            expectation.sub.len(),
-            expectation.nonce.as_ref().map_or(0, String::len),
-            expectation
+        let size = state.len()
+            + expectation.client_id.len()
+            + expectation.sub.len()
+            + expectation.nonce.as_ref().map_or(0, String::len)
+            + expectation
                 .client_request_id
                 .as_ref()
-                .map_or(0, String::len),
-        ];
-        let fits = sizes.iter().all(|&len| len <= MAX_REMEMBERED_LEN)
-            && expectation.acr_values.len() <= MAX_ACR_VALUES
-            && expectation
+                .map_or(0, String::len)
+            + expectation
                 .acr_values
                 .iter()
-                .all(|v| v.len() <= MAX_REMEMBERED_LEN);
+                .map(String::len)
+                .sum::<usize>();
+        let fits = size <= MAX_REMEMBERED_BYTES && expectation.acr_values.len() <= MAX_ACR_VALUES;
         fits.then(|| Remembered {
             state: state.to_string(),
             expectation,
