@@ -424,3 +424,59 @@ fn html(body: &str) -> Reply {
     ];
     reply
 }
+
+#[test]
+fn enforce_reads_a_page_that_arrives_in_chunks() {
+    // No Content-Length: the page is held chunk by chunk until its end, then judged.
+    let stateless = |aud: &str| {
+        let claims =
+            json!({"aud": aud, "sub": "s", "acr": "possessionorinherence", "amr": ["fido"]});
+        let id_token = sign(SigningKey::Foreign, "op", &claims);
+        form_post_page(
+            REDIRECT_URI,
+            &[("id_token", &id_token), ("state", "elsewhere")],
+        )
+    };
+    let good = stateless(CLIENT_ID);
+    let bad = stateless("not-a-configured-client");
+    // Over the 1024-byte limit only once it has arrived: the held bytes are released unread.
+    let big = format!("{good}<!-- {} -->", "x".repeat(3000));
+    let pages = [good.clone(), bad, big.clone()];
+    let served = pages.clone();
+    let upstream = Upstream::with_responder(move |r| {
+        let index: usize = r.target.trim_start_matches("/resume/").parse().unwrap();
+        html(&served[index]).chunked(100)
+    });
+    let proxy = ProxyProcess::start(
+        ProxyConfig::new(&upstream)
+            .set("authorize", "response_guard", &toml_str("enforce"))
+            .set("authorize", "response_guard_max_body_bytes", "1024"),
+    );
+    let resume =
+        |n: usize| proxy.send(&Request::get(&format!("/resume/{n}")).header("Accept", "text/html"));
+
+    assert_eq!(resume(0).text(), good);
+    assert_eq!(guard_count(&proxy, "ok", "stateless"), 1);
+
+    let form = parse_html_form(&resume(1).text()).unwrap();
+    assert_eq!(form.field("error"), Some("access_denied"));
+    assert_eq!(form.field("state"), Some("elsewhere"));
+
+    assert_eq!(resume(2).text(), big, "a page over the limit passes whole");
+    assert_eq!(guard_count(&proxy, "skipped", "too_large"), 1);
+}
+
+#[test]
+fn monitor_keeps_the_ops_framing_and_counts_an_amr_string() {
+    let op = FormPostOp::start(|c| c["amr"] = json!("fido"));
+    let proxy = proxy(&op.upstream, "monitor");
+    let (_, request) = entra_post();
+    let response = proxy.send(&request);
+    assert_untouched(&response, &op);
+    assert_eq!(
+        response.header("content-length"),
+        Some(op.page().len().to_string().as_str()),
+        "monitor keeps the OP's framing"
+    );
+    assert_eq!(guard_count(&proxy, "violation", "amr_not_single"), 1);
+}
