@@ -402,3 +402,40 @@ fn requested_acr_reads_claims_and_acr_values() {
         Vec::<String>::new()
     );
 }
+
+mod properties {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn any_page_is_read_without_panicking(page in vec(any::<u8>(), 0..512)) {
+            let g = guard();
+            if let Some(found) = g.find(&page) {
+                prop_assert!(found.redirect_uri == REDIRECT
+                    || g.redirect_uris.contains(&found.redirect_uri));
+                let _ = g.check(&found, Some(&expectation()));
+            }
+        }
+
+        /// A browser normalises CR and NUL in a page; Entra's values have neither.
+        #[test]
+        fn fields_round_trip_as_a_browser_reads_them(
+            id_token in "[^\r\u{0}]{0,64}",
+            state in "[^\r\u{0}]{0,64}",
+        ) {
+            let html = oidc_provider_page(REDIRECT, &[("id_token", &id_token), ("state", &state)]);
+            let found = guard().find(html.as_bytes()).expect("the form_post is found");
+            prop_assert_eq!(found.id_token.as_deref(), Some(id_token.as_str()));
+            prop_assert_eq!(found.state.as_deref(), Some(state.as_str()));
+
+            // The enforce answer carries that state back, escaped, and nothing else of the page.
+            let denial = guard().denial(&found, Violation::SubjectMismatch);
+            let back = guard().find(&denial.body).expect("the denial is a form_post to Entra");
+            prop_assert_eq!(back.state.as_deref(), Some(state.as_str()));
+            prop_assert_eq!(back.id_token, None);
+        }
+    }
+}
