@@ -11,12 +11,15 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use filters::render::csp_allowing_auto_post;
 use filters::{Expectation, Remembered, ResponseGuard};
 use http::header;
 use pingora::http::{RequestHeader, ResponseHeader};
 use sha2::{Digest, Sha256};
 
 use crate::config::GuardMode;
+use crate::metrics::{Metrics, GUARD_OK, GUARD_VIOLATION};
 
 /// Everything the guard needs at run time; absent when `response_guard = "off"`.
 pub struct Guard {
@@ -24,6 +27,70 @@ pub struct Guard {
     pub max_body_bytes: usize,
     pub checks: ResponseGuard,
     pub memory: Memory,
+}
+
+impl Guard {
+    /// Checks a complete HTML answer; logs and counts the verdict. The replacement page when the
+    /// guard enforces and the answer would be refused by Entra.
+    pub fn judge(&self, html: &[u8], metrics: &Metrics) -> Option<Bytes> {
+        let post = self.checks.find(html)?;
+        let expected = post
+            .state
+            .as_deref()
+            .and_then(|state| self.memory.recall(state, Instant::now()));
+        let verdict = self.checks.check(&post, expected.as_ref())?;
+        let scope = verdict.scope.as_str();
+        let (result, reason) = match verdict.first() {
+            Some(violation) => (GUARD_VIOLATION, violation.reason()),
+            None => (GUARD_OK, scope),
+        };
+        metrics
+            .response_guard
+            .with_label_values(&[result, reason])
+            .inc();
+        let replace = self.mode == GuardMode::Enforce && !verdict.passed();
+        let field = |f: fn(&filters::Expectation) -> Option<&str>| {
+            expected
+                .as_ref()
+                .and_then(f)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let client_request_id = field(|e| e.client_request_id.as_deref());
+        let client_id = field(|e| Some(e.client_id.as_str()));
+        let state_hash = post.state.as_deref().map(state_hash).unwrap_or_default();
+        let reasons: Vec<&str> = verdict.violations.iter().map(|v| v.reason()).collect();
+        let reasons = reasons.join(",");
+        let action = if replace { "replaced" } else { "unchanged" };
+        if verdict.passed() {
+            tracing::info!(target: "eam_proxy::response_guard", client_request_id, client_id, state_hash,
+                scope, result, action, "response guard");
+        } else {
+            tracing::warn!(target: "eam_proxy::response_guard", client_request_id, client_id, state_hash,
+                scope, result, reason, reasons, action, "response guard");
+        }
+        let violation = verdict.first().filter(|_| replace)?;
+        Some(Bytes::from(self.checks.denial(&post, violation).body))
+    }
+}
+
+/// Headers of a page held back in `enforce`. The page may be replaced after its header left:
+/// its length is unknown until then, and the OP's CSP must let the replacement's script run.
+pub fn prepare_held_headers(resp: &mut ResponseHeader) -> pingora::Result<()> {
+    resp.remove_header(&header::CONTENT_LENGTH);
+    resp.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+    let policies: Vec<String> = resp
+        .headers
+        .get_all(header::CONTENT_SECURITY_POLICY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(csp_allowing_auto_post)
+        .collect();
+    resp.remove_header(&header::CONTENT_SECURITY_POLICY);
+    for policy in policies {
+        resp.append_header(header::CONTENT_SECURITY_POLICY, policy)?;
+    }
+    Ok(())
 }
 
 /// SHA-256 of the state: the memory's key (fixed size, whatever Entra sends) and, shortened, the

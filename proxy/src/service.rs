@@ -24,9 +24,7 @@ use pingora::ErrorSource;
 
 use crate::config::GuardMode;
 use crate::keystore::KeyStores;
-use crate::metrics::{
-    Metrics, GUARD_OK, GUARD_SKIPPED, GUARD_VIOLATION, ROUTE_AUTHORIZE, ROUTE_OTHER,
-};
+use crate::metrics::{Metrics, GUARD_SKIPPED, ROUTE_AUTHORIZE, ROUTE_OTHER};
 use crate::response_guard::{self, Candidate, Guard, Inspection};
 use crate::unix_now;
 
@@ -131,53 +129,6 @@ impl EamProxy {
 }
 
 impl EamProxy {
-    /// Checks a complete HTML answer; logs and counts the verdict. The replacement page when the
-    /// guard enforces and the answer would be refused by Entra.
-    fn judge(&self, guard: &Guard, html: &[u8]) -> Option<Bytes> {
-        let post = guard.checks.find(html)?;
-        let expected = post
-            .state
-            .as_deref()
-            .and_then(|state| guard.memory.recall(state, Instant::now()));
-        let verdict = guard.checks.check(&post, expected.as_ref())?;
-        let scope = verdict.scope.as_str();
-        let (result, reason) = match verdict.first() {
-            Some(violation) => (GUARD_VIOLATION, violation.reason()),
-            None => (GUARD_OK, scope),
-        };
-        self.metrics
-            .response_guard
-            .with_label_values(&[result, reason])
-            .inc();
-        let replace = guard.mode == GuardMode::Enforce && !verdict.passed();
-        let field = |f: fn(&filters::Expectation) -> Option<&str>| {
-            expected
-                .as_ref()
-                .and_then(f)
-                .unwrap_or_default()
-                .to_string()
-        };
-        let client_request_id = field(|e| e.client_request_id.as_deref());
-        let client_id = field(|e| Some(e.client_id.as_str()));
-        let state_hash = post
-            .state
-            .as_deref()
-            .map(response_guard::state_hash)
-            .unwrap_or_default();
-        let reasons: Vec<&str> = verdict.violations.iter().map(|v| v.reason()).collect();
-        let reasons = reasons.join(",");
-        let action = if replace { "replaced" } else { "unchanged" };
-        if verdict.passed() {
-            tracing::info!(target: "eam_proxy::response_guard", client_request_id, client_id, state_hash,
-                scope, result, action, "response guard");
-        } else {
-            tracing::warn!(target: "eam_proxy::response_guard", client_request_id, client_id, state_hash,
-                scope, result, reason, reasons, action, "response guard");
-        }
-        let violation = verdict.first().filter(|_| replace)?;
-        Some(Bytes::from(guard.checks.denial(&post, violation).body))
-    }
-
     /// `X-Forwarded-*` as the upstream should see them. From a trusted proxy the chain is
     /// extended and its proto/host kept; from anyone else they are replaced, so a client cannot
     /// forge its address.
@@ -491,21 +442,7 @@ impl ProxyHttp for EamProxy {
             Candidate::Inspect => {
                 let hold = guard.mode == GuardMode::Enforce;
                 if hold {
-                    // The page may be replaced after its header left: its length is unknown
-                    // until then, and the OP's CSP must let the replacement's script run.
-                    upstream_response.remove_header(&header::CONTENT_LENGTH);
-                    upstream_response.insert_header(header::TRANSFER_ENCODING, "chunked")?;
-                    let policies: Vec<String> = upstream_response
-                        .headers
-                        .get_all(header::CONTENT_SECURITY_POLICY)
-                        .iter()
-                        .filter_map(|v| v.to_str().ok())
-                        .map(filters::render::csp_allowing_auto_post)
-                        .collect();
-                    upstream_response.remove_header(&header::CONTENT_SECURITY_POLICY);
-                    for policy in policies {
-                        upstream_response.append_header(header::CONTENT_SECURITY_POLICY, policy)?;
-                    }
+                    response_guard::prepare_held_headers(upstream_response)?;
                 }
                 ctx.inspection = Some(Inspection {
                     buf: Vec::new(),
@@ -547,7 +484,7 @@ impl ProxyHttp for EamProxy {
             }
         }
         if let Some(inspection) = ctx.inspection.take_if(|_| end_of_stream) {
-            match self.judge(guard, &inspection.buf) {
+            match guard.judge(&inspection.buf, &self.metrics) {
                 Some(replacement) => *body = Some(replacement),
                 None if inspection.hold => *body = Some(Bytes::from(inspection.buf)),
                 None => {}
