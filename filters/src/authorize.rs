@@ -5,6 +5,7 @@
 
 use crate::detect;
 use crate::error::AuthorizeError;
+use crate::guard::Remembered;
 use crate::hint::{kid_of, HintIdentity, HintValidator};
 use crate::keys::KeyLookup;
 use crate::params::Params;
@@ -113,6 +114,9 @@ impl Summary {
 pub struct Authorized {
     pub decision: AuthorizeDecision,
     pub summary: Summary,
+    /// For an accepted Entra request with a `state`: what the response guard expects of the
+    /// OP's answer.
+    pub remember: Option<Remembered>,
 }
 
 /// The parameters of a request after reading: those that carry the request, and for a POST
@@ -130,7 +134,8 @@ impl Policy {
         now: u64,
     ) -> Authorized {
         let mut summary = Summary::default();
-        let decision = match self.decide(req, keys, now, &mut summary) {
+        let mut remember = None;
+        let decision = match self.decide(req, keys, now, &mut summary, &mut remember) {
             Ok(decision) => decision,
             Err((error, response)) => {
                 summary.outcome = Outcome::Rejected;
@@ -138,7 +143,11 @@ impl Policy {
                 AuthorizeDecision::Reject(response)
             }
         };
-        Authorized { decision, summary }
+        Authorized {
+            decision,
+            summary,
+            remember,
+        }
     }
 
     /// `max_body_bytes` applies to authorize bodies only; the proxy enforces it while reading.
@@ -152,6 +161,7 @@ impl Policy {
         keys: &dyn KeyLookup,
         now: u64,
         summary: &mut Summary,
+        remember: &mut Option<Remembered>,
     ) -> Result<AuthorizeDecision, (AuthorizeError, ErrorResponse)> {
         let ReadParams {
             mut main,
@@ -221,6 +231,7 @@ impl Policy {
         summary.tid = Some(identity.tid().to_string());
         summary.oid = Some(identity.oid().to_string());
         summary.preferred_username = identity.preferred_username().map(str::to_string);
+        *remember = Remembered::from_request(&main, &identity);
         let rewritten = rewrite_entra(&main, &identity, &self.authorize);
         Ok(match req.method {
             Method::Get => AuthorizeDecision::Forward {

@@ -2063,3 +2063,47 @@ fn fractional_iat_and_nbf_just_beyond_the_leeway() {
             .form_post(E::NotYetValid, "not_yet_valid"),
     ]);
 }
+
+#[test]
+fn accepted_entra_request_is_remembered_for_the_response_guard() {
+    let out = run(
+        &policy(),
+        &keys(),
+        &Req::post(entra_body_with(&valid_hint(), |p| {
+            p.push((
+                "acr_values".into(),
+                "knowledge possessionorinherence".into(),
+            ));
+        })),
+        NOW,
+    );
+    let remember = out
+        .remember
+        .expect("an accepted request with a state is remembered");
+    assert_eq!(remember.state, STATE);
+    let e = remember.expectation;
+    assert_eq!(e.client_id, CLIENT_ID);
+    assert_eq!(e.client_request_id.as_deref(), Some(CRID));
+    assert_eq!(e.sub, SUB);
+    assert_eq!(e.nonce.as_deref(), Some(NONCE));
+    // claims first, then acr_values, without repeats.
+    assert_eq!(e.acr_values, ["possessionorinherence", "knowledge"]);
+
+    // Nothing to remember: no state, an oversized value, a rejected or a non-Entra request.
+    let no_state = entra_body_with(&valid_hint(), |p| p.retain(|(n, _)| n != "state"));
+    let huge_nonce = entra_body_with(&valid_hint(), |p| {
+        p.iter_mut().find(|(n, _)| n == "nonce").unwrap().1 = "n".repeat(4096);
+    });
+    for body in [
+        no_state,
+        huge_nonce,
+        entra_body("not.a.jws"),
+        "client_id=other&state=s".into(),
+    ] {
+        assert_eq!(
+            run(&policy(), &keys(), &Req::post(body.clone()), NOW).remember,
+            None,
+            "{body}"
+        );
+    }
+}

@@ -5,12 +5,14 @@
 //! One module per concern: [`params`] (form codec), [`policy`] (validated configuration),
 //! [`keys`] (parsed key sets), [`hint`] (id_token_hint validation), [`rewrite`] (what the
 //! upstream receives), [`render`] (error responses), [`error`] (reasons), [`detect`] (which
-//! requests are Entra's), and [`authorize`] (the decision that ties them together).
+//! requests are Entra's), [`authorize`] (the decision that ties them together), and [`guard`]
+//! (the OP's answer to Entra, checked as Entra will check it).
 
 pub mod authorize;
 pub mod detect;
 pub mod doctor;
 pub mod error;
+pub mod guard;
 pub mod hint;
 pub mod keys;
 pub mod params;
@@ -29,6 +31,9 @@ pub use authorize::{
     is_form_content_type, AuthorizeDecision, AuthorizeRequest, Authorized, Method, Outcome, Summary,
 };
 pub use error::{AuthorizeError, OAuthError};
+pub use guard::{
+    EntraFormPost, Expectation, GuardVerdict, Remembered, ResponseGuard, Scope, Violation,
+};
 pub use hint::{HintIdentity, HintValidator};
 pub use keys::{KeyLookup, KeySet, KeySetError, VerifyingKey};
 pub use policy::{

@@ -45,22 +45,31 @@ pub fn form_post_error(
     error: AuthorizeError,
     state: Option<&str>,
 ) -> ErrorResponse {
-    let mut fields = String::new();
-    let mut hidden = |name: &str, value: &str| {
-        fields.push_str(&format!(
+    let description = error.description();
+    let mut fields = vec![
+        ("error", error.oauth_error().code()),
+        ("error_description", description.as_str()),
+    ];
+    if let Some(state) = state {
+        fields.push(("state", state));
+    }
+    form_post_fields(redirect_uri, &fields)
+}
+
+/// The auto-submitting form_post page of `fields` to `redirect_uri` (a configured, CSP-safe
+/// URI), every name and value escaped, with its own CSP and anti-framing headers.
+pub fn form_post_fields(redirect_uri: &str, fields: &[(&str, &str)]) -> ErrorResponse {
+    let mut inputs = String::new();
+    for (name, value) in fields {
+        inputs.push_str(&format!(
             "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
             escape_html(name),
             escape_html(value)
         ));
-    };
-    hidden("error", error.oauth_error().code());
-    hidden("error_description", &error.description());
-    if let Some(state) = state {
-        hidden("state", state);
     }
     let body = format!(
         "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Sign-in error</title></head>\
-         <body><form method=\"post\" action=\"{action}\">{fields}\
+         <body><form method=\"post\" action=\"{action}\">{inputs}\
          <noscript><button type=\"submit\">Continue</button></noscript></form>\
          <script>{SUBMIT_SCRIPT}</script></body></html>",
         action = escape_html(redirect_uri),
@@ -82,6 +91,68 @@ pub fn form_post_error(
         ],
         body: body.into_bytes(),
     }
+}
+
+/// The provider's `Content-Security-Policy` changed only so far that the one script of
+/// [`form_post_fields`] may run: the response guard may replace a page whose headers are already
+/// on their way, and must not end on a blank page. The script's hash is added where scripts are
+/// governed (`script-src-elem`, `script-src`, else a new `script-src` from `default-src`), as
+/// oidc-provider does for its own form_post page. A policy that already allows inline scripts,
+/// or does not restrict scripts, is kept: adding a hash would disable its `'unsafe-inline'`.
+pub fn csp_allowing_auto_post(header: &str) -> String {
+    header
+        .split(',')
+        .map(|policy| allow_in_policy(policy.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn allow_in_policy(policy: &str) -> String {
+    let mut directives: Vec<(String, Vec<String>)> = policy
+        .split(';')
+        .filter_map(|d| {
+            let mut words = d.split_ascii_whitespace();
+            let name = words.next()?.to_ascii_lowercase();
+            Some((name, words.map(str::to_string).collect()))
+        })
+        .collect();
+    let governing = ["script-src-elem", "script-src", "default-src"]
+        .iter()
+        .find_map(|name| directives.iter().position(|(n, _)| n == name));
+    let Some(index) = governing else {
+        return policy.to_string();
+    };
+    let sources = &directives[index].1;
+    let lower = |s: &String| s.to_ascii_lowercase();
+    let has_inline = sources.iter().any(|s| lower(s) == "'unsafe-inline'");
+    let has_hash_or_nonce = sources.iter().any(|s| {
+        let s = lower(s);
+        s.starts_with("'nonce-") || s.starts_with("'sha") || s == "'strict-dynamic'"
+    });
+    if has_inline && !has_hash_or_nonce {
+        return policy.to_string();
+    }
+    let mut sources: Vec<String> = sources
+        .iter()
+        .filter(|s| lower(s) != "'none'")
+        .cloned()
+        .collect();
+    sources.push(format!("'{SUBMIT_SCRIPT_HASH}'"));
+    if directives[index].0 == "default-src" {
+        directives.push(("script-src".into(), sources));
+    } else {
+        directives[index].1 = sources;
+    }
+    directives
+        .iter()
+        .map(|(name, sources)| {
+            std::iter::once(name.as_str())
+                .chain(sources.iter().map(String::as_str))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Escapes text for both HTML content and double- or single-quoted attribute values.
@@ -181,6 +252,55 @@ mod tests {
         assert_eq!(r.status, 503);
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v["error"], "temporarily_unavailable");
+    }
+
+    #[test]
+    fn form_post_fields_escapes_every_field() {
+        let r = form_post_fields(REDIRECT, &[("error", "access_denied"), ("state", "a\"<b")]);
+        let body = String::from_utf8(r.body).unwrap();
+        assert!(body.contains("name=\"error\" value=\"access_denied\""));
+        assert!(body.contains("name=\"state\" value=\"a&quot;&lt;b\""));
+        assert_eq!(body.matches("<script>").count(), 1);
+    }
+
+    #[test]
+    fn csp_gains_the_submit_hash_where_scripts_are_governed() {
+        let hash = format!("'{SUBMIT_SCRIPT_HASH}'");
+        let out = csp_allowing_auto_post("default-src 'self'; script-src 'nonce-abc'");
+        assert_eq!(
+            out,
+            format!("default-src 'self'; script-src 'nonce-abc' {hash}")
+        );
+        let out = csp_allowing_auto_post("default-src 'none'; form-action https://x");
+        assert_eq!(
+            out,
+            format!("default-src 'none'; form-action https://x; script-src {hash}")
+        );
+        let out = csp_allowing_auto_post("script-src-elem 'self'; script-src 'self'");
+        assert_eq!(
+            out,
+            format!("script-src-elem 'self' {hash}; script-src 'self'")
+        );
+        // Two policies in one header: each must allow the script.
+        let out = csp_allowing_auto_post("script-src 'self', default-src 'none'");
+        assert_eq!(
+            out,
+            format!("script-src 'self' {hash}, default-src 'none'; script-src {hash}")
+        );
+    }
+
+    #[test]
+    fn csp_that_already_allows_the_script_is_kept() {
+        for csp in [
+            "script-src 'self' 'unsafe-inline'",
+            "frame-ancestors 'none'",
+            "default-src * 'unsafe-inline'",
+        ] {
+            assert_eq!(csp_allowing_auto_post(csp), csp);
+        }
+        // 'unsafe-inline' is void beside a nonce: the hash is needed.
+        let out = csp_allowing_auto_post("script-src 'unsafe-inline' 'nonce-x'");
+        assert!(out.contains(SUBMIT_SCRIPT_HASH), "{out}");
     }
 
     #[test]

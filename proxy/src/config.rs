@@ -159,6 +159,18 @@ pub enum Delivery {
     Status,
 }
 
+/// `authorize.response_guard`: what the proxy does with the OP's answers to Entra.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum GuardMode {
+    /// Answers are not inspected.
+    Off,
+    /// Answers are inspected as they stream by; violations are logged and counted.
+    Monitor,
+    /// Also replaces a violating answer with an `access_denied` form_post.
+    Enforce,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExtraClaimMapping {
@@ -177,6 +189,13 @@ pub struct Authorize {
     pub leeway_seconds: u64,
     pub error_delivery: Delivery,
     pub extra_claims: Vec<ExtraClaimMapping>,
+    pub response_guard: GuardMode,
+    /// Accepted Entra requests remembered for the guard, at most.
+    pub response_guard_max_entries: usize,
+    /// How long an accepted request is remembered.
+    pub response_guard_ttl_seconds: u64,
+    /// Largest HTML answer inspected; larger ones pass unchanged (and are counted).
+    pub response_guard_max_body_bytes: usize,
 }
 
 impl Default for Authorize {
@@ -190,6 +209,10 @@ impl Default for Authorize {
             leeway_seconds: 300,
             error_delivery: Delivery::FormPost,
             extra_claims: Vec::new(),
+            response_guard: GuardMode::Monitor,
+            response_guard_max_entries: 20_000,
+            response_guard_ttl_seconds: 600,
+            response_guard_max_body_bytes: 65_536,
         }
     }
 }
@@ -579,6 +602,7 @@ impl Config {
                 ));
             }
         }
+        check_guard(a)?;
         Ok(AuthorizeSettings {
             paths: a.paths.clone(),
             detect: match a.detect {
@@ -756,6 +780,37 @@ impl Config {
             .map(KeySource::Url)
             .ok_or_else(|| err(format!("clouds.{cloud}"), "no jwks_url or jwks_file"))
     }
+}
+
+/// The guard's memory and buffer bounds: large enough for Entra's traffic, small enough that
+/// neither can grow without limit.
+fn check_guard(a: &Authorize) -> Result<(), ConfigError> {
+    let ranges: [(&str, u64, u64, u64); 3] = [
+        (
+            "authorize.response_guard_max_entries",
+            a.response_guard_max_entries as u64,
+            1,
+            1_000_000,
+        ),
+        (
+            "authorize.response_guard_ttl_seconds",
+            a.response_guard_ttl_seconds,
+            1,
+            86_400,
+        ),
+        (
+            "authorize.response_guard_max_body_bytes",
+            a.response_guard_max_body_bytes as u64,
+            1024,
+            1024 * 1024,
+        ),
+    ];
+    for (key, value, min, max) in ranges {
+        if !(min..=max).contains(&value) {
+            return Err(err(key, format!("must be between {min} and {max}")));
+        }
+    }
+    Ok(())
 }
 
 fn check_socket_addr(key: &str, addr: &str) -> Result<(), ConfigError> {

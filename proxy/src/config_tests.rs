@@ -44,6 +44,15 @@ fn defaults_match_the_spec() {
     );
     assert_eq!(c.log.format, LogFormat::Json);
     assert!(!c.log.include_username);
+    assert_eq!(c.authorize.response_guard, GuardMode::Monitor);
+    assert_eq!(
+        (
+            c.authorize.response_guard_max_entries,
+            c.authorize.response_guard_ttl_seconds,
+            c.authorize.response_guard_max_body_bytes
+        ),
+        (20_000, 600, 65_536)
+    );
 
     let p = &v.policy;
     assert_eq!(p.authorize.paths, ["/authorize"]);
@@ -108,6 +117,10 @@ fn the_repository_example_is_valid_and_complete() {
         "force_prompt_login",
         "leeway_seconds",
         "error_delivery",
+        "response_guard",
+        "response_guard_max_entries",
+        "response_guard_ttl_seconds",
+        "response_guard_max_body_bytes",
         "claim",
         "param",
         "refresh_seconds",
@@ -165,6 +178,11 @@ fn errors_name_the_key_path() {
         (
             "[authorize]\nerror_delivery = \"page\"\n",
             "authorize.error_delivery",
+            "unknown variant",
+        ),
+        (
+            "[authorize]\nresponse_guard = \"strict\"\n",
+            "authorize.response_guard",
             "unknown variant",
         ),
         ("[log]\nformat = \"xml\"\n", "log.format", "unknown variant"),
@@ -295,6 +313,18 @@ fn semantic_errors_name_the_key_path() {
         (
             with_app("[authorize]\nleeway_seconds = 86400\n"),
             "authorize.leeway_seconds",
+        ),
+        (
+            with_app("[authorize]\nresponse_guard_max_entries = 0\n"),
+            "authorize.response_guard_max_entries",
+        ),
+        (
+            with_app("[authorize]\nresponse_guard_ttl_seconds = 0\n"),
+            "authorize.response_guard_ttl_seconds",
+        ),
+        (
+            with_app("[authorize]\nresponse_guard_max_body_bytes = 100\n"),
+            "authorize.response_guard_max_body_bytes",
         ),
         (
             with_app("[[authorize.extra_claims]]\nclaim = \"name\"\nparam = \"name\"\n"),

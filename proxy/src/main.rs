@@ -9,6 +9,7 @@ mod doctor;
 mod inject;
 mod keystore;
 mod metrics;
+mod response_guard;
 mod service;
 mod tls;
 
@@ -381,6 +382,18 @@ fn run(
     server.add_service(health);
 
     warn_about_certificates(&x5c);
+    let authorize = &config.authorize;
+    let guard = (authorize.response_guard != config::GuardMode::Off).then(|| {
+        Arc::new(response_guard::Guard {
+            mode: authorize.response_guard,
+            max_body_bytes: authorize.response_guard_max_body_bytes,
+            checks: filters::ResponseGuard::new(&policy),
+            memory: response_guard::Memory::new(
+                authorize.response_guard_max_entries,
+                Duration::from_secs(authorize.response_guard_ttl_seconds),
+            ),
+        })
+    });
     let proxy = EamProxy {
         policy: Arc::new(policy),
         keys: keys.clone(),
@@ -399,6 +412,7 @@ fn run(
         trusted_proxies: config.server.trusted_proxies()?,
         metrics: metrics.clone(),
         x5c: Arc::new(x5c),
+        guard,
     };
     let client_read_timeout = proxy.client_read_timeout;
     let mut proxy_service = Service::new(

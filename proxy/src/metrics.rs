@@ -2,11 +2,11 @@
 //! the typed error reasons, response classes and configured cloud names; never request data.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use filters::AuthorizeError;
+use filters::{AuthorizeError, Violation};
 
 pub const ROUTE_AUTHORIZE: &str = "authorize";
 pub const ROUTE_OTHER: &str = "other";
@@ -25,6 +25,13 @@ pub const X5C_RESULTS: [&str; 6] = [
     "too_large",
     "encoded",
 ];
+/// `eam_response_guard_total` series other than violations: checked and passed (fully or with
+/// the stateless checks only), or not inspected.
+pub const GUARD_OK: &str = "ok";
+pub const GUARD_VIOLATION: &str = "violation";
+pub const GUARD_SKIPPED: &str = "skipped";
+pub const GUARD_OK_REASONS: [&str; 2] = ["full", "stateless"];
+pub const GUARD_SKIPPED_REASONS: [&str; 2] = ["too_large", "compressed"];
 
 pub struct Metrics {
     registry: Registry,
@@ -38,6 +45,8 @@ pub struct Metrics {
     pub jwks_keys: IntGaugeVec,
     pub jwks_age: prometheus::GaugeVec,
     pub x5c_injections: IntCounterVec,
+    pub response_guard: IntCounterVec,
+    pub response_guard_remembered: IntGauge,
 }
 
 impl Metrics {
@@ -108,6 +117,17 @@ impl Metrics {
             ),
             &["cloud"],
         )?;
+        let response_guard = IntCounterVec::new(
+            Opts::new(
+                "eam_response_guard_total",
+                "The provider's form_post answers to Entra, by guard result and reason",
+            ),
+            &["result", "reason"],
+        )?;
+        let response_guard_remembered = IntGauge::new(
+            "eam_response_guard_remembered",
+            "Accepted Entra requests the response guard remembers",
+        )?;
 
         let x5c_injections = IntCounterVec::new(
             Opts::new(
@@ -127,6 +147,8 @@ impl Metrics {
         registry.register(Box::new(jwks_refresh.clone()))?;
         registry.register(Box::new(jwks_keys.clone()))?;
         registry.register(Box::new(jwks_age.clone()))?;
+        registry.register(Box::new(response_guard.clone()))?;
+        registry.register(Box::new(response_guard_remembered.clone()))?;
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
@@ -143,6 +165,15 @@ impl Metrics {
         }
         for result in X5C_RESULTS {
             x5c_injections.with_label_values(&[result]);
+        }
+        for reason in GUARD_OK_REASONS {
+            response_guard.with_label_values(&[GUARD_OK, reason]);
+        }
+        for reason in Violation::ALL_REASONS {
+            response_guard.with_label_values(&[GUARD_VIOLATION, reason]);
+        }
+        for reason in GUARD_SKIPPED_REASONS {
+            response_guard.with_label_values(&[GUARD_SKIPPED, reason]);
         }
         for class in CLASSES {
             upstream_responses.with_label_values(&[class]);
@@ -167,6 +198,8 @@ impl Metrics {
             jwks_keys,
             jwks_age,
             x5c_injections,
+            response_guard,
+            response_guard_remembered,
         })
     }
 
@@ -219,6 +252,10 @@ mod tests {
             "eam_jwks_keys{cloud=\"global\"} 0",
             "eam_jwks_age_seconds{cloud=\"global\"} -1",
             "eam_x5c_injections_total{result=\"no_match\"} 0",
+            "eam_response_guard_total{reason=\"sub_mismatch\",result=\"violation\"} 0",
+            "eam_response_guard_total{reason=\"stateless\",result=\"ok\"} 0",
+            "eam_response_guard_total{reason=\"too_large\",result=\"skipped\"} 0",
+            "eam_response_guard_remembered 0",
             "process_resident_memory_bytes",
             "process_open_fds",
         ] {

@@ -22,9 +22,11 @@ use pingora::protocols::tls::CaType;
 use pingora::proxy::FailToProxy;
 use pingora::ErrorSource;
 
+use crate::config::GuardMode;
 use crate::inject::{self, Rewrite, X5cRoute};
 use crate::keystore::KeyStores;
-use crate::metrics::{Metrics, ROUTE_AUTHORIZE, ROUTE_OTHER};
+use crate::metrics::{Metrics, GUARD_SKIPPED, ROUTE_AUTHORIZE, ROUTE_OTHER};
+use crate::response_guard::{self, Candidate, Guard, Inspection};
 use crate::unix_now;
 
 /// How the proxy reaches the upstream OP.
@@ -51,6 +53,8 @@ pub struct EamProxy {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Key-set paths that get `x5c` (`[[upstream.x5c]]`).
     pub x5c: Arc<Vec<X5cRoute>>,
+    /// `None` when `authorize.response_guard = "off"`.
+    pub guard: Option<Arc<Guard>>,
 }
 
 pub struct RequestCtx {
@@ -64,6 +68,8 @@ pub struct RequestCtx {
     new_query: Option<String>,
     /// A GET of a key set that gets `x5c`.
     x5c: Option<Rewrite>,
+    /// The response body the guard is reading.
+    inspection: Option<Inspection>,
 }
 
 impl EamProxy {
@@ -261,6 +267,7 @@ impl ProxyHttp for EamProxy {
             new_body: None,
             new_query: None,
             x5c: None,
+            inspection: None,
         }
     }
 
@@ -339,6 +346,12 @@ impl ProxyHttp for EamProxy {
             }
         }
         self.record_decision(&authorized.summary, started);
+        if let (Some(guard), Some(remembered)) = (&self.guard, authorized.remember.take()) {
+            let remembered = guard.memory.remember(remembered, Instant::now());
+            self.metrics
+                .response_guard_remembered
+                .set(remembered as i64);
+        }
         match authorized.decision {
             AuthorizeDecision::PassThrough => {
                 if method == Method::Post {
@@ -425,6 +438,11 @@ impl ProxyHttp for EamProxy {
         if ctx.x5c.is_some() {
             inject::prepare_request(upstream_request)?;
         }
+        // The guard must read the page that may carry the id_token: ask the OP not to compress
+        // navigations (only those: assets keep their compression).
+        if self.guard.is_some() && response_guard::is_navigation(session.req_header()) {
+            upstream_request.remove_header(&header::ACCEPT_ENCODING);
+        }
         self.set_forwarded_headers(session, upstream_request)?;
         if let Some(host) = &self.upstream.host_header {
             upstream_request.insert_header(header::HOST, host.as_str())?;
@@ -461,6 +479,41 @@ impl ProxyHttp for EamProxy {
         Ok(())
     }
 
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(guard) = &self.guard else {
+            return Ok(());
+        };
+        match response_guard::candidate(
+            session.req_header(),
+            upstream_response,
+            guard.max_body_bytes,
+        ) {
+            Candidate::No => {}
+            Candidate::Skip(reason) => {
+                self.metrics
+                    .response_guard
+                    .with_label_values(&[GUARD_SKIPPED, reason])
+                    .inc();
+            }
+            Candidate::Inspect => {
+                let hold = guard.mode == GuardMode::Enforce;
+                if hold {
+                    response_guard::prepare_held_headers(upstream_response)?;
+                }
+                ctx.inspection = Some(Inspection {
+                    buf: Vec::new(),
+                    hold,
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn response_body_filter(
         &self,
         _session: &mut Session,
@@ -470,6 +523,37 @@ impl ProxyHttp for EamProxy {
     ) -> Result<Option<Duration>> {
         if let Some(rewrite) = &mut ctx.x5c {
             rewrite.on_body(body, end_of_stream, &self.x5c, &self.metrics);
+            return Ok(None);
+        }
+        let (Some(guard), Some(inspection)) = (&self.guard, ctx.inspection.as_mut()) else {
+            return Ok(None);
+        };
+        if let Some(chunk) = body.as_ref() {
+            if inspection.buf.len() + chunk.len() > guard.max_body_bytes {
+                // Too large to be a form_post: let it through unread, held bytes first.
+                self.metrics
+                    .response_guard
+                    .with_label_values(&[GUARD_SKIPPED, "too_large"])
+                    .inc();
+                if inspection.hold {
+                    let mut all = std::mem::take(&mut inspection.buf);
+                    all.extend_from_slice(chunk);
+                    *body = Some(Bytes::from(all));
+                }
+                ctx.inspection = None;
+                return Ok(None);
+            }
+            inspection.buf.extend_from_slice(chunk);
+            if inspection.hold {
+                *body = None;
+            }
+        }
+        if let Some(inspection) = ctx.inspection.take_if(|_| end_of_stream) {
+            match guard.judge(&inspection.buf, &self.metrics) {
+                Some(replacement) => *body = Some(replacement),
+                None if inspection.hold => *body = Some(Bytes::from(inspection.buf)),
+                None => {}
+            }
         }
         Ok(None)
     }

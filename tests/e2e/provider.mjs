@@ -13,9 +13,15 @@
 //
 // The issuer is the proxy's URL: browsers and Entra reach the provider through eam-proxy.
 //
+// - optionally a misconfigured login (`tamper`): the Entra login result (accountId, acr, amr)
+//   passed through a function, as an OP with a wrong subject mapping or acr/amr settings would
+//   issue it; the login prompt's essential-acr checks are then dropped, so the OP issues what
+//   the tampered login says instead of asking again.
+//
 // Module:      const op = await start({ issuer, entraClient: { clientId, redirectUris },
-//                                      codeClient: { clientId, clientSecret, redirectUris } });
-//              signingKey: a private JWK (default: a new one),
+//                                      codeClient: { clientId, clientSecret, redirectUris },
+//                                      tamper: (login) => login,
+//                                      signingKey: a private JWK (default: a new one) });
 //              op.url (direct), op.issuer, op.received (authorization requests as received),
 //              op.requests (every request), op.logins, op.close()
 // Standalone:  node provider.mjs --port 8081 --issuer http://127.0.0.1:8080 \
@@ -25,7 +31,7 @@ import { randomBytes } from 'node:crypto';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as jose from 'jose';
-import Provider from 'oidc-provider';
+import Provider, { interactionPolicy } from 'oidc-provider';
 import {
   closeServer, esc, formPairs, listen, page, readBody, short, table,
 } from './lib/util.mjs';
@@ -56,6 +62,7 @@ export async function start(options = {}) {
     signingKey: undefined, // private JWK; default: a new one (see newSigningKey)
     entraClient: undefined, // { clientId, redirectUris }
     codeClient: undefined, // { clientId, clientSecret, redirectUris }
+    tamper: undefined, // (login) => login, for the Entra client's logins
     log: () => {},
     ...options,
   };
@@ -113,7 +120,7 @@ export async function start(options = {}) {
       long: { httpOnly: true, sameSite: 'none' },
       short: { httpOnly: true, sameSite: 'lax' },
     },
-    interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
+    interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}`, policy: loginPolicy(opts.tamper) },
     renderError: async (ctx, out) => {
       ctx.type = 'html';
       ctx.body = page('Provider error', `<header style="background:#7c2d12"><b>Demo OpenID provider</b></header><main>
@@ -123,6 +130,16 @@ export async function start(options = {}) {
       AccessToken: 600, AuthorizationCode: 60, IdToken: 600, Interaction: 600, Session: 3600, Grant: 3600,
     },
   };
+
+  function loginPolicy(tamper) {
+    const policy = interactionPolicy.base();
+    if (tamper) {
+      const { checks } = policy.get('login');
+      checks.remove('essential_acrs');
+      checks.remove('essential_acr');
+    }
+    return policy;
+  }
 
   const server = http.createServer();
   const port = await listen(server, opts.port, opts.host);
@@ -249,6 +266,7 @@ ${table([...rows, ['prompt', params.prompt ?? '(none)'], ['client-request-id', p
       if (isEntraClient(params.client_id)) {
         if (!params.entra_sub) throw new Error('no entra_sub');
         login = { accountId: params.entra_sub, acr: requestedAcr(params), amr: [requestedAmr(params)] };
+        if (opts.tamper) login = opts.tamper(login);
       } else {
         const name = String(form.login ?? '').trim();
         if (!name) return html(loginPage(uid, details));

@@ -48,6 +48,8 @@ pub struct Reply {
     pub status: u16,
     pub headers: Headers,
     pub body: Vec<u8>,
+    /// `Some(n)`: sent chunked, `n` bytes a chunk (see [`Reply::chunked`]).
+    pub chunk: Option<usize>,
 }
 
 impl Reply {
@@ -60,6 +62,7 @@ impl Reply {
                 ("X-Upstream".into(), "yes".into()),
             ],
             body: body.as_bytes().to_vec(),
+            chunk: None,
         }
     }
 
@@ -73,6 +76,13 @@ impl Reply {
         self
     }
 
+    /// The body sent with `Transfer-Encoding: chunked` in pieces of `chunk` bytes, instead of
+    /// with a `Content-Length`: the proxy sees it arrive in parts, with no announced length.
+    pub fn chunked(mut self, chunk: usize) -> Reply {
+        self.chunk = Some(chunk.max(1));
+        self
+    }
+
     fn to_bytes(&self) -> Vec<u8> {
         let mut out = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
         for (name, value) in &self.headers {
@@ -82,12 +92,23 @@ impl Reply {
         let framed = self.headers.iter().any(|(n, _)| {
             n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("transfer-encoding")
         });
-        if !framed {
-            out.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
-        }
-        out.push_str("\r\n");
+        let Some(chunk) = self.chunk else {
+            if !framed {
+                out.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
+            }
+            out.push_str("\r\n");
+            let mut out = out.into_bytes();
+            out.extend_from_slice(&self.body);
+            return out;
+        };
+        out.push_str("Transfer-Encoding: chunked\r\n\r\n");
         let mut out = out.into_bytes();
-        out.extend_from_slice(&self.body);
+        for piece in self.body.chunks(chunk) {
+            out.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+            out.extend_from_slice(piece);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"0\r\n\r\n");
         out
     }
 }

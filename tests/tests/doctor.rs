@@ -48,15 +48,13 @@ fn json_reply(body: String) -> Reply {
         status: 200,
         headers: vec![("Content-Type".into(), "application/json".into())],
         body: body.into_bytes(),
+        chunk: None,
     }
 }
 
 fn chunked(body: String) -> Reply {
-    let mut reply = json_reply(format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len()));
-    reply
-        .headers
-        .push(("Transfer-Encoding".into(), "chunked".into()));
-    reply
+    let len = body.len();
+    json_reply(body).chunked(len)
 }
 
 fn unchanged(_: &mut Value) {}

@@ -36,6 +36,7 @@ fn json_reply(body: &str) -> Reply {
             ("ETag".into(), "\"v1\"".into()),
         ],
         body: body.as_bytes().to_vec(),
+        chunk: None,
     }
 }
 

@@ -257,6 +257,7 @@ fn check_decision_catches_a_forged_forward() {
     let forged = Authorized {
         decision: AuthorizeDecision::PassThrough,
         summary: Summary::default(),
+        remember: None,
     };
     let caught = std::panic::catch_unwind(|| check_decision(&policy, &req, &forged));
     assert!(

@@ -1,0 +1,394 @@
+//! The response guard's side in the proxy: a bounded, TTL-limited memory of accepted Entra
+//! requests, which responses are inspected, and the per-response buffer that feeds
+//! `filters::guard`.
+//!
+//! The OP's form_post to Entra does not answer the authorize request itself but whichever request
+//! ends the login (oidc-provider resumes on `/auth/<uid>`, Keycloak on `/login-actions/…`), so the
+//! candidates are chosen by the response: a `200` `text/html` page, not compressed, no larger than
+//! `response_guard_max_body_bytes`. Its state then says which request it answers.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use filters::render::csp_allowing_auto_post;
+use filters::{Expectation, Remembered, ResponseGuard};
+use http::header;
+use pingora::http::{RequestHeader, ResponseHeader};
+use sha2::{Digest, Sha256};
+
+use crate::config::GuardMode;
+use crate::metrics::{Metrics, GUARD_OK, GUARD_VIOLATION};
+
+/// Everything the guard needs at run time; absent when `response_guard = "off"`.
+pub struct Guard {
+    pub mode: GuardMode,
+    pub max_body_bytes: usize,
+    pub checks: ResponseGuard,
+    pub memory: Memory,
+}
+
+impl Guard {
+    /// Checks a complete HTML answer; logs and counts the verdict. The replacement page when the
+    /// guard enforces and the answer would be refused by Entra.
+    pub fn judge(&self, html: &[u8], metrics: &Metrics) -> Option<Bytes> {
+        let post = self.checks.find(html)?;
+        let expected = post
+            .state
+            .as_deref()
+            .and_then(|state| self.memory.recall(state, Instant::now()));
+        let verdict = self.checks.check(&post, expected.as_ref())?;
+        let scope = verdict.scope.as_str();
+        let (result, reason) = match verdict.first() {
+            Some(violation) => (GUARD_VIOLATION, violation.reason()),
+            None => (GUARD_OK, scope),
+        };
+        metrics
+            .response_guard
+            .with_label_values(&[result, reason])
+            .inc();
+        let replace = self.mode == GuardMode::Enforce && !verdict.passed();
+        let field = |f: fn(&filters::Expectation) -> Option<&str>| {
+            expected
+                .as_ref()
+                .and_then(f)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let client_request_id = field(|e| e.client_request_id.as_deref());
+        let client_id = field(|e| Some(e.client_id.as_str()));
+        let state_hash = post.state.as_deref().map(state_hash).unwrap_or_default();
+        let reasons: Vec<&str> = verdict.violations.iter().map(|v| v.reason()).collect();
+        let reasons = reasons.join(",");
+        let action = if replace { "replaced" } else { "unchanged" };
+        if verdict.passed() {
+            tracing::info!(target: "eam_proxy::response_guard", client_request_id, client_id, state_hash,
+                scope, result, action, "response guard");
+        } else {
+            tracing::warn!(target: "eam_proxy::response_guard", client_request_id, client_id, state_hash,
+                scope, result, reason, reasons, action, "response guard");
+        }
+        let violation = verdict.first().filter(|_| replace)?;
+        Some(Bytes::from(self.checks.denial(&post, violation).body))
+    }
+}
+
+/// Headers of a page held back in `enforce`. The page may be replaced after its header left:
+/// its length is unknown until then, and the OP's CSP must let the replacement's script run.
+pub fn prepare_held_headers(resp: &mut ResponseHeader) -> pingora::Result<()> {
+    resp.remove_header(&header::CONTENT_LENGTH);
+    resp.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+    let policies: Vec<String> = resp
+        .headers
+        .get_all(header::CONTENT_SECURITY_POLICY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(csp_allowing_auto_post)
+        .collect();
+    resp.remove_header(&header::CONTENT_SECURITY_POLICY);
+    for policy in policies {
+        resp.append_header(header::CONTENT_SECURITY_POLICY, policy)?;
+    }
+    Ok(())
+}
+
+/// SHA-256 of the state: the memory's key (fixed size, whatever Entra sends) and, shortened, the
+/// state's name in logs, which never carry the state itself.
+type StateKey = [u8; 32];
+
+fn state_key(state: &str) -> StateKey {
+    Sha256::digest(state.as_bytes()).into()
+}
+
+/// The first 16 hex digits of the state's SHA-256, for log lines.
+pub fn state_hash(state: &str) -> String {
+    state_key(state)[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+struct Entry {
+    seq: u64,
+    at: Instant,
+    expectation: Expectation,
+}
+
+#[derive(Default)]
+struct Inner {
+    map: HashMap<StateKey, Entry>,
+    /// Insertion order, which is also expiry order (one TTL for all). A key remembered again
+    /// leaves a stale pair behind, recognised by its `seq`.
+    order: VecDeque<(StateKey, u64)>,
+    seq: u64,
+}
+
+/// Accepted Entra requests by state: at most `max_entries` (oldest evicted first), each for
+/// `ttl`. One replica's memory only: a state accepted by another replica is not here.
+pub struct Memory {
+    inner: Mutex<Inner>,
+    max_entries: usize,
+    ttl: Duration,
+}
+
+impl Memory {
+    pub fn new(max_entries: usize, ttl: Duration) -> Memory {
+        Memory {
+            inner: Mutex::new(Inner::default()),
+            max_entries: max_entries.max(1),
+            ttl,
+        }
+    }
+
+    /// Remembers one request; returns how many are remembered now.
+    pub fn remember(&self, remembered: Remembered, now: Instant) -> usize {
+        let mut inner = self.lock();
+        self.purge(&mut inner, now);
+        let key = state_key(&remembered.state);
+        while inner.map.len() >= self.max_entries && !inner.map.contains_key(&key) {
+            let Some((old, seq)) = inner.order.pop_front() else {
+                break;
+            };
+            if inner.map.get(&old).is_some_and(|e| e.seq == seq) {
+                inner.map.remove(&old);
+            }
+        }
+        inner.seq += 1;
+        let seq = inner.seq;
+        inner.map.insert(
+            key,
+            Entry {
+                seq,
+                at: now,
+                expectation: remembered.expectation,
+            },
+        );
+        inner.order.push_back((key, seq));
+        // Repeated states leave stale pairs; never let them outgrow the live entries.
+        if inner.order.len() > 2 * self.max_entries {
+            let Inner { map, order, .. } = &mut *inner;
+            order.retain(|(k, s)| map.get(k).is_some_and(|e| e.seq == *s));
+        }
+        inner.map.len()
+    }
+
+    /// What was remembered for `state`, if this replica accepted it within the TTL.
+    pub fn recall(&self, state: &str, now: Instant) -> Option<Expectation> {
+        let inner = self.lock();
+        inner
+            .map
+            .get(&state_key(state))
+            .filter(|e| now.duration_since(e.at) < self.ttl)
+            .map(|e| e.expectation.clone())
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().map.len()
+    }
+
+    fn purge(&self, inner: &mut Inner, now: Instant) {
+        while let Some(&(key, seq)) = inner.order.front() {
+            let live = inner.map.get(&key).filter(|e| e.seq == seq);
+            match live {
+                Some(e) if now.duration_since(e.at) < self.ttl => break,
+                Some(_) => {
+                    inner.map.remove(&key);
+                }
+                None => {}
+            }
+            inner.order.pop_front();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves a consistent map: keep using it.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Whether an upstream response is one the guard reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Candidate {
+    /// Not a page that can be a form_post to Entra.
+    No,
+    /// A page the guard cannot read: counted, passed unchanged.
+    Skip(&'static str),
+    Inspect,
+}
+
+pub fn candidate(req: &RequestHeader, resp: &ResponseHeader, max_body_bytes: usize) -> Candidate {
+    let html = resp
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("text/html"));
+    if req.method == http::Method::HEAD || resp.status.as_u16() != 200 || !html {
+        return Candidate::No;
+    }
+    let encoded = resp
+        .headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if encoded {
+        return Candidate::Skip("compressed");
+    }
+    let announced = resp
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if announced.is_some_and(|len| len > max_body_bytes) {
+        return Candidate::Skip("too_large");
+    }
+    Candidate::Inspect
+}
+
+/// A browser navigation (a page load or a form submission), whose answer may be the form_post:
+/// the OP is asked not to compress it, so the guard can read it. Sub-resources (scripts,
+/// styles, images, XHR) keep their compression.
+pub fn is_navigation(req: &RequestHeader) -> bool {
+    let text = |name: &str| {
+        req.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+    };
+    let dest = text("sec-fetch-dest");
+    match dest.as_str() {
+        "document" | "iframe" | "frame" => true,
+        "" => text("accept").contains("text/html"),
+        _ => false,
+    }
+}
+
+/// The body of one inspected response, as it streams by.
+pub struct Inspection {
+    pub buf: Vec<u8>,
+    /// `enforce`: chunks are held back until the verdict, so a violating page never reaches the
+    /// browser. `monitor` copies them and lets them through at once.
+    pub hold: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remembered(state: &str, sub: &str) -> Remembered {
+        Remembered {
+            state: state.into(),
+            expectation: Expectation {
+                client_id: "c".into(),
+                client_request_id: None,
+                sub: sub.into(),
+                nonce: None,
+                acr_values: vec![],
+            },
+        }
+    }
+
+    #[test]
+    fn recall_within_the_ttl_only() {
+        let memory = Memory::new(10, Duration::from_secs(60));
+        let t0 = Instant::now();
+        memory.remember(remembered("s1", "alice"), t0);
+        assert_eq!(memory.recall("s1", t0).unwrap().sub, "alice");
+        assert!(memory.recall("s2", t0).is_none());
+        assert!(memory.recall("s1", t0 + Duration::from_secs(60)).is_none());
+        // Expired entries leave at the next remember.
+        memory.remember(remembered("s2", "bob"), t0 + Duration::from_secs(61));
+        assert_eq!(memory.len(), 1);
+    }
+
+    #[test]
+    fn the_oldest_is_evicted_at_the_bound() {
+        let memory = Memory::new(3, Duration::from_secs(600));
+        let t0 = Instant::now();
+        for i in 0..5 {
+            let n = memory.remember(remembered(&format!("s{i}"), "u"), t0);
+            assert!(n <= 3);
+        }
+        assert_eq!(memory.len(), 3);
+        assert!(memory.recall("s0", t0).is_none());
+        assert!(memory.recall("s1", t0).is_none());
+        assert!(memory.recall("s4", t0).is_some());
+    }
+
+    #[test]
+    fn a_state_remembered_again_is_replaced_and_stale_order_stays_bounded() {
+        let memory = Memory::new(2, Duration::from_secs(600));
+        let t0 = Instant::now();
+        memory.remember(remembered("keep", "a"), t0);
+        for i in 0..100 {
+            memory.remember(remembered("again", &format!("u{i}")), t0);
+        }
+        assert_eq!(memory.recall("again", t0).unwrap().sub, "u99");
+        assert_eq!(memory.recall("keep", t0).unwrap().sub, "a");
+        let inner = memory.lock();
+        assert!(inner.order.len() <= 4, "{}", inner.order.len());
+    }
+
+    #[test]
+    fn state_hash_is_short_and_not_the_state() {
+        let h = state_hash("opaque-state-1");
+        assert_eq!(h.len(), 16);
+        assert!(h.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(h, state_hash("opaque-state-2"));
+    }
+
+    fn response(status: u16, headers: &[(&'static str, &str)]) -> ResponseHeader {
+        let mut r = ResponseHeader::build(status, None).unwrap();
+        for (n, v) in headers {
+            r.append_header(*n, *v).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn candidates_are_uncompressed_html_pages() {
+        let get = RequestHeader::build("GET", b"/auth/x", None).unwrap();
+        let head = RequestHeader::build("HEAD", b"/auth/x", None).unwrap();
+        let html = [("content-type", "text/html; charset=utf-8")];
+        assert_eq!(
+            candidate(&get, &response(200, &html), 100),
+            Candidate::Inspect
+        );
+        assert_eq!(candidate(&head, &response(200, &html), 100), Candidate::No);
+        assert_eq!(candidate(&get, &response(302, &html), 100), Candidate::No);
+        let json = [("content-type", "application/json")];
+        assert_eq!(candidate(&get, &response(200, &json), 100), Candidate::No);
+        let gzip = [("content-type", "text/html"), ("content-encoding", "gzip")];
+        assert_eq!(
+            candidate(&get, &response(200, &gzip), 100),
+            Candidate::Skip("compressed")
+        );
+        let big = [("content-type", "TEXT/HTML"), ("content-length", "101")];
+        assert_eq!(
+            candidate(&get, &response(200, &big), 100),
+            Candidate::Skip("too_large")
+        );
+    }
+
+    #[test]
+    fn navigations_are_recognised() {
+        let req = |headers: &[(&'static str, &str)]| {
+            let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+            for (n, v) in headers {
+                r.append_header(*n, *v).unwrap();
+            }
+            r
+        };
+        assert!(is_navigation(&req(&[("sec-fetch-dest", "document")])));
+        assert!(is_navigation(&req(&[("accept", "text/html,*/*;q=0.8")])));
+        assert!(!is_navigation(&req(&[
+            ("sec-fetch-dest", "script"),
+            ("accept", "text/html")
+        ])));
+        assert!(!is_navigation(&req(&[("accept", "application/json")])));
+        assert!(!is_navigation(&req(&[])));
+    }
+}

@@ -1,0 +1,482 @@
+//! The response guard against the real binary: an upstream that answers Entra's authorize POST
+//! with a form_post page to Entra's redirect_uri, its id_token right or wrong in one claim.
+//! `monitor` lets every page through and counts; `enforce` replaces a wrong one with an
+//! `access_denied` form_post carrying the state.
+
+use std::sync::{Arc, Mutex};
+
+use eam_tests::hints::SigningKey;
+use eam_tests::proxy::toml_str;
+use eam_tests::{
+    microsoft_claims, parse_form, parse_html_form, sign, sign_hint, EntraRequest, ProxyConfig,
+    ProxyProcess, Recorded, Reply, Request, Response, Upstream, CLIENT_ID, REDIRECT_URI,
+};
+use serde_json::{json, Value};
+
+type Tweak = Arc<dyn Fn(&mut Value) + Send + Sync>;
+
+/// The page an OP sends to end the login: oidc-provider's form_post, escaped as it escapes.
+fn form_post_page(action: &str, fields: &[(&str, &str)]) -> String {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('"', "&quot;")
+            .replace('<', "&lt;")
+    };
+    let inputs: String = fields
+        .iter()
+        .map(|(n, v)| {
+            format!(
+                "<input type=\"hidden\" name=\"{n}\" value=\"{}\"/>\n",
+                esc(v)
+            )
+        })
+        .collect();
+    format!(
+        "<!DOCTYPE html>\n<html>\n<head>\n<title>Submitting Callback</title>\n\
+         <script>document.addEventListener('DOMContentLoaded', function () {{ document.forms[0].submit() }});</script>\n\
+         </head>\n<body>\n<form method=\"post\" action=\"{}\">\n{inputs}\
+         <noscript><button autofocus type=\"submit\">Continue</button></noscript>\n</form>\n</body>\n</html>",
+        esc(action)
+    )
+}
+
+/// The id_token a well-behaved OP issues for the request it received: the claims Entra checks.
+fn id_token_for(request: &Recorded, tweak: &Tweak) -> (String, String) {
+    let params = parse_form(&request.body);
+    let get = |name: &str| {
+        params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let mut claims = json!({
+        "iss": "https://op.example",
+        "aud": get("client_id"),
+        "sub": get("entra_sub"),
+        "nonce": get("nonce"),
+        "acr": "possessionorinherence",
+        "amr": ["fido"],
+        "iat": eam_tests::now(),
+        "exp": eam_tests::now() + 600,
+    });
+    tweak(&mut claims);
+    (sign(SigningKey::Foreign, "op", &claims), get("state"))
+}
+
+/// An OP that ends every authorize POST at once with a form_post of its id_token to Entra.
+/// The last page it sent is kept, to compare with what the client received.
+struct FormPostOp {
+    upstream: Upstream,
+    last_page: Arc<Mutex<Vec<u8>>>,
+}
+
+impl FormPostOp {
+    fn start(tweak: impl Fn(&mut Value) + Send + Sync + 'static) -> FormPostOp {
+        FormPostOp::with_headers(tweak, &[])
+    }
+
+    fn with_headers(
+        tweak: impl Fn(&mut Value) + Send + Sync + 'static,
+        headers: &[(&str, &str)],
+    ) -> FormPostOp {
+        let tweak: Tweak = Arc::new(tweak);
+        let last_page = Arc::new(Mutex::new(Vec::new()));
+        let page_store = last_page.clone();
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        let upstream = Upstream::with_responder(move |request| {
+            if request.method != "POST" {
+                return Reply::ok("not a form_post");
+            }
+            let (id_token, state) = id_token_for(request, &tweak);
+            let page = form_post_page(REDIRECT_URI, &[("id_token", &id_token), ("state", &state)]);
+            *page_store.lock().unwrap() = page.clone().into_bytes();
+            let mut reply = html(&page);
+            for (n, v) in &headers {
+                reply = reply.header(n, v);
+            }
+            reply
+        });
+        FormPostOp {
+            upstream,
+            last_page,
+        }
+    }
+
+    fn page(&self) -> Vec<u8> {
+        self.last_page.lock().unwrap().clone()
+    }
+}
+
+fn proxy(op: &Upstream, mode: &str) -> ProxyProcess {
+    ProxyProcess::start(ProxyConfig::new(op).set("authorize", "response_guard", &toml_str(mode)))
+}
+
+/// Entra's POST, as a browser sends it (a navigation that accepts compressed HTML).
+fn entra_post() -> (EntraRequest, Request) {
+    let sent = EntraRequest::new(&sign_hint(&microsoft_claims()));
+    let request = sent
+        .post()
+        .header("Accept", "text/html,application/xhtml+xml")
+        .header("Accept-Encoding", "gzip, br");
+    (sent, request)
+}
+
+/// `eam_response_guard_total{result,reason}` from the proxy's /metrics.
+fn guard_count(proxy: &ProxyProcess, result: &str, reason: &str) -> u64 {
+    let text = proxy.admin_get("/metrics").text();
+    let series = format!("eam_response_guard_total{{reason=\"{reason}\",result=\"{result}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn assert_untouched(response: &Response, op: &FormPostOp) {
+    assert_eq!(response.status, 200, "{}", response.describe());
+    assert_eq!(response.header("x-upstream"), Some("yes"));
+    assert_eq!(response.body, op.page(), "the page must pass byte for byte");
+}
+
+/// The guard's answer in `enforce`: Entra gets access_denied with its state, and no id_token.
+fn assert_denied(response: &Response, sent: &EntraRequest, reason_text: &str) {
+    assert_eq!(response.status, 200, "{}", response.describe());
+    let form = parse_html_form(&response.text()).expect("a form_post page");
+    assert_eq!(form.method.to_ascii_lowercase(), "post");
+    assert_eq!(form.action, REDIRECT_URI);
+    assert_eq!(form.field("error"), Some("access_denied"));
+    assert_eq!(form.field("state"), sent.get("state"));
+    assert_eq!(
+        form.field("id_token"),
+        None,
+        "the bad id_token must not reach Entra"
+    );
+    let description = form.field("error_description").unwrap_or_default();
+    assert!(description.contains(reason_text), "{description}");
+    // Its length was unknown when the OP's header left: chunked, no stale Content-Length.
+    assert_eq!(response.header("content-length"), None);
+}
+
+/// The (b)…(e) answers: each wrong in one claim Entra checks.
+fn violations() -> Vec<(&'static str, &'static str, Tweak)> {
+    vec![
+        (
+            "sub_mismatch",
+            "sub",
+            Arc::new(|c: &mut Value| c["sub"] = json!("someone-else")),
+        ),
+        (
+            "amr_not_single",
+            "amr",
+            Arc::new(|c: &mut Value| c["amr"] = json!(["fido", "otp"])),
+        ),
+        (
+            "acr_not_requested",
+            "acr",
+            Arc::new(|c: &mut Value| c["acr"] = json!("knowledge")),
+        ),
+        (
+            "nonce_mismatch",
+            "nonce",
+            Arc::new(|c: &mut Value| c["nonce"] = json!("replayed")),
+        ),
+    ]
+}
+
+#[test]
+fn a_correct_answer_passes_untouched_in_both_modes() {
+    for mode in ["monitor", "enforce"] {
+        let op = FormPostOp::start(|_| {});
+        let proxy = proxy(&op.upstream, mode);
+        let (sent, request) = entra_post();
+        let response = proxy.send(&request);
+        assert_untouched(&response, &op);
+        assert_eq!(guard_count(&proxy, "ok", "full"), 1, "{mode}");
+        let line = proxy.wait_for_log("response guard", 1, std::time::Duration::from_secs(5));
+        let line: Value = serde_json::from_str(&line[0]).unwrap();
+        assert_eq!(
+            line["client_request_id"],
+            sent.client_request_id(),
+            "{line}"
+        );
+        assert_eq!(line["scope"], "full");
+        assert_eq!(line["action"], "unchanged");
+        // The OP was asked for an uncompressed page: the guard must be able to read it.
+        assert_eq!(op.upstream.only_request().header("accept-encoding"), None);
+    }
+}
+
+#[test]
+fn monitor_lets_every_wrong_answer_through_and_counts_it() {
+    for (reason, _, tweak) in violations() {
+        let op = FormPostOp::start(move |c| tweak(c));
+        let proxy = proxy(&op.upstream, "monitor");
+        let (sent, request) = entra_post();
+        let response = proxy.send(&request);
+        assert_untouched(&response, &op);
+        assert_eq!(guard_count(&proxy, "violation", reason), 1, "{reason}");
+        assert_eq!(guard_count(&proxy, "ok", "full"), 0);
+        let lines = proxy.wait_for_log(reason, 1, std::time::Duration::from_secs(5));
+        let line: Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(line["level"], "WARN", "{line}");
+        assert_eq!(line["client_request_id"], sent.client_request_id());
+        assert_eq!(line["reason"], reason);
+        assert_eq!(line["action"], "unchanged");
+        let log = proxy.log();
+        let page = String::from_utf8(op.page()).unwrap();
+        let id_token = parse_html_form(&page)
+            .unwrap()
+            .field("id_token")
+            .unwrap()
+            .to_string();
+        assert!(
+            !log.contains(&id_token),
+            "the id_token must never be logged"
+        );
+        assert!(
+            !log.contains(sent.get("state").unwrap()),
+            "the state is logged hashed only"
+        );
+    }
+}
+
+#[test]
+fn enforce_replaces_every_wrong_answer_with_access_denied() {
+    for (reason, claim, tweak) in violations() {
+        let op = FormPostOp::start(move |c| tweak(c));
+        let proxy = proxy(&op.upstream, "enforce");
+        let (sent, request) = entra_post();
+        let response = proxy.send(&request);
+        assert_denied(&response, &sent, claim);
+        assert_eq!(guard_count(&proxy, "violation", reason), 1, "{reason}");
+        let lines = proxy.wait_for_log(reason, 1, std::time::Duration::from_secs(5));
+        assert!(lines[0].contains("\"action\":\"replaced\""), "{}", lines[0]);
+    }
+}
+
+#[test]
+fn enforce_lets_the_replacement_script_run_under_the_ops_csp() {
+    let op = FormPostOp::with_headers(
+        |c| c["sub"] = json!("someone-else"),
+        &[(
+            "Content-Security-Policy",
+            "default-src 'self'; script-src 'nonce-abc'",
+        )],
+    );
+    let proxy = proxy(&op.upstream, "enforce");
+    let (sent, request) = entra_post();
+    let response = proxy.send(&request);
+    assert_denied(&response, &sent, "sub");
+    let csp = response
+        .header("content-security-policy")
+        .unwrap_or_default();
+    assert!(
+        csp.starts_with("default-src 'self'; script-src 'nonce-abc' 'sha256-"),
+        "{csp}"
+    );
+}
+
+#[test]
+fn an_unknown_state_gets_the_stateless_checks_only() {
+    // As if another replica had accepted the request: the page answers a request this proxy
+    // never saw, so sub, nonce and the requested acr cannot be judged.
+    let page = |claims: Value| {
+        let id_token = sign(SigningKey::Foreign, "op", &claims);
+        form_post_page(
+            REDIRECT_URI,
+            &[("id_token", &id_token), ("state", "from-another-replica")],
+        )
+    };
+    let base = json!({"aud": CLIENT_ID, "sub": "not-the-hint-sub", "nonce": "n",
+        "acr": "knowledge", "amr": ["otp"]});
+    let mut wrong_aud = base.clone();
+    wrong_aud["aud"] = json!("not-a-configured-client");
+    let pages = [page(base), page(wrong_aud)];
+    let served = pages.clone();
+    let upstream = Upstream::with_responder(move |r| {
+        let index = usize::from(r.target.ends_with("/2"));
+        let mut reply = Reply::ok(&served[index]);
+        reply.headers = vec![("Content-Type".into(), "text/html".into())];
+        reply
+    });
+    let proxy = proxy(&upstream, "enforce");
+    let resume = |n: u8| {
+        proxy.send(&Request::get(&format!("/auth/resume/{n}")).header("Sec-Fetch-Dest", "document"))
+    };
+
+    let response = resume(1);
+    assert_eq!(
+        response.text(),
+        pages[0],
+        "stateless checks pass: unchanged"
+    );
+    assert_eq!(guard_count(&proxy, "ok", "stateless"), 1);
+
+    let response = resume(2);
+    let form = parse_html_form(&response.text()).unwrap();
+    assert_eq!(form.field("error"), Some("access_denied"));
+    assert_eq!(form.field("state"), Some("from-another-replica"));
+    assert_eq!(guard_count(&proxy, "violation", "aud_mismatch"), 1);
+}
+
+#[test]
+fn other_answers_pass_untouched() {
+    let big_page = format!(
+        "{}<!-- {} -->",
+        form_post_page(REDIRECT_URI, &[("id_token", "a.b.c"), ("state", "s")]),
+        "x".repeat(2000)
+    );
+    let replies: Vec<(&str, Reply)> = vec![
+        // A 302 (a query/fragment response, or the login page's redirect).
+        (
+            "/redirect",
+            Reply::ok("").status(302).header("Location", REDIRECT_URI),
+        ),
+        // A form_post to another client.
+        (
+            "/other-client",
+            html(&form_post_page(
+                "https://rp.example/cb",
+                &[("id_token", "a.b.c")],
+            )),
+        ),
+        // Larger than response_guard_max_body_bytes: not read, counted.
+        ("/big", html(&big_page)),
+        // Compressed: not readable, counted.
+        (
+            "/gzip",
+            html("\u{1f}\u{8b}not really gzip").header("Content-Encoding", "gzip"),
+        ),
+        // Entra's error answer: nothing to check.
+        (
+            "/error",
+            html(&form_post_page(
+                REDIRECT_URI,
+                &[("error", "access_denied"), ("state", "s")],
+            )),
+        ),
+    ];
+    let served = replies.clone();
+    let upstream = Upstream::with_responder(move |r| {
+        served
+            .iter()
+            .find(|(p, _)| *p == r.target)
+            .map(|(_, reply)| reply.clone())
+            .unwrap()
+    });
+    let proxy = ProxyProcess::start(
+        ProxyConfig::new(&upstream)
+            .set("authorize", "response_guard", &toml_str("enforce"))
+            .set("authorize", "response_guard_max_body_bytes", "1024"),
+    );
+    for (path, reply) in &replies {
+        let response = proxy.send(&Request::get(path).header("Sec-Fetch-Dest", "document"));
+        assert_eq!(response.status, reply.status, "{path}");
+        assert_eq!(response.body, reply.body, "{path} must pass unchanged");
+    }
+    assert_eq!(guard_count(&proxy, "skipped", "too_large"), 1);
+    assert_eq!(guard_count(&proxy, "skipped", "compressed"), 1);
+    assert!(
+        proxy.log_lines("response guard").is_empty(),
+        "nothing was judged"
+    );
+}
+
+#[test]
+fn off_inspects_nothing_and_keeps_accept_encoding() {
+    let op = FormPostOp::start(|c| c["sub"] = json!("someone-else"));
+    let proxy = proxy(&op.upstream, "off");
+    let (_, request) = entra_post();
+    let response = proxy.send(&request);
+    assert_untouched(&response, &op);
+    assert_eq!(guard_count(&proxy, "violation", "sub_mismatch"), 0);
+    assert_eq!(
+        op.upstream.only_request().header("accept-encoding"),
+        Some("gzip, br")
+    );
+}
+
+#[test]
+fn assets_keep_their_compression() {
+    let upstream = Upstream::start();
+    let proxy = proxy(&upstream, "monitor");
+    proxy.send(
+        &Request::get("/static/app.js")
+            .header("Sec-Fetch-Dest", "script")
+            .header("Accept-Encoding", "gzip"),
+    );
+    assert_eq!(
+        upstream.only_request().header("accept-encoding"),
+        Some("gzip")
+    );
+}
+
+fn html(body: &str) -> Reply {
+    let mut reply = Reply::ok(body);
+    reply.headers = vec![
+        ("Content-Type".into(), "text/html; charset=utf-8".into()),
+        ("X-Upstream".into(), "yes".into()),
+    ];
+    reply
+}
+
+#[test]
+fn enforce_reads_a_page_that_arrives_in_chunks() {
+    // No Content-Length: the page is held chunk by chunk until its end, then judged.
+    let stateless = |aud: &str| {
+        let claims =
+            json!({"aud": aud, "sub": "s", "acr": "possessionorinherence", "amr": ["fido"]});
+        let id_token = sign(SigningKey::Foreign, "op", &claims);
+        form_post_page(
+            REDIRECT_URI,
+            &[("id_token", &id_token), ("state", "elsewhere")],
+        )
+    };
+    let good = stateless(CLIENT_ID);
+    let bad = stateless("not-a-configured-client");
+    // Over the 1024-byte limit only once it has arrived: the held bytes are released unread.
+    let big = format!("{good}<!-- {} -->", "x".repeat(3000));
+    let pages = [good.clone(), bad, big.clone()];
+    let served = pages.clone();
+    let upstream = Upstream::with_responder(move |r| {
+        let index: usize = r.target.trim_start_matches("/resume/").parse().unwrap();
+        html(&served[index]).chunked(100)
+    });
+    let proxy = ProxyProcess::start(
+        ProxyConfig::new(&upstream)
+            .set("authorize", "response_guard", &toml_str("enforce"))
+            .set("authorize", "response_guard_max_body_bytes", "1024"),
+    );
+    let resume =
+        |n: usize| proxy.send(&Request::get(&format!("/resume/{n}")).header("Accept", "text/html"));
+
+    assert_eq!(resume(0).text(), good);
+    assert_eq!(guard_count(&proxy, "ok", "stateless"), 1);
+
+    let form = parse_html_form(&resume(1).text()).unwrap();
+    assert_eq!(form.field("error"), Some("access_denied"));
+    assert_eq!(form.field("state"), Some("elsewhere"));
+
+    assert_eq!(resume(2).text(), big, "a page over the limit passes whole");
+    assert_eq!(guard_count(&proxy, "skipped", "too_large"), 1);
+}
+
+#[test]
+fn monitor_keeps_the_ops_framing_and_counts_an_amr_string() {
+    let op = FormPostOp::start(|c| c["amr"] = json!("fido"));
+    let proxy = proxy(&op.upstream, "monitor");
+    let (_, request) = entra_post();
+    let response = proxy.send(&request);
+    assert_untouched(&response, &op);
+    assert_eq!(
+        response.header("content-length"),
+        Some(op.page().len().to_string().as_str()),
+        "monitor keeps the OP's framing"
+    );
+    assert_eq!(guard_count(&proxy, "violation", "amr_not_single"), 1);
+}
