@@ -6,7 +6,6 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
 use crate::error::AuthorizeError;
@@ -124,16 +123,12 @@ impl HintValidator<'_> {
             .filter(|k| k.is_usable(now, self.max_stale_seconds))
             .ok_or(AuthorizeError::KeysUnavailable)?;
         let key = keys.get(kid).ok_or(AuthorizeError::UnknownKid)?;
-        let verified = jsonwebtoken::crypto::verify(
-            jws.signature,
-            jws.signing_input.as_bytes(),
-            &key.key,
-            Algorithm::RS256,
-        )
-        .unwrap_or(false);
-        if !verified {
-            return Err(AuthorizeError::BadSignature);
-        }
+        let signature = URL_SAFE_NO_PAD
+            .decode(jws.signature)
+            .map_err(|_| AuthorizeError::BadSignature)?;
+        key.key
+            .verify_sig(jws.signing_input.as_bytes(), &signature)
+            .map_err(|_| AuthorizeError::BadSignature)?;
 
         let claims = decode_json_object(jws.payload).ok_or(AuthorizeError::MalformedClaims)?;
         let tid = self.check_tenant(&claims)?;

@@ -3,18 +3,22 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use aws_lc_rs::signature::{ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use jsonwebtoken::DecodingKey;
+use pkcs1::der::Encode;
 use serde::Deserialize;
 
 /// RSA moduli below this are refused: Microsoft uses 2048-bit keys and aws-lc rejects less anyway.
 const MIN_MODULUS_BITS: usize = 2048;
 
-/// One usable verification key.
+/// One usable verification key, parsed once when the set is loaded: parsing an RSA key (and
+/// its Montgomery context) per verification was a tenth of a hint's cost.
 #[derive(Clone)]
 pub struct VerifyingKey {
-    pub(crate) key: DecodingKey,
+    /// Bound to RS256 (PKCS#1 v1.5, SHA-256, 2048..8192-bit moduli): the only algorithm a key
+    /// can verify, whatever a token's header says.
+    pub(crate) key: ParsedPublicKey,
     /// Microsoft's per-key issuer template, e.g. `https://login.microsoftonline.com/{tenantid}/v2.0`.
     pub issuer: Option<String>,
 }
@@ -153,7 +157,13 @@ fn usable_rsa_key(jwk: RsaJwk) -> Option<(String, VerifyingKey)> {
     if significant * 8 < MIN_MODULUS_BITS || e.is_empty() {
         return None;
     }
-    let key = DecodingKey::from_rsa_raw_components(&n, &e);
+    let der = pkcs1::RsaPublicKey {
+        modulus: pkcs1::UintRef::new(&n).ok()?,
+        public_exponent: pkcs1::UintRef::new(&e).ok()?,
+    }
+    .to_der()
+    .ok()?;
+    let key = ParsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, der).ok()?;
     Some((
         kid,
         VerifyingKey {
