@@ -832,7 +832,6 @@ fn ten_thousand_connections_opened_and_dropped() {
 }
 
 #[test]
-#[ignore = "BUG: RSS does not come back fully after a connection flood: 36 MiB before, 47-49 MiB after 10,000 connections (500 at a time) and a settle period, 2 MiB over the slack; was 66-79 MiB before client read buffers went from 64 to 16 KiB; the rest is allocator high-water (glibc keeps freed chunks), not a leak"]
 fn memory_returns_to_baseline_after_a_connection_flood() {
     let upstream = FaultyUpstream::start(|_| Action::Reply(ok("ok")));
     let proxy = ProxyProcess::start(ProxyConfig::new_faulty(&upstream));
