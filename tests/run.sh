@@ -9,8 +9,8 @@
 # Suites: cargo tests (unit, property and end-to-end against the real binary), tests/e2e (real
 # oidc-provider and headless chromium), deploy/validate.sh (manifests, unit, configs; with CI=true
 # also the release build recipe), deploy/monitoring/check.sh (promtool, a real Prometheus), and a
-# 30-second soak (bench/soak). EAM_SKIP_E2E=1, EAM_SKIP_DEPLOY=1, EAM_SKIP_MONITORING=1,
-# EAM_SKIP_SOAK=1 skip a suite.
+# 30-second soak (bench/soak) and the benchmark's smoke mode (bench/run --smoke). EAM_SKIP_E2E=1,
+# EAM_SKIP_DEPLOY=1, EAM_SKIP_MONITORING=1, EAM_SKIP_SOAK=1, EAM_SKIP_BENCH=1 skip a suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -127,15 +127,23 @@ e2e() {
 [ "${EAM_SKIP_MONITORING:-0}" = 1 ] ||
   suite monitoring env EAM_PROXY_BIN="$bin_dir/eam-proxy" bash deploy/monitoring/check.sh
 
-# Issue 8's soak in its CI length: mixed valid/invalid/pass-through load at 200 req/s for 30 s.
-soak() {
-  if bash bench/soak --seconds 30; then
-    echo "soak: 1 passed, 0 failed"
+# A command that passes or fails as a whole, counted as one test named NAME.
+one_test() {
+  local name=$1
+  shift
+  if "$@"; then
+    echo "$name: 1 passed, 0 failed"
   else
-    echo "soak: 0 passed, 1 failed"
+    echo "$name: 0 passed, 1 failed"
     return 1
   fi
 }
-[ "${EAM_SKIP_SOAK:-0}" = 1 ] || suite soak soak
+
+# Issue 8's soak in its CI length: mixed valid/invalid/pass-through load at 200 req/s for 30 s.
+[ "${EAM_SKIP_SOAK:-0}" = 1 ] || suite soak one_test soak bash bench/soak --seconds 30
+
+# Issue 7's benchmark in its smoke mode: every scenario for about a second, release build, no
+# figures written; fails when a request fails or a decision is not the expected one.
+[ "${EAM_SKIP_BENCH:-0}" = 1 ] || suite bench one_test bench bash bench/run --smoke
 
 finish
