@@ -12,7 +12,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::http::{read_body, read_head, request_framing, response_framing, Request, Response};
+use crate::http::{read_body, read_head, read_response_rest, request_framing, Request, Response};
 use crate::upstream::{Recorded, Reply};
 
 // ---------------------------------------------------------------------------------------------
@@ -485,27 +485,7 @@ pub fn read_response<R: io::BufRead>(reader: &mut R, head_request: bool) -> io::
         }
         Err(e) => return Err(e),
     };
-    let status = head
-        .start_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .filter(|_| head.start_line.starts_with("HTTP/1."))
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("bad status line {:?}", head.start_line),
-            )
-        })?;
-    let framing = response_framing(status, head_request, &head.headers)?;
-    let body = read_body(reader, framing, &mut raw)?;
-    Ok(Response {
-        status,
-        headers: head.headers,
-        body,
-        interim: Vec::new(),
-        raw,
-    })
+    read_response_rest(reader, head, raw, head_request)
 }
 
 /// One request on a new connection, closed afterwards; errors are returned.

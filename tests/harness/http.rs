@@ -164,6 +164,32 @@ pub fn read_body<R: BufRead>(
     }
 }
 
+/// The rest of one response (interim or final) whose head was just read into `raw`: the
+/// status line checked, the body read per its framing.
+pub fn read_response_rest<R: BufRead>(
+    reader: &mut R,
+    head: Head,
+    mut raw: Vec<u8>,
+    head_request: bool,
+) -> io::Result<Response> {
+    let status = head
+        .start_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .filter(|_| head.start_line.starts_with("HTTP/1."))
+        .ok_or_else(|| invalid(format!("bad status line {:?}", head.start_line)))?;
+    let framing = response_framing(status, head_request, &head.headers)?;
+    let body = read_body(reader, framing, &mut raw)?;
+    Ok(Response {
+        status,
+        headers: head.headers,
+        body,
+        interim: Vec::new(),
+        raw,
+    })
+}
+
 fn read_line<R: BufRead>(reader: &mut R, raw: &mut Vec<u8>) -> io::Result<Vec<u8>> {
     let mut line = Vec::new();
     if reader.read_until(b'\n', &mut line)? == 0 {
@@ -293,22 +319,7 @@ impl Connection {
         let mut raw = Vec::new();
         let head = read_head(&mut self.reader, &mut raw)?
             .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
-        let status = head
-            .start_line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse::<u16>().ok())
-            .filter(|_| head.start_line.starts_with("HTTP/1."))
-            .ok_or_else(|| invalid(format!("bad status line {:?}", head.start_line)))?;
-        let framing = response_framing(status, head_request, &head.headers)?;
-        let body = read_body(&mut self.reader, framing, &mut raw)?;
-        Ok(Response {
-            status,
-            headers: head.headers,
-            body,
-            interim: Vec::new(),
-            raw,
-        })
+        read_response_rest(&mut self.reader, head, raw, head_request)
     }
 
     pub fn shutdown(&self) {

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::http::{read_body, read_head, response_framing, Request, Response};
+use crate::http::{read_head, read_response_rest, Request, Response};
 use crate::tempdir::TempDir;
 
 /// Upper bound of one `curl` or `openssl` run.
@@ -586,26 +586,7 @@ fn read_response<R: BufRead>(reader: &mut R) -> io::Result<Response> {
     let mut raw = Vec::new();
     let head = read_head(reader, &mut raw)?
         .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
-    let status = head
-        .start_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("bad status line {:?}", head.start_line),
-            )
-        })?;
-    let framing = response_framing(status, false, &head.headers)?;
-    let body = read_body(reader, framing, &mut raw)?;
-    Ok(Response {
-        status,
-        headers: head.headers,
-        body,
-        interim: Vec::new(),
-        raw,
-    })
+    read_response_rest(reader, head, raw, false)
 }
 
 impl Drop for TlsSession {
