@@ -12,8 +12,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::http::{read_body, read_head, read_response_rest, request_framing, Request, Response};
-use crate::upstream::{Recorded, Reply};
+use crate::http::{read_head, read_response_rest, Request, Response};
+use crate::upstream::{read_request, Recorded, Reply};
 
 // ---------------------------------------------------------------------------------------------
 // Sockets
@@ -266,29 +266,8 @@ fn serve_faulty(stream: TcpStream, id: u64, shared: &FaultyShared, behaviour: &B
     let mut reader = BufReader::new(read_half);
     let mut writer = stream;
     while !shared.stop.load(Ordering::SeqCst) {
-        let mut raw = Vec::new();
-        let Ok(Some(head)) = read_head(&mut reader, &mut raw) else {
+        let Some(request) = read_request(&mut reader, None) else {
             return;
-        };
-        let mut parts = head.start_line.splitn(3, ' ');
-        let (method, target, version) = (
-            parts.next().unwrap_or("").to_string(),
-            parts.next().unwrap_or("").to_string(),
-            parts.next().unwrap_or("").to_string(),
-        );
-        let Ok(framing) = request_framing(&head.headers) else {
-            return;
-        };
-        let Ok(body) = read_body(&mut reader, framing, &mut raw) else {
-            return;
-        };
-        let request = Recorded {
-            method,
-            target,
-            version,
-            headers: head.headers,
-            body,
-            raw,
         };
         let action = behaviour(&request);
         {

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::http::{header, read_body, read_head, request_framing};
+use crate::http::header;
+use crate::upstream::read_request;
 
 pub const KEYS_PATH: &str = "/keys";
 
@@ -342,20 +343,11 @@ fn serve(stream: TcpStream, shared: &Shared) {
     let mut reader = BufReader::new(read_half);
     let mut writer = stream;
     while !shared.stop.load(Ordering::SeqCst) {
-        let mut raw = Vec::new();
-        let Ok(Some(head)) = read_head(&mut reader, &mut raw) else {
+        let Some(request) = read_request(&mut reader, None) else {
             return;
         };
-        let Ok(framing) = request_framing(&head.headers) else {
-            return;
-        };
-        if read_body(&mut reader, framing, &mut raw).is_err() {
-            return;
-        }
-        let mut parts = head.start_line.split(' ');
-        let method = parts.next().unwrap_or("");
-        let path = parts.next().unwrap_or("").split('?').next().unwrap_or("");
-        let is_fetch = method == "GET" && path == KEYS_PATH;
+        let path = request.target.split('?').next().unwrap_or("");
+        let is_fetch = request.method == "GET" && path == KEYS_PATH;
         let (mode, jwks) = {
             let mut state = shared.state.lock().unwrap();
             if is_fetch {
@@ -378,7 +370,7 @@ fn serve(stream: TcpStream, shared: &Shared) {
                 .is_ok()
         };
         let close =
-            header(&head.headers, "connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+            header(&request.headers, "connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
         if !keep_going || close {
             let _ = writer.shutdown(Shutdown::Both);
             return;

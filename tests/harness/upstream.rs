@@ -253,6 +253,38 @@ impl Drop for Upstream {
     }
 }
 
+/// Reads one request off a server connection: `None` when the peer closed it or sent something
+/// unreadable. With `continue_to`, a client waiting for `100 Continue` gets it there before its
+/// body is read.
+pub(crate) fn read_request(
+    reader: &mut BufReader<TcpStream>,
+    continue_to: Option<&mut TcpStream>,
+) -> Option<Recorded> {
+    let mut raw = Vec::new();
+    let head = read_head(reader, &mut raw).ok()??;
+    let mut parts = head.start_line.splitn(3, ' ');
+    let (method, target, version) = (
+        parts.next().unwrap_or("").to_string(),
+        parts.next().unwrap_or("").to_string(),
+        parts.next().unwrap_or("").to_string(),
+    );
+    let framing = request_framing(&head.headers).ok()?;
+    let expects_continue =
+        header(&head.headers, "expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    if let Some(writer) = continue_to.filter(|_| expects_continue) {
+        writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").ok()?;
+    }
+    let body = read_body(reader, framing, &mut raw).ok()?;
+    Some(Recorded {
+        method,
+        target,
+        version,
+        headers: head.headers,
+        body,
+        raw,
+    })
+}
+
 /// Serves one connection until the peer closes it, the upstream stops, or an error occurs.
 fn serve(stream: TcpStream, shared: &Shared, mode: &Mode) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
@@ -266,38 +298,12 @@ fn serve(stream: TcpStream, shared: &Shared, mode: &Mode) {
         if shared.stop.load(Ordering::SeqCst) {
             return;
         }
-        let mut raw = Vec::new();
-        let Ok(Some(head)) = read_head(&mut reader, &mut raw) else {
-            return;
-        };
-        let mut parts = head.start_line.splitn(3, ' ');
-        let (method, target, version) = (
-            parts.next().unwrap_or("").to_string(),
-            parts.next().unwrap_or("").to_string(),
-            parts.next().unwrap_or("").to_string(),
-        );
-        let Ok(framing) = request_framing(&head.headers) else {
-            return;
-        };
         // Behave like a real server: a client waiting for 100 Continue gets it.
-        let expects_continue =
-            header(&head.headers, "expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
-        if expects_continue && writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
-            return;
-        }
-        let Ok(body) = read_body(&mut reader, framing, &mut raw) else {
+        let Some(request) = read_request(&mut reader, Some(&mut writer)) else {
             return;
         };
         let close =
-            header(&head.headers, "connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        let request = Recorded {
-            method,
-            target,
-            version,
-            headers: head.headers,
-            body,
-            raw,
-        };
+            header(&request.headers, "connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
         shared.requests.lock().unwrap().push(request.clone());
         shared.arrived.notify_all();
         match mode {
