@@ -237,6 +237,7 @@ fn benches(c: &mut Criterion<BenchClock>) {
         cloud: &policy.clouds[0],
         leeway_seconds: 3600,
         max_stale_seconds: policy.max_stale_seconds,
+        all_claims: false,
     };
     // The checks the figures rely on: accepted, refused for its signature, and so on.
     assert!(validator.validate(&hint, Some(&keys), now).is_ok());

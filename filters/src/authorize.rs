@@ -304,6 +304,7 @@ impl Policy {
             cloud,
             leeway_seconds: self.authorize.leeway_seconds,
             max_stale_seconds: self.max_stale_seconds,
+            all_claims: !self.authorize.extra_claims.is_empty(),
         };
         let token = params.first("id_token_hint").unwrap_or_default();
         validator.validate(token, keys.key_set(&cloud.name).as_deref(), now)

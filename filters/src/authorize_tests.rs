@@ -753,14 +753,31 @@ fn hint_structure_algorithm_and_key() {
                 &format!("[{}]", claims_json()),
             ))
             .form_post(E::MalformedClaims, "malformed_claims"),
-        case("payload number out of f64 range, validly signed")
+        case("payload number out of f64 range in a claim the checks read, validly signed")
+            .hint(jws(
+                &SIGNER,
+                Algorithm::RS256,
+                &rs256_header(),
+                &claims_json().replacen('{', r#"{"tid":1e400,"#, 1),
+            ))
+            .form_post(E::MalformedClaims, "malformed_claims"),
+        case("claim read twice (the OP's parser may keep the other copy), validly signed")
+            .hint(jws(
+                &SIGNER,
+                Algorithm::RS256,
+                &rs256_header(),
+                &claims_json().replacen('{', r#"{"sub":"attacker-chosen-subject","#, 1),
+            ))
+            .form_post(E::MalformedClaims, "malformed_claims"),
+        // Members nobody reads are checked for JSON syntax only (jws.rs).
+        case("payload number out of f64 range in a claim nobody reads, validly signed")
             .hint(jws(
                 &SIGNER,
                 Algorithm::RS256,
                 &rs256_header(),
                 &claims_json().replacen('{', r#"{"big":1e400,"#, 1),
             ))
-            .form_post(E::MalformedClaims, "malformed_claims"),
+            .accepted(),
         case("payload not base64url, validly signed")
             .hint({
                 let input = format!("{h}.!!!");

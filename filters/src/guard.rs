@@ -17,6 +17,7 @@ use base64::Engine;
 use html5gum::{DefaultEmitter, Token, Tokenizer};
 use serde_json::{Map, Value};
 
+use crate::acr_request::requested_in_claims;
 use crate::hint::HintIdentity;
 use crate::params::Params;
 use crate::policy::Policy;
@@ -101,19 +102,11 @@ fn requested_acr(claims: Option<&str>, acr_values: Option<&str>) -> Vec<String> 
             out.push(v.to_string());
         }
     };
-    let parsed = claims.and_then(|c| serde_json::from_str::<Value>(c).ok());
-    if let Some(acr) = parsed.as_ref().and_then(|c| c.get("id_token")?.get("acr")) {
-        match acr.get("values") {
-            Some(Value::Array(values)) => {
-                values.iter().filter_map(Value::as_str).for_each(&mut push)
-            }
-            _ => {
-                if let Some(value) = acr.get("value").and_then(Value::as_str) {
-                    push(value);
-                }
-            }
-        }
-    }
+    claims
+        .map(requested_in_claims)
+        .unwrap_or_default()
+        .iter()
+        .for_each(|v| push(v));
     acr_values
         .unwrap_or_default()
         .split(' ')

@@ -1,46 +1,49 @@
 //! Validation of Entra's `id_token_hint` (SPEC §3.6).
 //!
 //! The JWS structure and header are inspected here so that every refusal has its own reason;
-//! the RSA signature itself is checked by `jsonwebtoken`. Claims are read only after the
-//! signature holds.
+//! the RSA signature is checked by aws-lc with the key parsed once per key set (`keys.rs`).
+//! Claims are read only after the signature holds, and only those the checks need (`jws.rs`).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::{Map, Value};
 
 use crate::error::AuthorizeError;
+use crate::jws::{decode_segment, str_of, Claims, CompactJws, Header, Member};
 use crate::keys::KeySet;
 use crate::policy::{is_guid, AppPolicy, CloudPolicy, MSA_TENANT};
 
-/// The claims of a hint that passed every check.
+/// The identity of a hint that passed every check.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HintIdentity {
-    claims: Map<String, Value>,
+    iss: String,
+    tid: String,
+    oid: String,
+    sub: String,
+    preferred_username: Option<String>,
+    /// Every claim, when `HintValidator::all_claims` asked for them.
+    all: Option<Map<String, Value>>,
 }
 
 impl HintIdentity {
-    fn str_claim(&self, name: &str) -> Option<&str> {
-        self.claims.get(name).and_then(Value::as_str)
-    }
-
-    // The accessors below cannot fail: `HintValidator` checked these claims are strings.
     pub fn iss(&self) -> &str {
-        self.str_claim("iss").unwrap_or_default()
+        &self.iss
     }
     pub fn tid(&self) -> &str {
-        self.str_claim("tid").unwrap_or_default()
+        &self.tid
     }
     pub fn oid(&self) -> &str {
-        self.str_claim("oid").unwrap_or_default()
+        &self.oid
     }
     pub fn sub(&self) -> &str {
-        self.str_claim("sub").unwrap_or_default()
+        &self.sub
     }
     pub fn preferred_username(&self) -> Option<&str> {
-        self.str_claim("preferred_username")
+        self.preferred_username.as_deref()
     }
+    /// Any claim; `None` unless the validator kept all claims (`all_claims`).
     pub fn claim(&self, name: &str) -> Option<&Value> {
-        self.claims.get(name)
+        self.all.as_ref()?.get(name)
     }
 }
 
@@ -50,49 +53,17 @@ pub struct HintValidator<'p> {
     pub cloud: &'p CloudPolicy,
     pub leeway_seconds: u64,
     pub max_stale_seconds: u64,
-}
-
-/// The three segments of a compact JWS, before any check of their content.
-struct CompactJws<'t> {
-    signing_input: &'t str,
-    header: &'t str,
-    payload: &'t str,
-    signature: &'t str,
-}
-
-impl<'t> CompactJws<'t> {
-    fn split(token: &'t str) -> Result<Self, AuthorizeError> {
-        let mut parts = token.split('.');
-        let (Some(header), Some(payload), Some(signature), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(AuthorizeError::MalformedToken);
-        };
-        if header.is_empty() || payload.is_empty() || signature.is_empty() {
-            return Err(AuthorizeError::MalformedToken);
-        }
-        Ok(CompactJws {
-            signing_input: &token[..header.len() + 1 + payload.len()],
-            header,
-            payload,
-            signature,
-        })
-    }
-}
-
-fn decode_json_object(segment: &str) -> Option<Map<String, Value>> {
-    let bytes = URL_SAFE_NO_PAD.decode(segment).ok()?;
-    match serde_json::from_slice(&bytes).ok()? {
-        Value::Object(map) => Some(map),
-        _ => None,
-    }
+    /// Keep every claim for `HintIdentity::claim` (`authorize.extra_claims`); the checks
+    /// themselves read only the claims they need.
+    pub all_claims: bool,
 }
 
 /// The `kid` a hint names, for a caller that must fetch keys it lacks. Nothing is verified.
 pub fn kid_of(token: &str) -> Option<String> {
     let jws = CompactJws::split(token).ok()?;
-    let header = decode_json_object(jws.header)?;
-    header.get("kid")?.as_str().map(str::to_string)
+    let bytes = decode_segment(jws.header)?;
+    let header = Header::parse(&bytes)?;
+    str_of(&header.kid).map(str::to_string)
 }
 
 impl HintValidator<'_> {
@@ -103,19 +74,18 @@ impl HintValidator<'_> {
         now: u64,
     ) -> Result<HintIdentity, AuthorizeError> {
         let jws = CompactJws::split(token)?;
-        let header = decode_json_object(jws.header).ok_or(AuthorizeError::MalformedToken)?;
+        let header_bytes = decode_segment(jws.header).ok_or(AuthorizeError::MalformedToken)?;
+        let header = Header::parse(&header_bytes).ok_or(AuthorizeError::MalformedToken)?;
         // Pin the algorithm before anything else: `none` and `HS256` (keyed with our public
         // key) are the classic forgeries. `jku`, `x5u`, `jwk` are deliberately never read.
-        if header.get("alg").and_then(Value::as_str) != Some("RS256") {
+        if str_of(&header.alg) != Some("RS256") {
             return Err(AuthorizeError::AlgorithmNotAllowed);
         }
         // RFC 7515 §4.1.11: extensions we do not understand must not be ignored.
-        if header.contains_key("crit") {
+        if header.crit {
             return Err(AuthorizeError::MalformedToken);
         }
-        let kid = header
-            .get("kid")
-            .and_then(Value::as_str)
+        let kid = str_of(&header.kid)
             .filter(|k| !k.is_empty())
             .ok_or(AuthorizeError::MissingKid)?;
 
@@ -130,27 +100,37 @@ impl HintValidator<'_> {
             .verify_sig(jws.signing_input.as_bytes(), &signature)
             .map_err(|_| AuthorizeError::BadSignature)?;
 
-        let claims = decode_json_object(jws.payload).ok_or(AuthorizeError::MalformedClaims)?;
+        let payload = decode_segment(jws.payload).ok_or(AuthorizeError::MalformedClaims)?;
+        let claims = Claims::parse(&payload).ok_or(AuthorizeError::MalformedClaims)?;
         let tid = self.check_tenant(&claims)?;
-        self.check_issuer(&claims, tid, key.issuer_for(tid))?;
+        let iss = self.check_issuer(&claims, tid, key.issuer_for(tid))?;
         self.check_audience(&claims)?;
         self.check_time(&claims, now)?;
-        for (name, missing) in [
-            ("sub", AuthorizeError::MissingSubject),
-            ("oid", AuthorizeError::MissingObjectId),
-        ] {
-            match claims.get(name).and_then(Value::as_str) {
-                Some(v) if !v.is_empty() => {}
-                _ => return Err(missing),
-            }
-        }
-        Ok(HintIdentity { claims })
+        let non_empty = |member, missing| match str_of(member) {
+            Some(v) if !v.is_empty() => Ok(v.to_string()),
+            _ => Err(missing),
+        };
+        let sub = non_empty(&claims.sub, AuthorizeError::MissingSubject)?;
+        let oid = non_empty(&claims.oid, AuthorizeError::MissingObjectId)?;
+        let all = if self.all_claims {
+            let all =
+                serde_json::from_slice(&payload).map_err(|_| AuthorizeError::MalformedClaims)?;
+            Some(all)
+        } else {
+            None
+        };
+        Ok(HintIdentity {
+            iss: iss.to_string(),
+            tid: tid.to_string(),
+            oid,
+            sub,
+            preferred_username: str_of(&claims.preferred_username).map(str::to_string),
+            all,
+        })
     }
 
-    fn check_tenant<'c>(&self, claims: &'c Map<String, Value>) -> Result<&'c str, AuthorizeError> {
-        let tid = claims
-            .get("tid")
-            .and_then(Value::as_str)
+    fn check_tenant<'c>(&self, claims: &'c Claims<'_>) -> Result<&'c str, AuthorizeError> {
+        let tid = str_of(&claims.tid)
             .filter(|t| !t.is_empty())
             .ok_or(AuthorizeError::MissingTenant)?;
         if !is_guid(tid) {
@@ -166,30 +146,27 @@ impl HintValidator<'_> {
         Ok(tid)
     }
 
-    fn check_issuer(
+    fn check_issuer<'c>(
         &self,
-        claims: &Map<String, Value>,
+        claims: &'c Claims<'_>,
         tid: &str,
         key_issuer: Option<String>,
-    ) -> Result<(), AuthorizeError> {
-        let iss = claims.get("iss").and_then(Value::as_str);
-        if iss != Some(self.cloud.expected_issuer(tid).as_str()) {
-            return Err(AuthorizeError::IssuerMismatch);
-        }
+    ) -> Result<&'c str, AuthorizeError> {
+        let iss = str_of(&claims.iss)
+            .filter(|iss| *iss == self.cloud.expected_issuer(tid))
+            .ok_or(AuthorizeError::IssuerMismatch)?;
         // Microsoft's sets mix clouds and the MSA tenant: a key may only sign for its own issuer.
         match key_issuer {
-            Some(expected) if iss != Some(expected.as_str()) => {
-                Err(AuthorizeError::KeyIssuerMismatch)
-            }
-            _ => Ok(()),
+            Some(expected) if iss != expected => Err(AuthorizeError::KeyIssuerMismatch),
+            _ => Ok(iss),
         }
     }
 
-    fn check_audience(&self, claims: &Map<String, Value>) -> Result<(), AuthorizeError> {
+    fn check_audience(&self, claims: &Claims<'_>) -> Result<(), AuthorizeError> {
         let accepted = |aud: &str| self.app.audiences.iter().any(|a| a == aud);
-        let ok = match claims.get("aud") {
-            Some(Value::String(aud)) => accepted(aud),
-            Some(Value::Array(auds)) => auds.iter().filter_map(Value::as_str).any(accepted),
+        let ok = match &claims.aud {
+            Some(Member::Str(aud)) => accepted(aud),
+            Some(Member::Strings(auds)) => auds.iter().any(|aud| accepted(aud)),
             _ => false,
         };
         if ok {
@@ -201,10 +178,10 @@ impl HintValidator<'_> {
 
     /// `iat - L <= now`, `nbf - L <= now`, `now <= max(exp, iat) + L`: Microsoft issues hints
     /// with `exp < iat`, so the window is anchored on whichever of the two is later.
-    fn check_time(&self, claims: &Map<String, Value>, now: u64) -> Result<(), AuthorizeError> {
-        let iat = numeric_date(claims, "iat")?.ok_or(AuthorizeError::MissingTimeClaim)?;
-        let exp = numeric_date(claims, "exp")?.ok_or(AuthorizeError::MissingTimeClaim)?;
-        let nbf = numeric_date(claims, "nbf")?;
+    fn check_time(&self, claims: &Claims<'_>, now: u64) -> Result<(), AuthorizeError> {
+        let iat = numeric_date(&claims.iat)?.ok_or(AuthorizeError::MissingTimeClaim)?;
+        let exp = numeric_date(&claims.exp)?.ok_or(AuthorizeError::MissingTimeClaim)?;
+        let nbf = numeric_date(&claims.nbf)?;
         let now = i128::from(now);
         let leeway = i128::from(self.leeway_seconds);
         // Fractions round against the token: up for the start of the window, down for its end.
@@ -227,24 +204,17 @@ struct NumericDate {
 
 /// `Ok(None)` when absent, an error when not a number. Values are clamped to the i64 range so
 /// no signed claim can overflow the window arithmetic.
-fn numeric_date(
-    claims: &Map<String, Value>,
-    name: &str,
-) -> Result<Option<NumericDate>, AuthorizeError> {
-    match claims.get(name) {
+fn numeric_date(member: &Option<Member<'_>>) -> Result<Option<NumericDate>, AuthorizeError> {
+    match member {
         None => Ok(None),
-        Some(Value::Number(n)) => {
-            if let Some(i) = n.as_i64() {
-                let secs = i128::from(i);
-                return Ok(Some(NumericDate {
-                    floor: secs,
-                    ceil: secs,
-                }));
-            }
-            let f = n
-                .as_f64()
-                .filter(|f| f.is_finite())
-                .ok_or(AuthorizeError::MalformedClaims)?;
+        Some(Member::Int(i)) => {
+            let secs = i128::from(*i);
+            Ok(Some(NumericDate {
+                floor: secs,
+                ceil: secs,
+            }))
+        }
+        Some(Member::Float(f)) if f.is_finite() => {
             let whole = |v: f64| v.clamp(i64::MIN as f64, i64::MAX as f64) as i128;
             Ok(Some(NumericDate {
                 floor: whole(f.floor()),

@@ -8,12 +8,14 @@
 //! requests are Entra's), [`authorize`] (the decision that ties them together), and [`guard`]
 //! (the OP's answer to Entra, checked as Entra will check it).
 
+mod acr_request;
 pub mod authorize;
 pub mod detect;
 pub mod doctor;
 pub mod error;
 pub mod guard;
 pub mod hint;
+mod jws;
 pub mod keys;
 pub mod params;
 pub mod policy;

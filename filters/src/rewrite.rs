@@ -32,8 +32,12 @@ pub fn rewrite_entra(
     }
 
     let prefix = &settings.param_prefix;
+    let mut name = String::with_capacity(prefix.len() + "preferred_username".len());
     let mut push_identity = |suffix: &str, value: &str| {
-        push_encoded(&mut out, &format!("{prefix}{suffix}"), value);
+        name.clear();
+        name.push_str(prefix);
+        name.push_str(suffix);
+        push_encoded(&mut out, &name, value);
     };
     push_identity("iss", identity.iss());
     push_identity("tid", identity.tid());

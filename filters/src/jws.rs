@@ -1,0 +1,244 @@
+//! The parts of a compact JWS that hint validation reads: its three segments, two header
+//! members and the claims the checks use.
+//!
+//! Members are decoded into typed fields, borrowing from the decoded bytes, because a
+//! `serde_json::Value` tree of every claim cost more than the rest of the authorize decision
+//! besides the RSA verification (docs/BENCHMARKS.md). The rules that keep refusals precise:
+//! a member of an unexpected type is kept as [`Member::Other`], so the check that reads it
+//! refuses it exactly as before; a member that appears twice makes the object malformed, since
+//! the OP's parser might keep the other copy; members nobody reads are checked for JSON syntax
+//! only.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
+use serde::Deserialize;
+
+use crate::error::AuthorizeError;
+
+/// The three segments of a compact JWS, before any check of their content.
+pub(crate) struct CompactJws<'t> {
+    pub signing_input: &'t str,
+    pub header: &'t str,
+    pub payload: &'t str,
+    pub signature: &'t str,
+}
+
+impl<'t> CompactJws<'t> {
+    pub fn split(token: &'t str) -> Result<Self, AuthorizeError> {
+        let mut parts = token.split('.');
+        let (Some(header), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(AuthorizeError::MalformedToken);
+        };
+        if header.is_empty() || payload.is_empty() || signature.is_empty() {
+            return Err(AuthorizeError::MalformedToken);
+        }
+        Ok(CompactJws {
+            signing_input: &token[..header.len() + 1 + payload.len()],
+            header,
+            payload,
+            signature,
+        })
+    }
+}
+
+/// A base64url segment's bytes, which the typed views below borrow from.
+pub(crate) fn decode_segment(segment: &str) -> Option<Vec<u8>> {
+    URL_SAFE_NO_PAD.decode(segment).ok()
+}
+
+/// The JOSE header members the validator reads.
+#[derive(Deserialize)]
+pub(crate) struct Header<'a> {
+    #[serde(default, borrow, deserialize_with = "member")]
+    pub alg: Option<Member<'a>>,
+    #[serde(default, borrow, deserialize_with = "member")]
+    pub kid: Option<Member<'a>>,
+    /// Present with any value, even `null` (RFC 7515 §4.1.11).
+    #[serde(default, deserialize_with = "present")]
+    pub crit: bool,
+}
+
+/// The claims the validator reads (SPEC §3.6).
+#[derive(Deserialize)]
+pub(crate) struct Claims<'a> {
+    #[serde(default, borrow, deserialize_with = "member")]
+    pub iss: Option<Member<'a>>,
+    #[serde(default, borrow, deserialize_with = "member")]
+    pub aud: Option<Member<'a>>,
+    #[serde(default, borrow, deserialize_with = "member")]
+    pub tid: Option<Member<'a>>,
+    #[serde(default, borrow, deserialize_with = "member")]
+    pub oid: Option<Member<'a>>,
+    #[serde(default, borrow, deserialize_with = "member")]
+    pub sub: Option<Member<'a>>,
+    #[serde(default, borrow, deserialize_with = "member")]
+    pub preferred_username: Option<Member<'a>>,
+    #[serde(default, borrow, deserialize_with = "member")]
+    pub iat: Option<Member<'a>>,
+    #[serde(default, borrow, deserialize_with = "member")]
+    pub exp: Option<Member<'a>>,
+    #[serde(default, borrow, deserialize_with = "member")]
+    pub nbf: Option<Member<'a>>,
+}
+
+impl<'a> Header<'a> {
+    pub fn parse(bytes: &'a [u8]) -> Option<Self> {
+        object(bytes)
+    }
+}
+
+impl<'a> Claims<'a> {
+    pub fn parse(bytes: &'a [u8]) -> Option<Self> {
+        object(bytes)
+    }
+}
+
+/// A derived struct would also accept a JSON array of its fields in order; a JOSE header and
+/// a claims set are objects (RFC 7515 §4, RFC 7519 §7.2).
+fn object<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Option<T> {
+    let first = bytes
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    if first != Some(&b'{') {
+        return None;
+    }
+    serde_json::from_slice(bytes).ok()
+}
+
+/// One member's value, as far as the checks care.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Member<'a> {
+    Str(Cow<'a, str>),
+    Int(i64),
+    /// A fraction, or an integer beyond `i64`.
+    Float(f64),
+    /// An array; only its string elements are kept (the shape of `aud`).
+    Strings(Vec<Cow<'a, str>>),
+    /// `null`, a boolean, an object.
+    Other,
+}
+
+impl<'a> Member<'a> {
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Member::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// `Option::as_ref` then [`Member::as_str`]: absent and mistyped read alike.
+pub(crate) fn str_of<'m>(member: &'m Option<Member<'_>>) -> Option<&'m str> {
+    member.as_ref().and_then(Member::as_str)
+}
+
+/// Called only for members that are present, so `null` stays distinct from absent.
+fn member<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Member<'de>>, D::Error> {
+    Member::deserialize(d).map(Some)
+}
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    IgnoredAny::deserialize(d).map(|_| true)
+}
+
+impl<'de> Deserialize<'de> for Member<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(MemberVisitor)
+    }
+}
+
+struct MemberVisitor;
+
+impl<'de> Visitor<'de> for MemberVisitor {
+    type Value = Member<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Member::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Member::Str(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Member::Str(Cow::Owned(v)))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Member::Int(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(i64::try_from(v).map_or(Member::Float(v as f64), Member::Int))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Member::Float(v))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Member::Other)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Member::Other)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut strings = Vec::new();
+        while let Some(element) = seq.next_element::<Member<'de>>()? {
+            if let Member::Str(s) = element {
+                strings.push(s);
+            }
+        }
+        Ok(Member::Strings(strings))
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Member::Other)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_keep_their_shape_and_borrow_when_unescaped() {
+        let c = Claims::parse(
+            br#"{"iss":"a","aud":["x",1,"y",null],"tid":7,"oid":null,"sub":{"k":1},
+                "preferred_username":"J\u00fcrgen","iat":1.5,"exp":18446744073709551615,"nbf":-3,
+                "other":1e400}"#,
+        )
+        .unwrap();
+        assert!(matches!(c.iss, Some(Member::Str(Cow::Borrowed("a")))));
+        assert_eq!(c.aud, Some(Member::Strings(vec!["x".into(), "y".into()])));
+        assert_eq!(c.tid, Some(Member::Int(7)));
+        assert_eq!(c.oid, Some(Member::Other));
+        assert_eq!(c.sub, Some(Member::Other));
+        assert_eq!(str_of(&c.preferred_username), Some("Jürgen"));
+        assert_eq!(c.iat, Some(Member::Float(1.5)));
+        assert_eq!(c.exp, Some(Member::Float(u64::MAX as f64)));
+        assert_eq!(c.nbf, Some(Member::Int(-3)));
+    }
+
+    #[test]
+    fn absent_is_not_null_and_crit_counts_whatever_its_value() {
+        let h = Header::parse(br#"{"alg":"RS256","crit":null}"#).unwrap();
+        assert_eq!(str_of(&h.alg), Some("RS256"));
+        assert_eq!(h.kid, None);
+        assert!(h.crit);
+        assert!(!Header::parse(b"{}").unwrap().crit);
+    }
+
+    #[test]
+    fn repeated_members_and_non_objects_are_refused() {
+        assert!(Claims::parse(br#"{"sub":"a","sub":"b"}"#).is_none());
+        assert!(Header::parse(br#"{"alg":"none","alg":"RS256"}"#).is_none());
+        assert!(Claims::parse(br#"[{"sub":"a"}]"#).is_none());
+        assert!(Header::parse(br#" ["RS256","signer"]"#).is_none());
+        assert!(Claims::parse(br#"{"iat":1e400}"#).is_none());
+        assert!(Claims::parse(b"{\"sub\":\"a\"").is_none());
+    }
+}
