@@ -5,6 +5,7 @@ mod admin;
 mod cert;
 mod config;
 mod deadline;
+mod decision_log;
 mod doctor;
 mod heap;
 mod inject;
@@ -33,6 +34,7 @@ use pingora::services::listening::Service;
 use pingora::tls::x509::X509;
 
 use crate::config::{Config, LogFormat, Validated};
+use crate::decision_log::DecisionLog;
 use crate::keystore::{KeyRefresher, KeyStore, KeyStoreSettings, KeyStores};
 use crate::service::{EamProxy, UpstreamSettings};
 
@@ -424,7 +426,11 @@ fn run(
             read_timeout: Duration::from_millis(upstream.read_timeout_ms),
         },
         client_read_timeout: Duration::from_millis(config.server.client_read_timeout_ms),
-        log_username: config.log.include_username,
+        decision_log: DecisionLog {
+            json: config.log.format == LogFormat::Json,
+            include_username: config.log.include_username,
+            sink: decision_log::BatchSink::stderr(),
+        },
         trusted_proxies: config.server.trusted_proxies()?,
         metrics: metrics.clone(),
         x5c: Arc::new(x5c),

@@ -23,6 +23,7 @@ use pingora::proxy::FailToProxy;
 use pingora::ErrorSource;
 
 use crate::config::GuardMode;
+use crate::decision_log::DecisionLog;
 use crate::inject::{self, Rewrite, X5cRoute};
 use crate::keystore::KeyStores;
 use crate::metrics::{Metrics, GUARD_SKIPPED, ROUTE_AUTHORIZE, ROUTE_OTHER};
@@ -47,7 +48,7 @@ pub struct EamProxy {
     pub upstreams: Arc<LoadBalancer<RoundRobin>>,
     pub upstream: UpstreamSettings,
     pub client_read_timeout: Duration,
-    pub log_username: bool,
+    pub decision_log: DecisionLog,
     pub metrics: Arc<Metrics>,
     /// Direct peers whose `X-Forwarded-*` headers are kept (cloud load balancers).
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -98,14 +99,31 @@ impl EamProxy {
         session.set_read_timeout(Some(self.client_read_timeout));
         session.enable_retry_buffering();
         let read_all = async {
-            let mut body = BytesMut::with_capacity(announced.unwrap_or(1024));
+            // A form body usually arrives in one chunk: keep it as it is, and copy only when a
+            // second one comes.
+            let mut first: Option<Bytes> = None;
+            let mut more: Option<BytesMut> = None;
+            let mut len = 0;
             while let Some(chunk) = session.read_request_body().await? {
-                if !self.policy.body_fits(body.len() + chunk.len()) {
+                len += chunk.len();
+                if !self.policy.body_fits(len) {
                     return Ok(None);
                 }
-                body.extend_from_slice(&chunk);
+                match (&first, &mut more) {
+                    (None, _) => first = Some(chunk),
+                    (Some(head), None) => {
+                        let mut body = BytesMut::with_capacity(announced.unwrap_or(len).max(len));
+                        body.extend_from_slice(head);
+                        body.extend_from_slice(&chunk);
+                        more = Some(body);
+                    }
+                    (Some(_), Some(body)) => body.extend_from_slice(&chunk),
+                }
             }
-            Ok(Some(body.freeze()))
+            Ok(Some(match more {
+                Some(body) => body.freeze(),
+                None => first.unwrap_or_default(),
+            }))
         };
         let read = tokio::time::timeout(self.client_read_timeout, read_all)
             .await
@@ -150,20 +168,7 @@ impl EamProxy {
         }
         m.spoofed_params_removed.inc_by(summary.stripped as u64);
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let field = |v: &Option<String>| v.clone().unwrap_or_default();
-        let (client_request_id, client_id) =
-            (field(&summary.client_request_id), field(&summary.client_id));
-        let (tid, oid) = (field(&summary.tid), field(&summary.oid));
-        let outcome = summary.outcome.as_str();
-        let reason = summary.reason().unwrap_or("");
-        if self.log_username {
-            tracing::info!(target: "eam_proxy::authorize", client_request_id, client_id, tid, oid, outcome, reason,
-                entra = summary.entra, stripped = summary.stripped, latency_ms,
-                preferred_username = field(&summary.preferred_username), "authorize decision");
-        } else {
-            tracing::info!(target: "eam_proxy::authorize", client_request_id, client_id, tid, oid, outcome, reason,
-                entra = summary.entra, stripped = summary.stripped, latency_ms, "authorize decision");
-        }
+        self.decision_log.write(summary, latency_ms);
     }
 }
 
