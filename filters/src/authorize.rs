@@ -352,6 +352,9 @@ pub fn is_form_content_type(content_type: &str) -> bool {
 }
 
 fn capped(value: &str) -> String {
+    if value.len() <= MAX_LOGGED_LEN {
+        return value.to_string();
+    }
     match value.char_indices().nth(MAX_LOGGED_LEN) {
         Some((end, _)) => value[..end].to_string(),
         None => value.to_string(),

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::error::AuthorizeError;
 use crate::jws::{decode_segment, str_of, Claims, CompactJws, Header, Member};
-use crate::keys::KeySet;
+use crate::keys::{KeySet, VerifyingKey};
 use crate::policy::{is_guid, AppPolicy, CloudPolicy, MSA_TENANT};
 
 /// The identity of a hint that passed every check.
@@ -103,7 +103,7 @@ impl HintValidator<'_> {
         let payload = decode_segment(jws.payload).ok_or(AuthorizeError::MalformedClaims)?;
         let claims = Claims::parse(&payload).ok_or(AuthorizeError::MalformedClaims)?;
         let tid = self.check_tenant(&claims)?;
-        let iss = self.check_issuer(&claims, tid, key.issuer_for(tid))?;
+        let iss = self.check_issuer(&claims, tid, key)?;
         self.check_audience(&claims)?;
         self.check_time(&claims, now)?;
         let non_empty = |member, missing| match str_of(member) {
@@ -150,14 +150,14 @@ impl HintValidator<'_> {
         &self,
         claims: &'c Claims<'_>,
         tid: &str,
-        key_issuer: Option<String>,
+        key: &VerifyingKey,
     ) -> Result<&'c str, AuthorizeError> {
         let iss = str_of(&claims.iss)
-            .filter(|iss| *iss == self.cloud.expected_issuer(tid))
+            .filter(|iss| self.cloud.issued_by_cloud(tid, iss))
             .ok_or(AuthorizeError::IssuerMismatch)?;
         // Microsoft's sets mix clouds and the MSA tenant: a key may only sign for its own issuer.
-        match key_issuer {
-            Some(expected) if iss != expected => Err(AuthorizeError::KeyIssuerMismatch),
+        match key.signs_for(tid, iss) {
+            Some(false) => Err(AuthorizeError::KeyIssuerMismatch),
             _ => Ok(iss),
         }
     }

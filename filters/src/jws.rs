@@ -29,12 +29,15 @@ pub(crate) struct CompactJws<'t> {
 
 impl<'t> CompactJws<'t> {
     pub fn split(token: &'t str) -> Result<Self, AuthorizeError> {
-        let mut parts = token.split('.');
-        let (Some(header), Some(payload), Some(signature), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let mut dots = memchr::memchr_iter(b'.', token.as_bytes());
+        let (Some(first), Some(second), None) = (dots.next(), dots.next(), dots.next()) else {
             return Err(AuthorizeError::MalformedToken);
         };
+        let (header, payload, signature) = (
+            &token[..first],
+            &token[first + 1..second],
+            &token[second + 1..],
+        );
         if header.is_empty() || payload.is_empty() || signature.is_empty() {
             return Err(AuthorizeError::MalformedToken);
         }

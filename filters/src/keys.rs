@@ -9,6 +9,8 @@ use base64::Engine;
 use pkcs1::der::Encode;
 use serde::Deserialize;
 
+use crate::policy::fills_template;
+
 /// RSA moduli below this are refused: Microsoft uses 2048-bit keys and aws-lc rejects less anyway.
 const MIN_MODULUS_BITS: usize = 2048;
 
@@ -37,6 +39,12 @@ impl VerifyingKey {
         self.issuer
             .as_ref()
             .map(|t| t.replace("{tenantid}", tid).replace("{tid}", tid))
+    }
+
+    /// `None` when the key names no issuer, else whether `iss` is `issuer_for(tid)`.
+    pub fn signs_for(&self, tid: &str, iss: &str) -> Option<bool> {
+        let template = self.issuer.as_deref()?;
+        Some(fills_template(template, &["{tenantid}", "{tid}"], tid, iss))
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 
-use memchr::memchr2;
+use memchr::{memchr, memchr2, memchr_iter};
 
 use crate::error::AuthorizeError;
 
@@ -31,11 +31,16 @@ impl<'a> Params<'a> {
     /// Parses a form body or a query string. Empty segments (`a=1&&b=2`) are skipped.
     pub fn parse(input: &'a [u8]) -> Result<Self, AuthorizeError> {
         let text = std::str::from_utf8(input).map_err(|_| AuthorizeError::MalformedEncoding)?;
-        let pairs = text
-            .split('&')
-            .filter(|segment| !segment.is_empty())
-            .map(parse_pair)
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut pairs = Vec::with_capacity(16);
+        let mut from = 0;
+        // memchr rather than `str::split`, whose byte-at-a-time search showed in profiles.
+        for end in memchr_iter(b'&', input).chain([input.len()]) {
+            let segment = &text[from..end];
+            if !segment.is_empty() {
+                pairs.push(parse_pair(segment)?);
+            }
+            from = end + 1;
+        }
         Ok(Params { pairs })
     }
 
@@ -94,7 +99,10 @@ impl<'a> Params<'a> {
 }
 
 fn parse_pair(segment: &str) -> Result<Param<'_>, AuthorizeError> {
-    let (raw_name, raw_value) = segment.split_once('=').unwrap_or((segment, ""));
+    let (raw_name, raw_value) = match memchr(b'=', segment.as_bytes()) {
+        Some(at) => (&segment[..at], &segment[at + 1..]),
+        None => (segment, ""),
+    };
     Ok(Param {
         raw: segment,
         raw_value,
@@ -107,33 +115,31 @@ fn parse_pair(segment: &str) -> Result<Param<'_>, AuthorizeError> {
 ///
 /// One pass that checks and decodes together: `percent_encoding` would need a separate check
 /// (it passes a stray `%` through) and a copy for `+`. Most components (the hint above all, a
-/// kilobyte of base64url) have nothing to decode and are settled by one vectorised scan.
+/// kilobyte of base64url) have nothing to decode and are settled by one vectorised scan; the
+/// others (Entra's `claims` is a third escapes) are decoded byte by byte.
 pub fn decode_component(raw: &str) -> Result<Cow<'_, str>, AuthorizeError> {
     let bytes = raw.as_bytes();
-    let Some(mut at) = memchr2(b'%', b'+', bytes) else {
+    let Some(first) = memchr2(b'%', b'+', bytes) else {
         return Ok(Cow::Borrowed(raw));
     };
     let mut out = Vec::with_capacity(bytes.len());
-    let mut from = 0;
-    loop {
-        out.extend_from_slice(&bytes[from..at]);
-        if bytes[at] == b'+' {
-            out.push(b' ');
-            from = at + 1;
-        } else {
-            let hex = |i: usize| bytes.get(i).and_then(|&b| (b as char).to_digit(16));
-            let (Some(high), Some(low)) = (hex(at + 1), hex(at + 2)) else {
-                return Err(AuthorizeError::MalformedEncoding);
-            };
-            out.push((high << 4 | low) as u8);
-            from = at + 3;
+    out.extend_from_slice(&bytes[..first]);
+    let mut i = first;
+    while let Some(&byte) = bytes.get(i) {
+        match byte {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = |at: usize| bytes.get(at).and_then(|&b| (b as char).to_digit(16));
+                let (Some(high), Some(low)) = (hex(i + 1), hex(i + 2)) else {
+                    return Err(AuthorizeError::MalformedEncoding);
+                };
+                out.push((high << 4 | low) as u8);
+                i += 2;
+            }
+            other => out.push(other),
         }
-        match memchr2(b'%', b'+', &bytes[from..]) {
-            Some(next) => at = from + next,
-            None => break,
-        }
+        i += 1;
     }
-    out.extend_from_slice(&bytes[from..]);
     String::from_utf8(out)
         .map(Cow::Owned)
         .map_err(|_| AuthorizeError::MalformedEncoding)

@@ -44,6 +44,11 @@ impl CloudPolicy {
         self.issuer_template.replace("{tid}", tid)
     }
 
+    /// `iss == expected_issuer(tid)`, without building the issuer.
+    pub fn issued_by_cloud(&self, tid: &str, iss: &str) -> bool {
+        fills_template(&self.issuer_template, &["{tid}"], tid, iss)
+    }
+
     /// The built-in clouds of SPEC §2.
     pub fn builtin(name: &str) -> Option<CloudPolicy> {
         let host = match name {
@@ -171,6 +176,36 @@ impl Policy {
     }
 }
 
+/// Whether `candidate` is `template` with each placeholder replaced by `value` (the result of
+/// `str::replace` for each, since a placeholder cannot straddle another), compared as it is
+/// read rather than built: issuers are checked on every hint.
+pub fn fills_template(template: &str, placeholders: &[&str], value: &str, candidate: &str) -> bool {
+    let mut rest = template.as_bytes();
+    let mut candidate = candidate.as_bytes();
+    while let Some((&byte, after)) = rest.split_first() {
+        match placeholders.iter().find(|p| rest.starts_with(p.as_bytes())) {
+            Some(placeholder) => {
+                let Some(tail) = candidate.strip_prefix(value.as_bytes()) else {
+                    return false;
+                };
+                candidate = tail;
+                rest = &rest[placeholder.len()..];
+            }
+            None => {
+                let Some((&got, tail)) = candidate.split_first() else {
+                    return false;
+                };
+                if got != byte {
+                    return false;
+                }
+                candidate = tail;
+                rest = after;
+            }
+        }
+    }
+    candidate.is_empty()
+}
+
 /// `8-4-4-4-12` hexadecimal digits.
 pub fn is_guid(s: &str) -> bool {
     let b = s.as_bytes();
@@ -277,6 +312,41 @@ mod tests {
         assert!(!is_guid("9122040d-6c67-4c5b-b112-36a304b66da"));
         assert!(!is_guid("9122040d-6c67-4c5b-b112-36a304b66dag"));
         assert!(!is_guid("common"));
+    }
+
+    #[test]
+    fn filling_a_template_agrees_with_replace() {
+        let tid = "9122040d-6c67-4c5b-b112-36a304b66dad";
+        let templates = [
+            "https://login.microsoftonline.com/{tid}/v2.0",
+            "https://login.microsoftonline.com/{tenantid}/v2.0",
+            "{tid}{tenantid}",
+            "https://sts.example/{tid}/{tid}",
+            "https://no-placeholder/",
+            "{ti{tid}d}",
+            "",
+        ];
+        for template in templates {
+            let built = template.replace("{tenantid}", tid).replace("{tid}", tid);
+            let placeholders = ["{tenantid}", "{tid}"];
+            assert!(
+                fills_template(template, &placeholders, tid, &built),
+                "{template}"
+            );
+            for wrong in [
+                format!("{built}x"),
+                built.chars().skip(1).collect::<String>(),
+                built.replace(tid, &tid.to_uppercase()),
+                template.to_string(),
+            ] {
+                if wrong != built {
+                    assert!(
+                        !fills_template(template, &placeholders, tid, &wrong),
+                        "{template} / {wrong}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
