@@ -24,11 +24,11 @@ pub(crate) fn requested_in_claims(claims: &str) -> Vec<Cow<'_, str>> {
     };
     match acr {
         Some(Acr {
-            values: Some(Member::Strings(values)),
+            values: Member::Strings(values),
             ..
         }) => values,
         Some(Acr {
-            value: Some(Member::Str(value)),
+            value: Member::Str(value),
             ..
         }) => vec![value],
         _ => Vec::new(),
@@ -38,8 +38,8 @@ pub(crate) fn requested_in_claims(claims: &str) -> Vec<Cow<'_, str>> {
 /// The two members of the `acr` request that matter.
 #[derive(Default)]
 struct Acr<'a> {
-    values: Option<Member<'a>>,
-    value: Option<Member<'a>>,
+    values: Member<'a>,
+    value: Member<'a>,
 }
 
 /// Follows object members by name; at the end of the path, reads an [`Acr`].
@@ -65,8 +65,8 @@ impl<'de> Visitor<'de> for Walk<'_> {
             let mut acr = Acr::default();
             while let Some(Key(key)) = map.next_key()? {
                 match key.as_ref() {
-                    "values" => acr.values = Some(map.next_value()?),
-                    "value" => acr.value = Some(map.next_value()?),
+                    "values" => acr.values = map.next_value()?,
+                    "value" => acr.value = map.next_value()?,
                     _ => drop(map.next_value::<IgnoredAny>()?),
                 }
             }

@@ -9,7 +9,7 @@ use base64::Engine;
 use serde_json::{Map, Value};
 
 use crate::error::AuthorizeError;
-use crate::jws::{decode_segment, str_of, Claims, CompactJws, Header, Member};
+use crate::jws::{decode_segment, parse_object, Claims, CompactJws, Header, Member};
 use crate::keys::{KeySet, VerifyingKey};
 use crate::policy::{is_guid, AppPolicy, CloudPolicy, MSA_TENANT};
 
@@ -62,8 +62,8 @@ pub struct HintValidator<'p> {
 pub fn kid_of(token: &str) -> Option<String> {
     let jws = CompactJws::split(token).ok()?;
     let bytes = decode_segment(jws.header)?;
-    let header = Header::parse(&bytes)?;
-    str_of(&header.kid).map(str::to_string)
+    let header: Header = parse_object(&bytes)?;
+    header.kid.as_str().map(str::to_string)
 }
 
 impl HintValidator<'_> {
@@ -75,17 +75,19 @@ impl HintValidator<'_> {
     ) -> Result<HintIdentity, AuthorizeError> {
         let jws = CompactJws::split(token)?;
         let header_bytes = decode_segment(jws.header).ok_or(AuthorizeError::MalformedToken)?;
-        let header = Header::parse(&header_bytes).ok_or(AuthorizeError::MalformedToken)?;
+        let header: Header = parse_object(&header_bytes).ok_or(AuthorizeError::MalformedToken)?;
         // Pin the algorithm before anything else: `none` and `HS256` (keyed with our public
         // key) are the classic forgeries. `jku`, `x5u`, `jwk` are deliberately never read.
-        if str_of(&header.alg) != Some("RS256") {
+        if header.alg.as_str() != Some("RS256") {
             return Err(AuthorizeError::AlgorithmNotAllowed);
         }
         // RFC 7515 §4.1.11: extensions we do not understand must not be ignored.
         if header.crit {
             return Err(AuthorizeError::MalformedToken);
         }
-        let kid = str_of(&header.kid)
+        let kid = header
+            .kid
+            .as_str()
             .filter(|k| !k.is_empty())
             .ok_or(AuthorizeError::MissingKid)?;
 
@@ -101,12 +103,12 @@ impl HintValidator<'_> {
             .map_err(|_| AuthorizeError::BadSignature)?;
 
         let payload = decode_segment(jws.payload).ok_or(AuthorizeError::MalformedClaims)?;
-        let claims = Claims::parse(&payload).ok_or(AuthorizeError::MalformedClaims)?;
+        let claims: Claims = parse_object(&payload).ok_or(AuthorizeError::MalformedClaims)?;
         let tid = self.check_tenant(&claims)?;
         let iss = self.check_issuer(&claims, tid, key)?;
         self.check_audience(&claims)?;
         self.check_time(&claims, now)?;
-        let non_empty = |member, missing| match str_of(member) {
+        let non_empty = |member: &Member, missing| match member.as_str() {
             Some(v) if !v.is_empty() => Ok(v.to_string()),
             _ => Err(missing),
         };
@@ -124,13 +126,15 @@ impl HintValidator<'_> {
             tid: tid.to_string(),
             oid,
             sub,
-            preferred_username: str_of(&claims.preferred_username).map(str::to_string),
+            preferred_username: claims.preferred_username.as_str().map(str::to_string),
             all,
         })
     }
 
     fn check_tenant<'c>(&self, claims: &'c Claims<'_>) -> Result<&'c str, AuthorizeError> {
-        let tid = str_of(&claims.tid)
+        let tid = claims
+            .tid
+            .as_str()
             .filter(|t| !t.is_empty())
             .ok_or(AuthorizeError::MissingTenant)?;
         if !is_guid(tid) {
@@ -152,7 +156,9 @@ impl HintValidator<'_> {
         tid: &str,
         key: &VerifyingKey,
     ) -> Result<&'c str, AuthorizeError> {
-        let iss = str_of(&claims.iss)
+        let iss = claims
+            .iss
+            .as_str()
             .filter(|iss| self.cloud.issued_by_cloud(tid, iss))
             .ok_or(AuthorizeError::IssuerMismatch)?;
         // Microsoft's sets mix clouds and the MSA tenant: a key may only sign for its own issuer.
@@ -165,8 +171,8 @@ impl HintValidator<'_> {
     fn check_audience(&self, claims: &Claims<'_>) -> Result<(), AuthorizeError> {
         let accepted = |aud: &str| self.app.audiences.iter().any(|a| a == aud);
         let ok = match &claims.aud {
-            Some(Member::Str(aud)) => accepted(aud),
-            Some(Member::Strings(auds)) => auds.iter().any(|aud| accepted(aud)),
+            Member::Str(aud) => accepted(aud),
+            Member::Strings(auds) => auds.iter().any(|aud| accepted(aud)),
             _ => false,
         };
         if ok {
@@ -204,23 +210,23 @@ struct NumericDate {
 
 /// `Ok(None)` when absent, an error when not a number. Values are clamped to the i64 range so
 /// no signed claim can overflow the window arithmetic.
-fn numeric_date(member: &Option<Member<'_>>) -> Result<Option<NumericDate>, AuthorizeError> {
+fn numeric_date(member: &Member<'_>) -> Result<Option<NumericDate>, AuthorizeError> {
     match member {
-        None => Ok(None),
-        Some(Member::Int(i)) => {
+        Member::Absent => Ok(None),
+        Member::Int(i) => {
             let secs = i128::from(*i);
             Ok(Some(NumericDate {
                 floor: secs,
                 ceil: secs,
             }))
         }
-        Some(Member::Float(f)) if f.is_finite() => {
+        Member::Float(f) if f.is_finite() => {
             let whole = |v: f64| v.clamp(i64::MIN as f64, i64::MAX as f64) as i128;
             Ok(Some(NumericDate {
                 floor: whole(f.floor()),
                 ceil: whole(f.ceil()),
             }))
         }
-        Some(_) => Err(AuthorizeError::MalformedClaims),
+        _ => Err(AuthorizeError::MalformedClaims),
     }
 }

@@ -56,55 +56,46 @@ pub(crate) fn decode_segment(segment: &str) -> Option<Vec<u8>> {
 }
 
 /// The JOSE header members the validator reads.
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 pub(crate) struct Header<'a> {
-    #[serde(default, borrow, deserialize_with = "member")]
-    pub alg: Option<Member<'a>>,
-    #[serde(default, borrow, deserialize_with = "member")]
-    pub kid: Option<Member<'a>>,
+    #[serde(borrow)]
+    pub alg: Member<'a>,
+    #[serde(borrow)]
+    pub kid: Member<'a>,
     /// Present with any value, even `null` (RFC 7515 §4.1.11).
-    #[serde(default, deserialize_with = "present")]
+    #[serde(deserialize_with = "present")]
     pub crit: bool,
 }
 
 /// The claims the validator reads (SPEC §3.6).
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 pub(crate) struct Claims<'a> {
-    #[serde(default, borrow, deserialize_with = "member")]
-    pub iss: Option<Member<'a>>,
-    #[serde(default, borrow, deserialize_with = "member")]
-    pub aud: Option<Member<'a>>,
-    #[serde(default, borrow, deserialize_with = "member")]
-    pub tid: Option<Member<'a>>,
-    #[serde(default, borrow, deserialize_with = "member")]
-    pub oid: Option<Member<'a>>,
-    #[serde(default, borrow, deserialize_with = "member")]
-    pub sub: Option<Member<'a>>,
-    #[serde(default, borrow, deserialize_with = "member")]
-    pub preferred_username: Option<Member<'a>>,
-    #[serde(default, borrow, deserialize_with = "member")]
-    pub iat: Option<Member<'a>>,
-    #[serde(default, borrow, deserialize_with = "member")]
-    pub exp: Option<Member<'a>>,
-    #[serde(default, borrow, deserialize_with = "member")]
-    pub nbf: Option<Member<'a>>,
+    #[serde(borrow)]
+    pub iss: Member<'a>,
+    #[serde(borrow)]
+    pub aud: Member<'a>,
+    #[serde(borrow)]
+    pub tid: Member<'a>,
+    #[serde(borrow)]
+    pub oid: Member<'a>,
+    #[serde(borrow)]
+    pub sub: Member<'a>,
+    #[serde(borrow)]
+    pub preferred_username: Member<'a>,
+    #[serde(borrow)]
+    pub iat: Member<'a>,
+    #[serde(borrow)]
+    pub exp: Member<'a>,
+    #[serde(borrow)]
+    pub nbf: Member<'a>,
 }
 
-impl<'a> Header<'a> {
-    pub fn parse(bytes: &'a [u8]) -> Option<Self> {
-        object(bytes)
-    }
-}
-
-impl<'a> Claims<'a> {
-    pub fn parse(bytes: &'a [u8]) -> Option<Self> {
-        object(bytes)
-    }
-}
-
-/// A derived struct would also accept a JSON array of its fields in order; a JOSE header and
-/// a claims set are objects (RFC 7515 §4, RFC 7519 §7.2).
-fn object<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Option<T> {
+/// A [`Header`] or [`Claims`] from decoded bytes. A derived struct would also accept a JSON
+/// array of its fields in order; a JOSE header and a claims set are objects (RFC 7515 §4,
+/// RFC 7519 §7.2).
+pub(crate) fn parse_object<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Option<T> {
     let first = bytes
         .iter()
         .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
@@ -115,8 +106,11 @@ fn object<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Option<T> {
 }
 
 /// One member's value, as far as the checks care.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub(crate) enum Member<'a> {
+    /// Not in the object (serde's default); a `null` member is [`Member::Other`].
+    #[default]
+    Absent,
     Str(Cow<'a, str>),
     Int(i64),
     /// A fraction, or an integer beyond `i64`.
@@ -128,6 +122,7 @@ pub(crate) enum Member<'a> {
 }
 
 impl<'a> Member<'a> {
+    /// The string, if the member is one: absent and mistyped read alike.
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Member::Str(s) => Some(s),
@@ -136,21 +131,11 @@ impl<'a> Member<'a> {
     }
 }
 
-/// `Option::as_ref` then [`Member::as_str`]: absent and mistyped read alike.
-pub(crate) fn str_of<'m>(member: &'m Option<Member<'_>>) -> Option<&'m str> {
-    member.as_ref().and_then(Member::as_str)
-}
-
-/// Called only for members that are present, so `null` stays distinct from absent.
-fn member<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Member<'de>>, D::Error> {
-    Member::deserialize(d).map(Some)
-}
-
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     IgnoredAny::deserialize(d).map(|_| true)
 }
 
-impl<'de> Deserialize<'de> for Member<'de> {
+impl<'de: 'a, 'a> Deserialize<'de> for Member<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(MemberVisitor)
     }
@@ -209,39 +194,41 @@ mod tests {
 
     #[test]
     fn members_keep_their_shape_and_borrow_when_unescaped() {
-        let c = Claims::parse(
+        let c: Claims = parse_object(
             br#"{"iss":"a","aud":["x",1,"y",null],"tid":7,"oid":null,"sub":{"k":1},
                 "preferred_username":"J\u00fcrgen","iat":1.5,"exp":18446744073709551615,"nbf":-3,
                 "other":1e400}"#,
         )
         .unwrap();
-        assert!(matches!(c.iss, Some(Member::Str(Cow::Borrowed("a")))));
-        assert_eq!(c.aud, Some(Member::Strings(vec!["x".into(), "y".into()])));
-        assert_eq!(c.tid, Some(Member::Int(7)));
-        assert_eq!(c.oid, Some(Member::Other));
-        assert_eq!(c.sub, Some(Member::Other));
-        assert_eq!(str_of(&c.preferred_username), Some("Jürgen"));
-        assert_eq!(c.iat, Some(Member::Float(1.5)));
-        assert_eq!(c.exp, Some(Member::Float(u64::MAX as f64)));
-        assert_eq!(c.nbf, Some(Member::Int(-3)));
+        assert!(matches!(c.iss, Member::Str(Cow::Borrowed("a"))));
+        assert_eq!(c.aud, Member::Strings(vec!["x".into(), "y".into()]));
+        assert_eq!(c.tid, Member::Int(7));
+        assert_eq!(c.oid, Member::Other);
+        assert_eq!(c.sub, Member::Other);
+        assert_eq!(c.preferred_username.as_str(), Some("Jürgen"));
+        assert_eq!(c.iat, Member::Float(1.5));
+        assert_eq!(c.exp, Member::Float(u64::MAX as f64));
+        assert_eq!(c.nbf, Member::Int(-3));
     }
 
     #[test]
     fn absent_is_not_null_and_crit_counts_whatever_its_value() {
-        let h = Header::parse(br#"{"alg":"RS256","crit":null}"#).unwrap();
-        assert_eq!(str_of(&h.alg), Some("RS256"));
-        assert_eq!(h.kid, None);
+        let h: Header = parse_object(br#"{"alg":"RS256","kid":null,"crit":null}"#).unwrap();
+        assert_eq!(h.alg.as_str(), Some("RS256"));
+        assert_eq!(h.kid, Member::Other);
         assert!(h.crit);
-        assert!(!Header::parse(b"{}").unwrap().crit);
+        let empty: Header = parse_object(b"{}").unwrap();
+        assert_eq!(empty.kid, Member::Absent);
+        assert!(!empty.crit);
     }
 
     #[test]
     fn repeated_members_and_non_objects_are_refused() {
-        assert!(Claims::parse(br#"{"sub":"a","sub":"b"}"#).is_none());
-        assert!(Header::parse(br#"{"alg":"none","alg":"RS256"}"#).is_none());
-        assert!(Claims::parse(br#"[{"sub":"a"}]"#).is_none());
-        assert!(Header::parse(br#" ["RS256","signer"]"#).is_none());
-        assert!(Claims::parse(br#"{"iat":1e400}"#).is_none());
-        assert!(Claims::parse(b"{\"sub\":\"a\"").is_none());
+        assert!(parse_object::<Claims>(br#"{"sub":"a","sub":"b"}"#).is_none());
+        assert!(parse_object::<Header>(br#"{"alg":"none","alg":"RS256"}"#).is_none());
+        assert!(parse_object::<Claims>(br#"[{"sub":"a"}]"#).is_none());
+        assert!(parse_object::<Header>(br#" ["RS256","signer"]"#).is_none());
+        assert!(parse_object::<Claims>(br#"{"iat":1e400}"#).is_none());
+        assert!(parse_object::<Claims>(b"{\"sub\":\"a\"").is_none());
     }
 }

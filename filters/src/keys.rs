@@ -35,13 +35,8 @@ impl std::fmt::Debug for VerifyingKey {
 
 impl VerifyingKey {
     /// The issuer this key is allowed to sign for, given the token's tenant.
-    pub fn issuer_for(&self, tid: &str) -> Option<String> {
-        self.issuer
-            .as_ref()
-            .map(|t| t.replace("{tenantid}", tid).replace("{tid}", tid))
-    }
-
-    /// `None` when the key names no issuer, else whether `iss` is `issuer_for(tid)`.
+    /// `None` when the key names no issuer, else whether `iss` is its template with the
+    /// tenant in place of `{tenantid}` (or `{tid}`).
     pub fn signs_for(&self, tid: &str, iss: &str) -> Option<bool> {
         let template = self.issuer.as_deref()?;
         Some(fills_template(template, &["{tenantid}", "{tid}"], tid, iss))
@@ -221,11 +216,16 @@ mod tests {
         assert_eq!(kids, ["plain", "sig"]);
         assert_eq!(set.skipped, 9);
         assert_eq!(set.loaded_at, 7);
+        let sig = set.get("sig").unwrap();
         assert_eq!(
-            set.get("sig").unwrap().issuer_for("abc").as_deref(),
-            Some("https://login.microsoftonline.com/abc/v2.0")
+            sig.signs_for("abc", "https://login.microsoftonline.com/abc/v2.0"),
+            Some(true)
         );
-        assert_eq!(set.get("plain").unwrap().issuer_for("abc"), None);
+        assert_eq!(
+            sig.signs_for("abc", "https://login.microsoftonline.com/xyz/v2.0"),
+            Some(false)
+        );
+        assert_eq!(set.get("plain").unwrap().signs_for("abc", "any"), None);
     }
 
     #[test]
