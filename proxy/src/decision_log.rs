@@ -180,17 +180,18 @@ impl BatchSink {
             return;
         }
         batch.pending.extend_from_slice(line);
-        if batch.pending.len() >= MAX_BATCH || runtime.is_none() {
-            self.write_batch(&mut batch, now);
-        } else if !batch.flush_scheduled {
-            batch.flush_scheduled = true;
-            let sink = self.clone();
-            if let Some(runtime) = runtime {
-                runtime.spawn(async move {
-                    tokio::time::sleep(BATCH_WINDOW).await;
-                    sink.flush();
-                });
+        match runtime {
+            Some(runtime) if batch.pending.len() < MAX_BATCH => {
+                if !batch.flush_scheduled {
+                    batch.flush_scheduled = true;
+                    let sink = self.clone();
+                    runtime.spawn(async move {
+                        tokio::time::sleep(BATCH_WINDOW).await;
+                        sink.flush();
+                    });
+                }
             }
+            _ => self.write_batch(&mut batch, now),
         }
     }
 
