@@ -27,7 +27,27 @@ const SINGLE_VALUED: [&str; 11] = [
     "id_token_hint",
     "client-request-id",
 ];
+/// All of them are single-valued.
 const REQUIRED: [&str; 3] = ["client_id", "redirect_uri", "id_token_hint"];
+
+/// The position of `name` in `SINGLE_VALUED`: a `match` compiles to a length switch, where a
+/// search of the array would compare every name with every pair.
+fn single_valued_index(name: &str) -> Option<usize> {
+    Some(match name {
+        "client_id" => 0,
+        "redirect_uri" => 1,
+        "response_type" => 2,
+        "response_mode" => 3,
+        "scope" => 4,
+        "state" => 5,
+        "nonce" => 6,
+        "claims" => 7,
+        "prompt" => 8,
+        "id_token_hint" => 9,
+        "client-request-id" => 10,
+        _ => return None,
+    })
+}
 
 /// User-supplied identifiers are logged, so they are capped to keep one request from
 /// flooding the log.
@@ -228,11 +248,19 @@ impl Policy {
         };
 
         summary.outcome = Outcome::Accepted;
-        summary.tid = Some(identity.tid().to_string());
-        summary.oid = Some(identity.oid().to_string());
-        summary.preferred_username = identity.preferred_username().map(str::to_string);
-        *remember = Remembered::from_request(&main, &identity);
         let rewritten = rewrite_entra(&main, &identity, &self.authorize);
+        // The identity's strings move on to the guard's memory and the log line.
+        let HintIdentity {
+            tid,
+            oid,
+            sub,
+            preferred_username,
+            ..
+        } = identity;
+        *remember = Remembered::from_request(&main, sub);
+        summary.tid = Some(tid);
+        summary.oid = Some(oid);
+        summary.preferred_username = preferred_username;
         Ok(match req.method {
             Method::Get => AuthorizeDecision::Forward {
                 query: Some(rewritten),
@@ -274,8 +302,16 @@ impl Policy {
         params: &Params<'_>,
         post_query: Option<&Params<'_>>,
     ) -> Result<&AppPolicy, AuthorizeError> {
-        for name in SINGLE_VALUED {
-            if params.count(name) > 1 {
+        // One pass over the pairs instead of a scan per name; the checks below then run in
+        // the order of SINGLE_VALUED, so the reason given for a request is unchanged.
+        let mut counts = [0usize; SINGLE_VALUED.len()];
+        for param in params.iter() {
+            if let Some(i) = single_valued_index(&param.name) {
+                counts[i] += 1;
+            }
+        }
+        for (name, count) in SINGLE_VALUED.into_iter().zip(counts) {
+            if count > 1 {
                 return Err(AuthorizeError::DuplicateParameter(name));
             }
             if post_query.is_some_and(|q| q.contains(name)) {
@@ -283,7 +319,7 @@ impl Policy {
             }
         }
         for name in REQUIRED {
-            if !params.contains(name) {
+            if single_valued_index(name).is_none_or(|i| counts[i] == 0) {
                 return Err(AuthorizeError::MissingParameter(name));
             }
         }

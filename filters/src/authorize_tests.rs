@@ -2124,3 +2124,16 @@ fn accepted_entra_request_is_remembered_for_the_response_guard() {
         );
     }
 }
+
+#[test]
+fn single_valued_index_is_the_position_in_single_valued() {
+    for (i, name) in SINGLE_VALUED.into_iter().enumerate() {
+        assert_eq!(single_valued_index(name), Some(i), "{name}");
+    }
+    for name in REQUIRED {
+        assert!(single_valued_index(name).is_some(), "{name}");
+    }
+    for other in ["Client_id", "client_id ", "acr_values", ""] {
+        assert_eq!(single_valued_index(other), None, "{other:?}");
+    }
+}

@@ -18,7 +18,6 @@ use html5gum::{DefaultEmitter, Token, Tokenizer};
 use serde_json::{Map, Value};
 
 use crate::acr_request::requested_in_claims;
-use crate::hint::HintIdentity;
 use crate::params::Params;
 use crate::policy::Policy;
 use crate::render::{form_post_fields, ErrorResponse};
@@ -58,7 +57,7 @@ pub struct Remembered {
 impl Remembered {
     /// `None` when the request has no single `state` (its answer cannot be matched to it) or
     /// carries values too large to keep.
-    pub(crate) fn from_request(params: &Params<'_>, identity: &HintIdentity) -> Option<Self> {
+    pub(crate) fn from_request(params: &Params<'_>, sub: String) -> Option<Self> {
         let single = |name| {
             (params.count(name) == 1)
                 .then(|| params.first(name))
@@ -68,7 +67,7 @@ impl Remembered {
         let expectation = Expectation {
             client_id: single("client_id")?.to_string(),
             client_request_id: single("client-request-id").map(str::to_string),
-            sub: identity.sub().to_string(),
+            sub,
             nonce: single("nonce").map(str::to_string),
             acr_values: requested_acr(single("claims"), single("acr_values")),
         };

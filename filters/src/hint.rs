@@ -4,25 +4,23 @@
 //! the RSA signature is checked by aws-lc with the key parsed once per key set (`keys.rs`).
 //! Claims are read only after the signature holds, and only those the checks need (`jws.rs`).
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use serde_json::{Map, Value};
 
 use crate::error::AuthorizeError;
-use crate::jws::{decode_segment, parse_object, Claims, CompactJws, Header, Member};
+use crate::jws::{parse_object, Claims, CompactJws, Header, Member, SegmentBuf};
 use crate::keys::{KeySet, VerifyingKey};
 use crate::policy::{is_guid, AppPolicy, CloudPolicy, MSA_TENANT};
 
 /// The identity of a hint that passed every check.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HintIdentity {
-    iss: String,
-    tid: String,
-    oid: String,
-    sub: String,
-    preferred_username: Option<String>,
+    pub(crate) iss: String,
+    pub(crate) tid: String,
+    pub(crate) oid: String,
+    pub(crate) sub: String,
+    pub(crate) preferred_username: Option<String>,
     /// Every claim, when `HintValidator::all_claims` asked for them.
-    all: Option<Map<String, Value>>,
+    pub(crate) all: Option<Map<String, Value>>,
 }
 
 impl HintIdentity {
@@ -58,11 +56,18 @@ pub struct HintValidator<'p> {
     pub all_claims: bool,
 }
 
+/// Decoded sizes that Entra's hints fit on the stack (`SegmentBuf`): Microsoft's header is
+/// about 100 bytes, its claims under a kilobyte, and an RS256 signature is the modulus's size,
+/// at most 1024 bytes (RSA-8192, the largest key accepted).
+const HEADER_BYTES: usize = 512;
+const PAYLOAD_BYTES: usize = 2048;
+const SIGNATURE_BYTES: usize = 1024;
+
 /// The `kid` a hint names, for a caller that must fetch keys it lacks. Nothing is verified.
 pub fn kid_of(token: &str) -> Option<String> {
     let jws = CompactJws::split(token).ok()?;
-    let bytes = decode_segment(jws.header)?;
-    let header: Header = parse_object(&bytes)?;
+    let mut buf = SegmentBuf::<HEADER_BYTES>::new();
+    let header: Header = parse_object(buf.decode(jws.header)?)?;
     header.kid.as_str().map(str::to_string)
 }
 
@@ -74,8 +79,11 @@ impl HintValidator<'_> {
         now: u64,
     ) -> Result<HintIdentity, AuthorizeError> {
         let jws = CompactJws::split(token)?;
-        let header_bytes = decode_segment(jws.header).ok_or(AuthorizeError::MalformedToken)?;
-        let header: Header = parse_object(&header_bytes).ok_or(AuthorizeError::MalformedToken)?;
+        let mut header_buf = SegmentBuf::<HEADER_BYTES>::new();
+        let header: Header = header_buf
+            .decode(jws.header)
+            .and_then(parse_object)
+            .ok_or(AuthorizeError::MalformedToken)?;
         // Pin the algorithm before anything else: `none` and `HS256` (keyed with our public
         // key) are the classic forgeries. `jku`, `x5u`, `jwk` are deliberately never read.
         if header.alg.as_str() != Some("RS256") {
@@ -95,15 +103,19 @@ impl HintValidator<'_> {
             .filter(|k| k.is_usable(now, self.max_stale_seconds))
             .ok_or(AuthorizeError::KeysUnavailable)?;
         let key = keys.get(kid).ok_or(AuthorizeError::UnknownKid)?;
-        let signature = URL_SAFE_NO_PAD
+        let mut signature_buf = SegmentBuf::<SIGNATURE_BYTES>::new();
+        let signature = signature_buf
             .decode(jws.signature)
-            .map_err(|_| AuthorizeError::BadSignature)?;
+            .ok_or(AuthorizeError::BadSignature)?;
         key.key
-            .verify_sig(jws.signing_input.as_bytes(), &signature)
+            .verify_sig(jws.signing_input.as_bytes(), signature)
             .map_err(|_| AuthorizeError::BadSignature)?;
 
-        let payload = decode_segment(jws.payload).ok_or(AuthorizeError::MalformedClaims)?;
-        let claims: Claims = parse_object(&payload).ok_or(AuthorizeError::MalformedClaims)?;
+        let mut payload_buf = SegmentBuf::<PAYLOAD_BYTES>::new();
+        let payload = payload_buf
+            .decode(jws.payload)
+            .ok_or(AuthorizeError::MalformedClaims)?;
+        let claims: Claims = parse_object(payload).ok_or(AuthorizeError::MalformedClaims)?;
         let tid = self.check_tenant(&claims)?;
         let iss = self.check_issuer(&claims, tid, key)?;
         self.check_audience(&claims)?;
@@ -116,7 +128,7 @@ impl HintValidator<'_> {
         let oid = non_empty(&claims.oid, AuthorizeError::MissingObjectId)?;
         let all = if self.all_claims {
             let all =
-                serde_json::from_slice(&payload).map_err(|_| AuthorizeError::MalformedClaims)?;
+                serde_json::from_slice(payload).map_err(|_| AuthorizeError::MalformedClaims)?;
             Some(all)
         } else {
             None

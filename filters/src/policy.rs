@@ -180,30 +180,32 @@ impl Policy {
 /// `str::replace` for each, since a placeholder cannot straddle another), compared as it is
 /// read rather than built: issuers are checked on every hint.
 pub fn fills_template(template: &str, placeholders: &[&str], value: &str, candidate: &str) -> bool {
-    let mut rest = template.as_bytes();
-    let mut candidate = candidate.as_bytes();
-    while let Some((&byte, after)) = rest.split_first() {
-        match placeholders.iter().find(|p| rest.starts_with(p.as_bytes())) {
-            Some(placeholder) => {
-                let Some(tail) = candidate.strip_prefix(value.as_bytes()) else {
-                    return false;
-                };
-                candidate = tail;
-                rest = &rest[placeholder.len()..];
-            }
-            None => {
-                let Some((&got, tail)) = candidate.split_first() else {
-                    return false;
-                };
-                if got != byte {
-                    return false;
-                }
-                candidate = tail;
-                rest = after;
-            }
-        }
+    let (mut rest, mut candidate) = (template.as_bytes(), candidate.as_bytes());
+    loop {
+        // The nearest placeholder; on a tie the first listed, as a scan from the left finds.
+        let next = placeholders
+            .iter()
+            .filter_map(|p| find(rest, p.as_bytes()).map(|at| (at, p.len())))
+            .min_by_key(|&(at, _)| at);
+        let Some((at, len)) = next else {
+            return candidate == rest;
+        };
+        let Some(tail) = candidate
+            .strip_prefix(&rest[..at])
+            .and_then(|c| c.strip_prefix(value.as_bytes()))
+        else {
+            return false;
+        };
+        candidate = tail;
+        rest = &rest[at + len..];
     }
-    candidate.is_empty()
+}
+
+/// Where `needle` first occurs: templates are short, so memchr for its first byte, then a
+/// comparison, beats building a `memmem` searcher. An empty needle is never found.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    let &first = needle.first()?;
+    memchr::memchr_iter(first, haystack).find(|&at| haystack[at..].starts_with(needle))
 }
 
 /// `8-4-4-4-12` hexadecimal digits.
