@@ -58,7 +58,8 @@ pub struct HintValidator<'p> {
 
 /// Decoded sizes that Entra's hints fit on the stack (`SegmentBuf`): Microsoft's header is
 /// about 100 bytes, its claims under a kilobyte, and an RS256 signature is the modulus's size,
-/// at most 1024 bytes (RSA-8192, the largest key accepted).
+/// 256 bytes for Microsoft's RSA-2048 keys. Larger segments (an RSA-8192 signature's estimate is
+/// 1,026 bytes) are decoded on the heap, with the same result.
 const HEADER_BYTES: usize = 512;
 const PAYLOAD_BYTES: usize = 2048;
 const SIGNATURE_BYTES: usize = 1024;

@@ -75,6 +75,8 @@ impl<const N: usize> SegmentBuf<N> {
                 .ok()?;
             Some(&self.stack[..len])
         } else {
+            // `decode_vec` appends.
+            self.heap.clear();
             URL_SAFE_NO_PAD.decode_vec(segment, &mut self.heap).ok()?;
             Some(&self.heap)
         }
@@ -238,6 +240,10 @@ mod tests {
             assert_eq!(small.decode(segment), expected.as_deref(), "{segment:?}");
             assert_eq!(large.decode(segment), expected.as_deref(), "{segment:?}");
         }
+        // A buffer used twice holds only the second segment.
+        let mut reused = SegmentBuf::<1>::new();
+        reused.decode("YWJj");
+        assert_eq!(reused.decode("eHl6"), Some(&b"xyz"[..]));
     }
 
     #[test]
