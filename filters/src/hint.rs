@@ -14,13 +14,13 @@ use crate::policy::{is_guid, AppPolicy, CloudPolicy, MSA_TENANT};
 /// The identity of a hint that passed every check.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HintIdentity {
-    pub(crate) iss: String,
+    iss: String,
     pub(crate) tid: String,
     pub(crate) oid: String,
     pub(crate) sub: String,
     pub(crate) preferred_username: Option<String>,
     /// Every claim, when `HintValidator::all_claims` asked for them.
-    pub(crate) all: Option<Map<String, Value>>,
+    all: Option<Map<String, Value>>,
 }
 
 impl HintIdentity {

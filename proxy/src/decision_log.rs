@@ -65,35 +65,37 @@ impl Line<'_> {
             // Serialising into a Vec cannot fail.
             let _ = serde_json::to_writer(&mut *buf, value);
         }
+        fn key(buf: &mut Vec<u8>, name: &str) {
+            buf.extend_from_slice(b",\"");
+            buf.extend_from_slice(name.as_bytes());
+            buf.extend_from_slice(b"\":");
+        }
         buf.extend_from_slice(b"{\"timestamp\":");
         string(buf, self.timestamp);
-        buf.extend_from_slice(b",\"level\":");
-        string(buf, self.level);
-        buf.extend_from_slice(b",\"message\":");
-        string(buf, self.message);
-        buf.extend_from_slice(b",\"client_request_id\":");
-        string(buf, self.client_request_id);
-        buf.extend_from_slice(b",\"client_id\":");
-        string(buf, self.client_id);
-        buf.extend_from_slice(b",\"tid\":");
-        string(buf, self.tid);
-        buf.extend_from_slice(b",\"oid\":");
-        string(buf, self.oid);
-        buf.extend_from_slice(b",\"outcome\":");
-        string(buf, self.outcome);
-        buf.extend_from_slice(b",\"reason\":");
-        string(buf, self.reason);
-        buf.extend_from_slice(b",\"entra\":");
-        buf.extend_from_slice(if self.entra { b"true" } else { b"false" });
-        buf.extend_from_slice(b",\"stripped\":");
+        for (name, value) in [
+            ("level", self.level),
+            ("message", self.message),
+            ("client_request_id", self.client_request_id),
+            ("client_id", self.client_id),
+            ("tid", self.tid),
+            ("oid", self.oid),
+            ("outcome", self.outcome),
+            ("reason", self.reason),
+        ] {
+            key(buf, name);
+            string(buf, value);
+        }
+        key(buf, "entra");
+        json(buf, &self.entra);
+        key(buf, "stripped");
         json(buf, &self.stripped);
-        buf.extend_from_slice(b",\"latency_ms\":");
+        key(buf, "latency_ms");
         json(buf, &self.latency_ms);
         if let Some(username) = self.preferred_username {
-            buf.extend_from_slice(b",\"preferred_username\":");
+            key(buf, "preferred_username");
             string(buf, username);
         }
-        buf.extend_from_slice(b",\"target\":");
+        key(buf, "target");
         string(buf, self.target);
         buf.push(b'}');
     }
