@@ -1244,7 +1244,15 @@ fn one_cloud_without_keys_leaves_the_other_cloud_serving() {
         three_apps(&upstream, &global, &private.url()).jwks_timings(1, 1, 604_800, 500),
     );
     global.wait_for_fetches(1, DEADLINE);
-    let ready = proxy.admin_get("/readyz");
+    // The fetch is served before the proxy publishes the set: wait until /readyz shows it.
+    let started = Instant::now();
+    let ready = loop {
+        let ready = proxy.admin_get("/readyz");
+        if !ready.text().contains("global") || started.elapsed() > DEADLINE {
+            break ready;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert_eq!(ready.status, 503, "{}", ready.describe());
     assert!(
         ready.text().contains("private") && !ready.text().contains("global"),
