@@ -467,6 +467,13 @@ impl ProxyHttp for EamProxy {
         if let Some(new_body) = &ctx.new_body {
             *body = end_of_stream.then(|| new_body.clone());
         }
+        // Pingora 0.9.1 writes an empty last chunk to an HTTP/1 upstream as a chunked
+        // terminator and then finishes the body with a second one (cloudflare/pingora#935):
+        // the stray bytes desynchronise the pooled connection. `None` ends the body once.
+        // docs/PINGORA.md: remove when a fixed release is pinned.
+        if body.as_ref().is_some_and(Bytes::is_empty) {
+            *body = None;
+        }
         Ok(())
     }
 

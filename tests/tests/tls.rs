@@ -14,7 +14,7 @@ use eam_tests::tls::{
     assert_curl_has_http2, curl, mtime, replace_file, served_certificate, wait_for_certificate,
     CurlResponse, Issued, TestCa, TlsSession, TlsUpstream,
 };
-use eam_tests::upstream::DEFAULT_BODY;
+use eam_tests::upstream::{Reply, DEFAULT_BODY};
 use eam_tests::{
     assert_entra_rewrite, microsoft_claims, parse_form, sign_hint, EntraRequest, ProxyConfig,
     ProxyProcess, Request, Upstream, DEFAULT_HOST,
@@ -543,4 +543,56 @@ fn upstream_tls_without_verification_becomes_ready() {
         }
     }
     assert!(unready.is_empty(), "never ready: {unready:#?}");
+}
+
+/// cloudflare/pingora#935 (issue 16): an HTTP/2 request body ended by an empty DATA frame with
+/// END_STREAM (`curl -T -` ends every upload so) was written to the HTTP/1 upstream with the
+/// chunked terminator twice. The stray `0\r\n\r\n` reads as the start of a second request:
+/// the upstream answered it on the pooled connection, and that answer went to the next client.
+/// The recording upstream is strict: it records anything after a body as a request.
+#[test]
+fn an_http2_body_ended_by_an_empty_data_frame_is_terminated_once() {
+    let (ca, first, _) = pki();
+    let files = LiveFiles::new(&first);
+    let upstream = Upstream::with_responder(|r| Reply::ok(&format!("{} {}", r.method, r.target)));
+    let tls = TlsProxy::start(&upstream, &files, &ca, &first);
+    for round in 0..3 {
+        // Stdin is empty: HEADERS without END_STREAM, then one empty DATA frame that ends it.
+        let upload = tls.curl(
+            &format!("/upload?{round}"),
+            &["--http2", "-X", "POST", "-T", "-"],
+        );
+        assert_eq!(upload.status, 200, "{}", upload.describe());
+        assert_eq!(upload.http_version, "2", "{}", upload.describe());
+        assert_eq!(upload.body, format!("POST /upload?{round}"));
+        // The next request rides the pooled upstream connection.
+        let next = tls.proxy.send(&Request::get(&format!("/next?{round}")));
+        assert_eq!(next.status, 200, "{}", next.describe());
+        assert_eq!(
+            next.text(),
+            format!("GET /next?{round}"),
+            "{}",
+            next.describe()
+        );
+    }
+    let requests = upstream.requests();
+    let lines: Vec<String> = requests
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.target))
+        .collect();
+    assert_eq!(
+        lines,
+        [0, 1, 2]
+            .iter()
+            .flat_map(|i| [format!("POST /upload?{i}"), format!("GET /next?{i}")])
+            .collect::<Vec<_>>(),
+        "the upstream must see the six requests and nothing else"
+    );
+    for upload in requests.iter().filter(|r| r.method == "POST") {
+        assert!(
+            upload.raw.ends_with(b"\r\n\r\n0\r\n\r\n") && upload.body.is_empty(),
+            "one chunked terminator: {:?}",
+            String::from_utf8_lossy(&upload.raw)
+        );
+    }
 }
