@@ -14,6 +14,7 @@ pub mod detect;
 pub mod doctor;
 pub mod error;
 pub mod guard;
+pub mod headers;
 pub mod hint;
 mod jws;
 pub mod keys;
@@ -36,6 +37,7 @@ pub use error::{AuthorizeError, OAuthError};
 pub use guard::{
     EntraFormPost, Expectation, GuardVerdict, Remembered, ResponseGuard, Scope, Violation,
 };
+pub use headers::HeaderPolicy;
 pub use hint::{HintIdentity, HintValidator};
 pub use keys::{KeyLookup, KeySet, KeySetError, VerifyingKey};
 pub use policy::{

@@ -57,6 +57,11 @@ pub struct Server {
     pub upgrade_sock: PathBuf,
     /// Addresses (IP or CIDR) of load balancers whose `X-Forwarded-*` headers are believed.
     pub trusted_proxies: Vec<String>,
+    /// Client headers that frameworks route on or take the client's identity from, removed
+    /// unless the peer is a trusted proxy (`filters::headers`).
+    pub routing_headers: Vec<String>,
+    /// Keep client headers whose names hold `_` (dropped by default, as nginx does).
+    pub underscores_in_headers: bool,
 }
 
 impl Server {
@@ -77,6 +82,28 @@ impl Server {
             })
             .collect()
     }
+
+    pub fn header_policy(&self) -> Result<filters::HeaderPolicy, ConfigError> {
+        let routing = self
+            .routing_headers
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                http::HeaderName::from_bytes(name.as_bytes())
+                    .map(|h| h.as_str().to_string())
+                    .map_err(|_| {
+                        err(
+                            format!("server.routing_headers[{i}]"),
+                            format!("\"{name}\" is not a header name"),
+                        )
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(filters::HeaderPolicy {
+            routing,
+            underscores_allowed: self.underscores_in_headers,
+        })
+    }
 }
 
 impl Default for Server {
@@ -94,6 +121,11 @@ impl Default for Server {
             pid_file: "/tmp/eam-proxy.pid".into(),
             upgrade_sock: "/tmp/eam-proxy-upgrade.sock".into(),
             trusted_proxies: Vec::new(),
+            routing_headers: filters::headers::ROUTING_HEADERS
+                .iter()
+                .map(|h| h.to_string())
+                .collect(),
+            underscores_in_headers: false,
         }
     }
 }
@@ -479,6 +511,7 @@ impl Config {
             }
         }
         s.trusted_proxies()?;
+        s.header_policy()?;
         if s.threads == 0 {
             return Err(err("server.threads", "must be at least 1"));
         }

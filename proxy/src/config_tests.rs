@@ -98,6 +98,8 @@ fn the_repository_example_is_valid_and_complete() {
         "pid_file",
         "upgrade_sock",
         "trusted_proxies",
+        "routing_headers",
+        "underscores_in_headers",
         "addresses",
         "tls",
         "sni",
@@ -347,6 +349,10 @@ fn semantic_errors_name_the_key_path() {
         (
             with_app("[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n"),
             "server.trusted_proxies[0]",
+        ),
+        (
+            with_app("[server]\nrouting_headers = [\"x-ok\", \"not a header\"]\n"),
+            "server.routing_headers[1]",
         ),
     ];
     for (text, path) in cases {

@@ -432,6 +432,7 @@ fn run(
             sink: decision_log::BatchSink::stderr(),
         },
         trusted_proxies: config.server.trusted_proxies()?,
+        headers: config.server.header_policy()?,
         metrics: metrics.clone(),
         x5c: Arc::new(x5c),
         guard,

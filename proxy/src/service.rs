@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use filters::render::json_error;
 use filters::{
-    AuthorizeDecision, AuthorizeError, AuthorizeRequest, ErrorResponse, Method, Policy, Summary,
+    AuthorizeDecision, AuthorizeError, AuthorizeRequest, ErrorResponse, HeaderPolicy, Method,
+    Policy, Summary,
 };
 use http::header;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -50,8 +51,10 @@ pub struct EamProxy {
     pub client_read_timeout: Duration,
     pub decision_log: DecisionLog,
     pub metrics: Arc<Metrics>,
-    /// Direct peers whose `X-Forwarded-*` headers are kept (cloud load balancers).
+    /// Direct peers whose `X-Forwarded-*` and routing headers are kept (cloud load balancers).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Client headers removed before the request goes upstream.
+    pub headers: HeaderPolicy,
     /// Key-set paths that get `x5c` (`[[upstream.x5c]]`).
     pub x5c: Arc<Vec<X5cRoute>>,
     /// `None` when `authorize.response_guard = "off"`.
@@ -173,6 +176,28 @@ impl EamProxy {
 }
 
 impl EamProxy {
+    fn peer_is_trusted(&self, session: &Session) -> bool {
+        session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .is_some_and(|a| self.trusted_proxies.iter().any(|net| net.contains(&a.ip())))
+    }
+
+    /// Removes the client headers that frameworks route on or read the client's identity from
+    /// (`filters::headers`), on every path.
+    fn remove_client_headers(&self, session: &Session, upstream: &mut RequestHeader) {
+        let trusted = self.peer_is_trusted(session);
+        let dropped: Vec<header::HeaderName> = upstream
+            .headers
+            .keys()
+            .filter(|name| self.headers.drops(name.as_str(), trusted))
+            .cloned()
+            .collect();
+        for name in dropped {
+            upstream.remove_header(&name);
+        }
+    }
+
     /// `X-Forwarded-*` as the upstream should see them. From a trusted proxy the chain is
     /// extended and its proto/host kept; from anyone else they are replaced, so a client cannot
     /// forge its address.
@@ -181,8 +206,7 @@ impl EamProxy {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        let trusted =
-            peer.is_some_and(|ip| self.trusted_proxies.iter().any(|net| net.contains(&ip)));
+        let trusted = self.peer_is_trusted(session);
         let incoming = |name: header::HeaderName| {
             trusted
                 .then(|| header_str(session.req_header(), name))
@@ -448,6 +472,7 @@ impl ProxyHttp for EamProxy {
         if self.guard.is_some() && response_guard::is_navigation(session.req_header()) {
             upstream_request.remove_header(&header::ACCEPT_ENCODING);
         }
+        self.remove_client_headers(session, upstream_request);
         self.set_forwarded_headers(session, upstream_request)?;
         if let Some(host) = &self.upstream.host_header {
             upstream_request.insert_header(header::HOST, host.as_str())?;

@@ -1,6 +1,8 @@
 //! SPEC §4 / issue 6: the proxy sets `X-Forwarded-For`, `-Proto` and `-Host`. A client cannot
 //! forge them; a direct peer listed in `server.trusted_proxies` (a cloud load balancer) has its
-//! chain extended and its proto/host kept.
+//! chain extended and its proto/host kept. Issue 16: the other headers frameworks route on
+//! (`server.routing_headers`) are removed unless the peer is trusted, and names with `_` always
+//! (`server.underscores_in_headers`).
 //!
 //! The test client connects from 127.0.0.1.
 
@@ -225,4 +227,86 @@ fn trusted_chain_over_several_field_lines_is_kept_whole() {
         vec!["6.6.6.6, 203.0.113.9, 127.0.0.1".to_string()],
         "{seen:?}"
     );
+}
+
+/// Issue 16: headers that frameworks route on or read the client's identity from, as a client
+/// would forge them to reach the authorize handler under a path the proxy did not filter.
+fn routing_forgeries(target: &str) -> Request {
+    Request::get(target)
+        .header("X-Original-URL", "/authorize")
+        .header("X-Rewrite-URL", "/authorize")
+        .header("X-Forwarded-Prefix", "/x")
+        .header("Forwarded", "for=6.6.6.6;proto=https")
+        .header("X-Real-IP", FORGED_FOR)
+        .header("X-Remote-User", "admin")
+        .header("SCRIPT_NAME", "/x")
+        .header("Path_Info", "/authorize")
+        .header("X_Forwarded_For", FORGED_FOR)
+        .header("X-Kept", "yes")
+}
+
+/// The names of the headers the upstream received, lower-case, in order.
+fn names(request: &Recorded) -> Vec<String> {
+    request
+        .headers
+        .iter()
+        .map(|(n, _)| n.to_ascii_lowercase())
+        .collect()
+}
+
+const ROUTING: &[&str] = &[
+    "x-original-url",
+    "x-rewrite-url",
+    "x-forwarded-prefix",
+    "forwarded",
+    "x-real-ip",
+    "x-remote-user",
+];
+const UNDERSCORED: &[&str] = &["script_name", "path_info", "x_forwarded_for"];
+
+#[test]
+fn routing_headers_from_clients_never_reach_the_upstream() {
+    let mut setup = Setup::start(None);
+    for target in ["/x/authorize", "/authorize?client_id=app"] {
+        setup.forward(&routing_forgeries(target));
+        let received = setup.upstream.requests()[setup.sent - 1].clone();
+        let seen = names(&received);
+        for name in ROUTING.iter().chain(UNDERSCORED) {
+            assert!(
+                !seen.contains(&name.to_string()),
+                "{target}: {name} kept: {seen:?}"
+            );
+        }
+        assert_eq!(received.header("x-kept"), Some("yes"), "{seen:?}");
+    }
+}
+
+#[test]
+fn a_trusted_proxy_keeps_routing_headers_but_not_underscored_ones() {
+    let mut setup = Setup::start(Some(&["127.0.0.1"]));
+    setup.forward(&routing_forgeries("/x/authorize"));
+    let received = setup.upstream.requests()[0].clone();
+    let seen = names(&received);
+    for name in ROUTING {
+        assert!(seen.contains(&name.to_string()), "{name} dropped: {seen:?}");
+    }
+    for name in UNDERSCORED {
+        assert!(!seen.contains(&name.to_string()), "{name} kept: {seen:?}");
+    }
+}
+
+#[test]
+fn routing_headers_and_underscores_are_configurable() {
+    let upstream = Upstream::start();
+    let config = ProxyConfig::new(&upstream)
+        .set("server", "routing_headers", &toml_list(&["x-kept".into()]))
+        .set("server", "underscores_in_headers", "true");
+    let proxy = ProxyProcess::start(config);
+    let response = proxy.send(&routing_forgeries("/page"));
+    assert_eq!(response.status, 200, "{}", response.describe());
+    let seen = names(&upstream.only_request());
+    for name in ROUTING.iter().chain(UNDERSCORED) {
+        assert!(seen.contains(&name.to_string()), "{name} dropped: {seen:?}");
+    }
+    assert!(!seen.contains(&"x-kept".to_string()), "{seen:?}");
 }
