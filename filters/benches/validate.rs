@@ -33,7 +33,7 @@ use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{criterion_group, criterion_main, Criterion};
 use filters::{
     AppPolicy, AuthorizeDecision, AuthorizeRequest, AuthorizeSettings, CloudPolicy, HintValidator,
-    KeySet, Method, Outcome, Policy,
+    KeySet, Outcome, Policy,
 };
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use serde_json::{json, Value};
@@ -218,12 +218,11 @@ fn entra_form(hint: &str) -> String {
 }
 
 fn post(body: &str) -> AuthorizeRequest<'_> {
-    AuthorizeRequest {
-        method: Method::Post,
-        content_type: Some("application/x-www-form-urlencoded"),
-        query: None,
-        body: body.as_bytes(),
-    }
+    AuthorizeRequest::post(
+        Some("application/x-www-form-urlencoded"),
+        None,
+        body.as_bytes(),
+    )
 }
 
 fn benches(c: &mut Criterion<BenchClock>) {

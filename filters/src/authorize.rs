@@ -8,13 +8,14 @@ use crate::error::AuthorizeError;
 use crate::guard::Remembered;
 use crate::hint::{kid_of, HintIdentity, HintValidator};
 use crate::keys::KeyLookup;
-use crate::params::Params;
+use crate::params::{is_plain_name, Params};
 use crate::policy::{AppPolicy, ErrorDelivery, Policy};
 use crate::render::{form_post_error, json_error, ErrorResponse};
+use crate::request::{AuthorizeRequest, Method};
 use crate::rewrite::rewrite_entra;
 
 /// Parameters that must appear at most once in an Entra request (SPEC §3.5).
-const SINGLE_VALUED: [&str; 11] = [
+pub const SINGLE_VALUED: [&str; 11] = [
     "client_id",
     "redirect_uri",
     "response_type",
@@ -49,27 +50,17 @@ fn single_valued_index(name: &str) -> Option<usize> {
     })
 }
 
+/// Parameters an authorize request may carry, query and body together: Entra sends eleven, an
+/// OpenID request rarely thirty. PHP, qs, Jetty and Django stop at 1,000, silently or not, and
+/// the rewrite adds up to seven plus the extra claims.
+pub const MAX_PARAMETERS: usize = 100;
+
 /// User-supplied identifiers are logged, so they are capped to keep one request from
 /// flooding the log.
 const MAX_LOGGED_LEN: usize = 128;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
-    Get,
-    Post,
-}
-
-/// An authorize request as the proxy received it.
-#[derive(Debug, Clone, Copy)]
-pub struct AuthorizeRequest<'a> {
-    pub method: Method,
-    pub content_type: Option<&'a str>,
-    /// The raw query string, without `?`.
-    pub query: Option<&'a str>,
-    /// The whole body of a POST (ignored for GET).
-    pub body: &'a [u8],
-}
-
+/// What to do with an authorize request. Every POST that is not refused is forwarded with
+/// `Content-Type:` [`crate::request::FORM_CONTENT_TYPE`], the reading the proxy checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthorizeDecision {
     /// Forward the request exactly as received.
@@ -193,9 +184,10 @@ impl Policy {
             .as_mut()
             .map_or(0, |q| q.remove_where(|n| self.is_reserved_param(n)));
         summary.stripped = stripped_main + stripped_query;
-        let new_post_query = (stripped_query > 0)
-            .then(|| post_query.as_ref().map(Params::to_raw_string))
-            .flatten();
+        let new_post_query = post_query
+            .as_ref()
+            .filter(|q| stripped_query > 0 || q.has_structure_bytes())
+            .map(Params::to_forwarded_string);
 
         // A POST is judged by its body, but Entra's parameters in its query would reach an
         // upstream that merges the two: such a request is treated as Entra's, and refused.
@@ -206,19 +198,15 @@ impl Policy {
         summary.client_id = main.first("client_id").map(capped);
         summary.client_request_id = main.first("client-request-id").map(capped);
         if !detect::is_entra(self, &main) && !entra_in_query {
-            if summary.stripped == 0 {
-                return Ok(AuthorizeDecision::PassThrough);
-            }
-            let sanitized = (stripped_main > 0).then(|| main.to_raw_string());
-            return Ok(match req.method {
-                Method::Get => AuthorizeDecision::Forward {
-                    query: sanitized,
-                    body: None,
+            let sanitized = (stripped_main > 0 || main.has_structure_bytes())
+                .then(|| main.to_forwarded_string());
+            return Ok(match (req.method, sanitized, new_post_query) {
+                (_, None, None) => AuthorizeDecision::PassThrough,
+                (Method::Post, body, query) => AuthorizeDecision::Forward {
+                    query,
+                    body: body.map(String::into_bytes),
                 },
-                Method::Post => AuthorizeDecision::Forward {
-                    query: new_post_query,
-                    body: sanitized.map(String::into_bytes),
-                },
+                (_, query, _) => AuthorizeDecision::Forward { query, body: None },
             });
         }
 
@@ -262,38 +250,50 @@ impl Policy {
         summary.oid = Some(oid);
         summary.preferred_username = preferred_username;
         Ok(match req.method {
-            Method::Get => AuthorizeDecision::Forward {
-                query: Some(rewritten),
-                body: None,
-            },
             Method::Post => AuthorizeDecision::Forward {
                 query: new_post_query,
                 body: Some(rewritten.into_bytes()),
             },
+            _ => AuthorizeDecision::Forward {
+                query: Some(rewritten),
+                body: None,
+            },
         })
     }
 
-    /// SPEC §3.1: a POST's form body (plus its query), a GET's query.
+    /// The parameters of a request whose head [`Policy::admit`] accepts: a POST's form body
+    /// (plus its query), a GET's query, read one way by every framework (docs/SECURITY.md,
+    /// "One reading").
     fn read<'a>(&self, req: &AuthorizeRequest<'a>) -> Result<ReadParams<'a>, AuthorizeError> {
+        self.admit(req)?;
         let query = req.query.map(|q| Params::parse(q.as_bytes())).transpose()?;
-        match req.method {
-            Method::Get => Ok(ReadParams {
+        let read = match req.method {
+            Method::Get if !req.body.is_empty() => return Err(AuthorizeError::UnexpectedBody),
+            Method::Get => ReadParams {
                 main: query.unwrap_or_default(),
                 post_query: None,
-            }),
-            Method::Post => {
-                if !req.content_type.is_some_and(is_form_content_type) {
-                    return Err(AuthorizeError::UnsupportedContentType);
-                }
-                if !self.body_fits(req.body.len()) {
-                    return Err(AuthorizeError::BodyTooLarge);
-                }
-                Ok(ReadParams {
-                    main: Params::parse(req.body)?,
-                    post_query: query,
-                })
+            },
+            Method::Post if !self.body_fits(req.body.len()) => {
+                return Err(AuthorizeError::BodyTooLarge)
             }
+            Method::Post => ReadParams {
+                main: Params::parse(req.body)?,
+                post_query: query,
+            },
+            Method::Other => return Err(AuthorizeError::MethodNotAllowed),
+        };
+        let all = || {
+            read.main
+                .iter()
+                .chain(read.post_query.iter().flat_map(Params::iter))
+        };
+        if all().count() > MAX_PARAMETERS {
+            return Err(AuthorizeError::TooManyParameters);
         }
+        if !all().all(|p| name_reads_alike(&p.name)) {
+            return Err(AuthorizeError::AmbiguousParameterName);
+        }
+        Ok(read)
     }
 
     /// SPEC §3.5: the parameters of an Entra request are unambiguous and name a configured app.
@@ -378,13 +378,13 @@ impl Policy {
     }
 }
 
-/// `application/x-www-form-urlencoded`, with any parameters (charset…), case-insensitive.
-pub fn is_form_content_type(content_type: &str) -> bool {
-    content_type.split(';').next().is_some_and(|media| {
-        media
-            .trim()
-            .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-    })
+/// Whether every framework reads `name` as this same parameter: a plain name (ASCII letters,
+/// digits, `_`, `-`), and not a single-valued OAuth name in another letter case, which ASP.NET's
+/// case-insensitive collections read as that parameter.
+fn name_reads_alike(name: &str) -> bool {
+    is_plain_name(name)
+        && (!name.bytes().any(|b| b.is_ascii_uppercase())
+            || !SINGLE_VALUED.iter().any(|s| s.eq_ignore_ascii_case(name)))
 }
 
 fn capped(value: &str) -> String {

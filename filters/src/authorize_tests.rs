@@ -21,6 +21,7 @@ use crate::keys::KeySet;
 use crate::policy::{
     AppPolicy, AuthorizeSettings, CloudPolicy, DetectMode, ExtraClaim, MSA_TENANT,
 };
+use crate::request::{AuthorizeRequest, Field, Framing, Method};
 use crate::testkeys::{self, TestKey, FOREIGN, SIGNER};
 
 const NOW: u64 = 1_750_000_000;
@@ -262,6 +263,9 @@ fn values<'p>(params: &'p [(String, String)], name: &str) -> Vec<&'p str> {
 struct Req {
     method: Method,
     content_type: Option<&'static str>,
+    content_encoding: Field<'static>,
+    /// `None`: as a client frames this body (by its length; a GET without one).
+    framing: Option<Framing>,
     query: Option<String>,
     body: Vec<u8>,
 }
@@ -271,6 +275,8 @@ impl Req {
         Req {
             method: Method::Post,
             content_type: Some(FORM),
+            content_encoding: Field::Absent,
+            framing: None,
             query: None,
             body: body.into(),
         }
@@ -279,6 +285,8 @@ impl Req {
         Req {
             method: Method::Get,
             content_type: None,
+            content_encoding: Field::Absent,
+            framing: None,
             query: Some(query.into()),
             body: Vec::new(),
         }
@@ -291,10 +299,25 @@ impl Req {
         self.content_type = content_type;
         self
     }
+    fn content_encoding(mut self, field: Field<'static>) -> Req {
+        self.content_encoding = field;
+        self
+    }
+    /// The body that arrived (a GET's in HTTP/2 DATA frames), and how it was framed.
+    fn framed(mut self, framing: Framing, body: &[u8]) -> Req {
+        self.framing = Some(framing);
+        self.body = body.to_vec();
+        self
+    }
     fn as_request(&self) -> AuthorizeRequest<'_> {
         AuthorizeRequest {
             method: self.method,
-            content_type: self.content_type,
+            content_type: self.content_type.into(),
+            content_encoding: self.content_encoding,
+            framing: self.framing.unwrap_or(match self.method {
+                Method::Post => Framing::of_body(&self.body),
+                _ => Framing::None,
+            }),
             query: self.query.as_deref(),
             body: &self.body,
         }
@@ -1130,6 +1153,132 @@ fn key_set_availability() {
 // §3.1 Reading: content type, size, encoding (every authorize request, Entra or not)
 // ---------------------------------------------------------------------------------------------
 
+/// docs/SECURITY.md "One reading": what a framework behind the proxy would read differently is
+/// refused, or (for structure bytes in a pair) re-encoded so that every framework reads it as
+/// the proxy did.
+#[test]
+fn one_reading_for_every_framework() {
+    let body = entra_body(&valid_hint());
+    let query = body.clone();
+    let ambiguous = |name: &str, extra: &str| {
+        case(name).req(Req::post(format!("{body}&{extra}"))).json(
+            400,
+            E::AmbiguousParameterName,
+            "ambiguous_parameter_name",
+        )
+    };
+    let params = |n: usize| {
+        (0..n)
+            .map(|i| format!("p{i}=x"))
+            .collect::<Vec<_>>()
+            .join("&")
+    };
+    let other_client = "client_id=other&response_type=code";
+    check_all(vec![
+        ambiguous("PHP reads a dot as _", "entra.sub=x"),
+        ambiguous("PHP reads an encoded dot as _", "client%2Eid=x"),
+        ambiguous("PHP drops a leading space", "+client_id=x"),
+        ambiguous("PHP reads an unmatched [ as _", "redirect_uri[=x"),
+        ambiguous("qs and Rack read name[]", "client_id%5B%5D=x"),
+        ambiguous("qs reads [name]", "[client_id]=x"),
+        ambiguous("Rack strips a leading ]", "]response_mode=x"),
+        ambiguous("ASP.NET ignores case", "Client_Id=x"),
+        ambiguous("ASP.NET ignores case, upper", "REDIRECT_URI=x"),
+        ambiguous("an empty name", "=x"),
+        ambiguous("a non-ASCII name", "%C3%A9=x"),
+        case("a plain name in upper case is fine")
+            .req(Req::post(format!("{body}&X-Client-SKU=a")))
+            .accepted(),
+        case("names are checked on requests that are not Entra's too")
+            .req(Req::post(format!("{other_client}&entra.sub=x")))
+            .json(400, E::AmbiguousParameterName, "ambiguous_parameter_name"),
+        case("names are checked in the query of a POST")
+            .req(Req::post(body.clone()).query("entra.sub=x"))
+            .json(400, E::AmbiguousParameterName, "ambiguous_parameter_name"),
+        case("100 parameters")
+            .req(Req::post(format!("{other_client}&{}", params(98))))
+            .passes(),
+        case("101 parameters")
+            .req(Req::post(format!("{other_client}&{}", params(99))))
+            .json(400, E::TooManyParameters, "too_many_parameters"),
+        case("a GET whose HTTP/2 stream ended with an empty DATA frame")
+            .req(Req::get(query.clone()).framed(Framing::Open, b""))
+            .accepted(),
+        case("a GET with a body in HTTP/2 DATA frames")
+            .req(Req::get(query.clone()).framed(Framing::Open, b"client_id=x"))
+            .json(400, E::UnexpectedBody, "unexpected_body"),
+        case("a GET announcing a chunked body")
+            .req(Req::get(query.clone()).framed(Framing::Chunked, b""))
+            .json(400, E::UnexpectedBody, "unexpected_body"),
+        case("a deflated form")
+            .req(Req::post(body.clone()).content_encoding(Field::One("deflate")))
+            .json(
+                400,
+                E::UnsupportedContentEncoding,
+                "unsupported_content_encoding",
+            ),
+        case("Content-Encoding: identity")
+            .req(Req::post(body.clone()).content_encoding(Field::One("Identity")))
+            .accepted(),
+        case("a charset on a GET that Django would decode the query with")
+            .req(Req::get(query.clone()).content_type(Some("text/plain; charset=utf-16")))
+            .json(400, E::UnsupportedCharset, "unsupported_charset"),
+        case("a form with a boundary")
+            .req(
+                Req::post(body.clone())
+                    .content_type(Some("application/x-www-form-urlencoded; boundary=x")),
+            )
+            .json(400, E::UnsupportedContentType, "unsupported_content_type"),
+        case("PUT")
+            .req(Req {
+                method: Method::Other,
+                ..Req::get(query.clone())
+            })
+            .json(405, E::MethodNotAllowed, "method_not_allowed"),
+    ]);
+
+    // Rack splits a query on `;`, Go drops the pair, qs ends a name at `]=`: such pairs are
+    // forwarded encoded, so each framework reads the one pair the proxy read.
+    let out = run(
+        &policy(),
+        &keys(),
+        &Req::post(format!("{body}&x=1;client_id=evil&y=a]=b")),
+        NOW,
+    );
+    assert_eq!(out.summary.outcome, Outcome::Accepted);
+    let sent = forwarded_body(&out);
+    assert!(
+        sent.contains("&x=1%3Bclient_id%3Devil&y=a%5D%3Db&"),
+        "{sent}"
+    );
+    let out = run(
+        &policy(),
+        &keys(),
+        &Req::get(format!("{other_client}&x=a;entra_sub=y")),
+        NOW,
+    );
+    assert_eq!(
+        out.decision,
+        AuthorizeDecision::Forward {
+            query: Some(format!("{other_client}&x=a%3Bentra_sub%3Dy")),
+            body: None
+        }
+    );
+    let out = run(
+        &policy(),
+        &keys(),
+        &Req::post(other_client).query("next=/a;b"),
+        NOW,
+    );
+    assert_eq!(
+        out.decision,
+        AuthorizeDecision::Forward {
+            query: Some("next=%2Fa%3Bb".into()),
+            body: None
+        }
+    );
+}
+
 #[test]
 fn reading_the_request() {
     let body = entra_body(&valid_hint());
@@ -1179,11 +1328,17 @@ fn reading_the_request() {
                     .content_type(Some("application/x-www-form-urlencoded; charset=UTF-8")),
             )
             .accepted(),
-        case("any charset parameter accepted")
+        case("charset=utf-8, any spacing, accepted")
+            .req(
+                Req::post(body.clone())
+                    .content_type(Some(" application/x-www-form-urlencoded ;charset=utf-8")),
+            )
+            .accepted(),
+        case("another charset refused")
             .req(Req::post(body.clone()).content_type(Some(
                 " application/x-www-form-urlencoded ;charset=ISO-8859-1",
             )))
-            .accepted(),
+            .json(400, E::UnsupportedCharset, "unsupported_charset"),
         case("media type in upper case accepted")
             .req(Req::post(body.clone()).content_type(Some("APPLICATION/X-WWW-FORM-URLENCODED")))
             .accepted(),
@@ -1795,10 +1950,12 @@ fn rewrite_keeps_order_and_bytes_and_appends_identity() {
         &Req::post(raw_entra_body(&hint, None)),
         NOW,
     );
+    // Every pair keeps its bytes but `claims`, whose raw `[` `]` qs would read as a name's
+    // brackets: it is re-encoded.
     let expected = format!(
         "scope=openid&response_type=id_token&response_mode=form_post&client_id={CLIENT_ID}\
          &redirect_uri=https%3A%2F%2Flogin.microsoftonline.com%2Fcommon%2Ffederation%2Fexternalauthprovider\
-         &claims=%7b%22id_token%22:%7b%22acr%22:%7b%22essential%22:true,%22values%22:[%22possessionorinherence%22]%7d%7d%7d\
+         &claims=%7B%22id_token%22%3A%7B%22acr%22%3A%7B%22essential%22%3Atrue%2C%22values%22%3A%5B%22possessionorinherence%22%5D%7D%7D%7D\
          &nonce={NONCE}&state={STATE}+x&client-request-id={CRID}&entra_id_token_hint={hint}&ui_locales=de\
          &prompt=login\
          &entra_iss=https%3A%2F%2Flogin.microsoftonline.com%2F{TID}%2Fv2.0\
@@ -1827,7 +1984,7 @@ fn rewrite_prompt() {
 
     // Replaced in place: still right after claims, before nonce.
     let body = rewrite(&policy(), Some("select_account"));
-    assert!(body.contains("%7d%7d%7d&prompt=login&nonce="), "{body}");
+    assert!(body.contains("%7D%7D%7D&prompt=login&nonce="), "{body}");
     assert_eq!(prompts(&body), ["login"]);
     // Even an encoded, multi-valued prompt becomes exactly `login`.
     let body = rewrite(&policy(), Some("none+consent"));
@@ -1839,7 +1996,7 @@ fn rewrite_prompt() {
     keep.authorize.force_prompt_login = false;
     let body = rewrite(&keep, Some("select_account"));
     assert!(
-        body.contains("%7d%7d%7d&prompt=select_account&nonce="),
+        body.contains("%7D%7D%7D&prompt=select_account&nonce="),
         "{body}"
     );
     assert_eq!(prompts(&body), ["select_account"]);

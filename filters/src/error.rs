@@ -9,6 +9,8 @@ use std::fmt;
 /// Parameters whose duplication or absence makes an Entra request ambiguous (SPEC §3.5).
 /// Kept as `&'static str` so errors carry no request data.
 pub type ParamName = &'static str;
+/// A request header's lower-case name.
+pub type HeaderName = &'static str;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AuthorizeError {
@@ -22,8 +24,23 @@ pub enum AuthorizeError {
     /// A method other than GET or POST: an OP may route it (HEAD, PUT…) to its authorize
     /// handler with parameters the proxy never read.
     MethodNotAllowed,
-    /// A GET with a body: some frameworks read form parameters from any body.
+    /// A GET with a body, announced or arriving in HTTP/2 DATA frames: Rack, werkzeug and
+    /// Express read form parameters from the body of any method.
     UnexpectedBody,
+    /// `Content-Type` or `Content-Encoding` repeated or unreadable: frameworks differ in which
+    /// one they use.
+    RepeatedHeader(HeaderName),
+    /// A `charset` other than UTF-8 on the `Content-Type`: servlet containers decode a form's
+    /// names with it, Django even a GET's query.
+    UnsupportedCharset,
+    /// A `Content-Encoding` other than `identity`: Express inflates a deflated form.
+    UnsupportedContentEncoding,
+    /// More parameters than any authorize request needs: PHP, qs and others silently drop the
+    /// ones past their limit.
+    TooManyParameters,
+    /// A parameter name that frameworks rewrite or read as structure (anything but ASCII
+    /// letters, digits, `_` and `-`), or a single-valued OAuth name in another letter case.
+    AmbiguousParameterName,
 
     // --- Entra request parameters ---
     /// Detected as Entra, but no `[[apps]]` entry has this `client_id`.
@@ -83,6 +100,11 @@ impl AuthorizeError {
             MalformedEncoding => "malformed_encoding",
             MethodNotAllowed => "method_not_allowed",
             UnexpectedBody => "unexpected_body",
+            RepeatedHeader(_) => "repeated_header",
+            UnsupportedCharset => "unsupported_charset",
+            UnsupportedContentEncoding => "unsupported_content_encoding",
+            TooManyParameters => "too_many_parameters",
+            AmbiguousParameterName => "ambiguous_parameter_name",
             UnknownClient => "unknown_client",
             MissingParameter(_) => "missing_parameter",
             DuplicateParameter(_) => "duplicate_parameter",
@@ -116,6 +138,11 @@ impl AuthorizeError {
         "malformed_encoding",
         "method_not_allowed",
         "unexpected_body",
+        "repeated_header",
+        "unsupported_charset",
+        "unsupported_content_encoding",
+        "too_many_parameters",
+        "ambiguous_parameter_name",
         "unknown_client",
         "missing_parameter",
         "duplicate_parameter",
@@ -169,6 +196,15 @@ impl AuthorizeError {
             MalformedEncoding => "malformed percent-encoding or non-UTF-8 parameter".into(),
             MethodNotAllowed => "authorization requests must use GET or POST".into(),
             UnexpectedBody => "an authorization GET must not have a body".into(),
+            RepeatedHeader(name) => format!("{name} must appear once"),
+            UnsupportedCharset => "authorization requests must be encoded in UTF-8".into(),
+            UnsupportedContentEncoding => "authorization requests must not be compressed".into(),
+            TooManyParameters => "too many parameters".into(),
+            AmbiguousParameterName => {
+                "parameter names must be ASCII letters, digits, _ and -, and OAuth parameters \
+                 lower-case"
+                    .into()
+            }
             UnknownClient => "client_id is not a registered external authentication method".into(),
             MissingParameter(name) => format!("missing {name}"),
             DuplicateParameter(name) => format!("{name} must not be repeated"),
@@ -217,6 +253,11 @@ mod tests {
             MalformedEncoding,
             MethodNotAllowed,
             UnexpectedBody,
+            RepeatedHeader("x"),
+            UnsupportedCharset,
+            UnsupportedContentEncoding,
+            TooManyParameters,
+            AmbiguousParameterName,
             UnknownClient,
             MissingParameter("x"),
             DuplicateParameter("x"),

@@ -4,7 +4,8 @@
 //!
 //! One module per concern: [`params`] (form codec), [`policy`] (validated configuration),
 //! [`keys`] (parsed key sets), [`hint`] (id_token_hint validation), [`rewrite`] (what the
-//! upstream receives), [`render`] (error responses), [`error`] (reasons), [`detect`] (which
+//! upstream receives), [`render`] (error responses), [`error`] (reasons), [`request`] (the
+//! request's head and the rules on it), [`detect`] (which
 //! requests are Entra's), [`authorize`] (the decision that ties them together), and [`guard`]
 //! (the OP's answer to Entra, checked as Entra will check it).
 
@@ -21,6 +22,7 @@ pub mod keys;
 pub mod params;
 pub mod policy;
 pub mod render;
+pub mod request;
 pub mod rewrite;
 pub mod x5c;
 
@@ -30,9 +32,7 @@ pub mod invariants;
 #[cfg(test)]
 mod testkeys;
 
-pub use authorize::{
-    is_form_content_type, AuthorizeDecision, AuthorizeRequest, Authorized, Method, Outcome, Summary,
-};
+pub use authorize::{AuthorizeDecision, Authorized, Outcome, Summary, MAX_PARAMETERS};
 pub use error::{AuthorizeError, OAuthError};
 pub use guard::{
     EntraFormPost, Expectation, GuardVerdict, Remembered, ResponseGuard, Scope, Violation,
@@ -44,3 +44,6 @@ pub use policy::{
     AppPolicy, AuthorizeSettings, CloudPolicy, DetectMode, ErrorDelivery, ExtraClaim, Policy,
 };
 pub use render::ErrorResponse;
+pub use request::{
+    is_form_content_type, AuthorizeRequest, Field, Framing, Method, FORM_CONTENT_TYPE,
+};

@@ -3,11 +3,13 @@
 //! Unlike `form_urlencoded::parse`, decoding is strict: a `%` not followed by two hex digits, or
 //! a decoded name or value that is not UTF-8, is an error rather than a silent replacement,
 //! because the proxy and the upstream must never disagree on what a parameter says.
-//! Each pair keeps its raw bytes so that untouched pairs are forwarded exactly as they came.
+//! Each pair keeps its raw bytes so that untouched pairs are forwarded exactly as they came,
+//! unless those bytes hold structure that some framework reads and the proxy does not
+//! ([`Param::push_forwarded`]).
 
 use std::borrow::Cow;
 
-use memchr::{memchr, memchr2, memchr_iter};
+use memchr::{memchr, memchr2, memchr3, memchr_iter};
 
 use crate::error::AuthorizeError;
 
@@ -21,10 +23,43 @@ pub struct Param<'a> {
     pub value: Cow<'a, str>,
 }
 
+impl Param<'_> {
+    /// Appends the pair as the upstream should receive it: its raw bytes, or, when they hold
+    /// a byte of [`has_structure_bytes`], the decoded name and value form-encoded, which every
+    /// framework reads as the proxy did.
+    pub fn push_forwarded(&self, out: &mut String) {
+        if has_structure_bytes(self.raw) {
+            push_encoded(out, &self.name, &self.value);
+        } else {
+            push_raw(out, self.raw);
+        }
+    }
+}
+
+/// Whether raw form bytes hold a byte that some framework reads as structure where the strict
+/// codec reads data: `;` separates pairs for Rack 2 (in a query) and makes Go 1.17+ drop the
+/// pair; `[` and `]` nest names in PHP, Rack and qs, and qs ends a name at `]=` even inside
+/// what the others read as the value. Encoded (`%3B`, `%5B`, `%5D`) they are data everywhere.
+pub fn has_structure_bytes(raw: &str) -> bool {
+    memchr3(b';', b'[', b']', raw.as_bytes()).is_some()
+}
+
+/// Whether every framework reads `name` (decoded) as this same name: ASCII letters, digits, `_`
+/// and `-`, and not empty. PHP turns `.`, ` ` and `[` into `_` and drops leading spaces; PHP,
+/// Rack and qs read brackets as nesting; no OAuth or OpenID parameter needs anything else.
+pub fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// Parameters in their original order; duplicates are kept so callers can see them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Params<'a> {
     pairs: Vec<Param<'a>>,
+    /// Some pair's raw bytes have a structure byte: forwarding re-encodes it.
+    structured: bool,
 }
 
 impl<'a> Params<'a> {
@@ -41,7 +76,15 @@ impl<'a> Params<'a> {
             }
             from = end + 1;
         }
-        Ok(Params { pairs })
+        Ok(Params {
+            pairs,
+            structured: has_structure_bytes(text),
+        })
+    }
+
+    /// Whether [`Params::to_forwarded_string`] differs from the input apart from removals.
+    pub fn has_structure_bytes(&self) -> bool {
+        self.structured
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Param<'a>> {
@@ -87,12 +130,11 @@ impl<'a> Params<'a> {
         before - self.pairs.len()
     }
 
-    /// The remaining pairs joined with `&`, each exactly as received.
-    pub fn to_raw_string(&self) -> String {
+    /// The remaining pairs joined with `&`, each as [`Param::push_forwarded`] writes it.
+    pub fn to_forwarded_string(&self) -> String {
         let mut out = String::with_capacity(self.pairs.iter().map(|p| p.raw.len() + 1).sum());
         for pair in &self.pairs {
-            push_separator(&mut out);
-            out.push_str(pair.raw);
+            pair.push_forwarded(&mut out);
         }
         out
     }
@@ -230,7 +272,7 @@ const KEPT: [bool; 256] = {
     kept
 };
 
-pub fn push_raw(out: &mut String, raw: &str) {
+fn push_raw(out: &mut String, raw: &str) {
     push_separator(out);
     out.push_str(raw);
 }
@@ -311,14 +353,39 @@ mod tests {
     fn empty_segments_are_skipped_and_raw_is_kept() {
         let params = Params::parse(b"&a=%41&&b=c+d&").unwrap();
         assert_eq!(params.len(), 2);
-        assert_eq!(params.to_raw_string(), "a=%41&b=c+d");
+        assert!(!params.has_structure_bytes());
+        assert_eq!(params.to_forwarded_string(), "a=%41&b=c+d");
     }
 
     #[test]
     fn remove_where_counts_removals() {
         let mut params = Params::parse(b"a=1&entra_x=2&b=3&entra_y=4").unwrap();
         assert_eq!(params.remove_where(|n| n.starts_with("entra_")), 2);
-        assert_eq!(params.to_raw_string(), "a=1&b=3");
+        assert_eq!(params.to_forwarded_string(), "a=1&b=3");
+    }
+
+    #[test]
+    fn structure_bytes_are_forwarded_encoded_and_the_rest_raw() {
+        let params = Params::parse(b"a=1;entra_sub=x&b=%2F/&c=x]=y&d[=%5B").unwrap();
+        assert!(params.has_structure_bytes());
+        assert_eq!(
+            params.to_forwarded_string(),
+            "a=1%3Bentra_sub%3Dx&b=%2F/&c=x%5D%3Dy&d%5B=%5B"
+        );
+        let names: Vec<_> = params.iter().map(|p| p.name.as_ref()).collect();
+        assert_eq!(names, ["a", "b", "c", "d["]);
+    }
+
+    #[test]
+    fn plain_names() {
+        for name in ["client_id", "client-request-id", "A9_-", "x"] {
+            assert!(is_plain_name(name), "{name}");
+        }
+        for name in [
+            "", "a.b", "a b", " a", "a[", "a[]", "[a]", "]a", "a;b", "é", "a\0", "a+b",
+        ] {
+            assert!(!is_plain_name(name), "{name:?}");
+        }
     }
 
     /// The decoder before it was made one pass: a strict check, then `percent_encoding`.

@@ -130,7 +130,8 @@ impl Policy {
     /// Whether `path` is, or may be routed by the upstream as, a configured authorize path.
     ///
     /// Servers differ in what they treat as the same path (Tomcat drops `;jsessionid=…`, most
-    /// decode `%61`, some fold case, collapse `//` or ignore a trailing `/`), and a variant the
+    /// decode `%61`, some fold case, collapse `//` or ignore a trailing `/`, Rails' `(.:format)`
+    /// and Spring's suffix matching route `/authorize.json` alike), and a variant the
     /// proxy let through as "other traffic" would carry spoofed `entra_*` parameters to the
     /// authorize endpoint. So every such variant counts as an authorize path: the cost of
     /// checking one request too many is nothing, one too few is an identity bypass.
@@ -144,7 +145,11 @@ impl Policy {
             return false;
         }
         let key = path_key(path);
-        paths.iter().any(|p| path_key(p) == key)
+        paths.iter().any(|p| {
+            let configured = path_key(p);
+            key.strip_prefix(configured.as_slice())
+                .is_some_and(|rest| rest.is_empty() || is_format_suffix(rest))
+        })
     }
 
     pub fn app(&self, client_id: &str) -> Option<&AppPolicy> {
@@ -206,6 +211,11 @@ pub fn fills_template(template: &str, placeholders: &[&str], value: &str, candid
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     let &first = needle.first()?;
     memchr::memchr_iter(first, haystack).find(|&at| haystack[at..].starts_with(needle))
+}
+
+/// `.json`, `.html`, `.`: what follows a path that a format suffix extends (no `/` in it).
+fn is_format_suffix(rest: &[u8]) -> bool {
+    rest.first() == Some(&b'.') && !rest.contains(&b'/')
 }
 
 /// `8-4-4-4-12` hexadecimal digits.
@@ -290,6 +300,10 @@ mod tests {
             "/oauth2/./authorize",
             "/other/../oauth2/authorize",
             "/oauth2/authorize/.",
+            "/oauth2/authorize.json",
+            "/oauth2/authorize.html/",
+            "/oauth2/Authorize.do;x=y",
+            "/oauth2/authorize%2Ejson",
         ] {
             assert!(policy.is_authorize_path(path), "{path}");
         }
@@ -299,6 +313,8 @@ mod tests {
             "/oauth2/token",
             "/authorize",
             "/oauth2/authorize/..",
+            "/oauth2/authorize.json/x",
+            "/oauth2/authorizejson",
             "/",
             "",
         ] {

@@ -3,11 +3,11 @@
 use serde_json::Value;
 
 use crate::hint::HintIdentity;
-use crate::params::{push_encoded, push_raw, push_renamed, Params};
+use crate::params::{push_encoded, push_renamed, Params};
 use crate::policy::AuthorizeSettings;
 
 /// Renames `id_token_hint`, forces `prompt=login`, and appends the hint's identity.
-/// Untouched pairs keep their bytes and order. The identity parameters are named with
+/// Untouched pairs keep their order, and their bytes unless `Param::push_forwarded` re-encodes them. The identity parameters are named with
 /// `param_prefix`, the same prefix that is stripped from clients, so the upstream can trust them.
 pub fn rewrite_entra(
     params: &Params<'_>,
@@ -24,7 +24,7 @@ pub fn rewrite_entra(
                 push_encoded(&mut out, "prompt", "login");
                 prompt_set = true;
             }
-            _ => push_raw(&mut out, param.raw),
+            _ => param.push_forwarded(&mut out),
         }
     }
     if settings.force_prompt_login && !prompt_set {

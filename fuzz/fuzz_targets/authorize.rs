@@ -71,6 +71,8 @@ struct FuzzRequest {
     policy: u16,
     post: bool,
     content_type: u8,
+    /// Index into `fixture::HEADS`: encodings, repeated fields, other methods, framings.
+    head: u8,
     now: u8,
     base: Option<FuzzBase>,
     post_query: Option<Vec<FuzzPair>>,
@@ -144,6 +146,7 @@ impl From<FuzzRequest> for RequestModel {
             policy: r.policy,
             post: r.post,
             content_type: r.content_type,
+            head: r.head,
             base: r.base.map(|b| EntraBase {
                 app: b.app,
                 hint: b.hint,

@@ -4,30 +4,20 @@
 #![no_main]
 
 use filters::invariants::{check_decision, check_form_round_trip, fixture};
-use filters::{AuthorizeRequest, Method};
+use filters::AuthorizeRequest;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     check_form_round_trip(data);
     let policy = fixture::shared_policy(0);
-    let post = AuthorizeRequest {
-        method: Method::Post,
-        content_type: Some(fixture::FORM),
-        query: None,
-        body: data,
-    };
+    let post = AuthorizeRequest::post(Some(fixture::FORM), None, data);
     check_decision(
         policy,
         &post,
         &policy.authorize(&post, fixture::keys(), fixture::NOW),
     );
     if let Ok(query) = std::str::from_utf8(data) {
-        let get = AuthorizeRequest {
-            method: Method::Get,
-            content_type: None,
-            query: Some(query),
-            body: b"",
-        };
+        let get = AuthorizeRequest::get(Some(query));
         check_decision(
             policy,
             &get,

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use filters::render::json_error;
 use filters::{
-    AuthorizeDecision, AuthorizeError, AuthorizeRequest, ErrorResponse, HeaderPolicy, Method,
-    Policy, Summary,
+    AuthorizeDecision, AuthorizeError, AuthorizeRequest, ErrorResponse, Field, Framing,
+    HeaderPolicy, Method, Policy, Summary, FORM_CONTENT_TYPE,
 };
 use http::header;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -77,30 +77,24 @@ pub struct RequestCtx {
 }
 
 impl EamProxy {
-    /// Reads an authorize POST body, bounded by `max_body_bytes` (`None` when it is too large)
-    /// and, as a whole, by `client_read_timeout_ms`: a per-read timeout alone would let a client
-    /// trickle one byte at a time for hours. Failures are the client's (408, or a silent close).
-    async fn read_body(&self, session: &mut Session) -> Result<Option<Bytes>> {
-        let announced = session
-            .req_header()
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<usize>().ok());
-        // Refuse an announced oversize body before asking the client to send it.
-        if announced.is_some_and(|len| !self.policy.body_fits(len)) {
-            return Ok(None);
-        }
+    /// Reads an authorize request's body: bounded by `max_body_bytes` (past it, the bytes read
+    /// so far go to `filters`, which refuses them as too large) and, as a whole, by
+    /// `client_read_timeout_ms`: a per-read timeout alone would let a client trickle one byte
+    /// at a time for hours. Failures are the client's (408, or a silent close). A POST's body
+    /// is kept for the upstream (retry buffering); a GET's is read only to see that it is empty.
+    async fn read_body(&self, session: &mut Session, method: Method) -> Result<Bytes> {
         let expects_continue = session
             .req_header()
             .headers
             .get(header::EXPECT)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-        if expects_continue {
+        if expects_continue && method == Method::Post {
             session.write_continue_response().await?;
         }
         session.set_read_timeout(Some(self.client_read_timeout));
-        session.enable_retry_buffering();
+        if method == Method::Post {
+            session.enable_retry_buffering();
+        }
         let read_all = async {
             // A form body usually arrives in one chunk: keep it as it is, and copy only when a
             // second one comes.
@@ -109,24 +103,24 @@ impl EamProxy {
             let mut len = 0;
             while let Some(chunk) = session.read_request_body().await? {
                 len += chunk.len();
-                if !self.policy.body_fits(len) {
-                    return Ok(None);
-                }
                 match (&first, &mut more) {
                     (None, _) => first = Some(chunk),
                     (Some(head), None) => {
-                        let mut body = BytesMut::with_capacity(announced.unwrap_or(len).max(len));
+                        let mut body = BytesMut::with_capacity(len);
                         body.extend_from_slice(head);
                         body.extend_from_slice(&chunk);
                         more = Some(body);
                     }
                     (Some(_), Some(body)) => body.extend_from_slice(&chunk),
                 }
+                if !self.policy.body_fits(len) {
+                    break;
+                }
             }
-            Ok(Some(match more {
+            Ok(match more {
                 Some(body) => body.freeze(),
                 None => first.unwrap_or_default(),
-            }))
+            })
         };
         let read = tokio::time::timeout(self.client_read_timeout, read_all)
             .await
@@ -267,15 +261,60 @@ async fn respond(session: &mut Session, response: ErrorResponse) -> Result<()> {
         .await
 }
 
-/// Whether the request announces a body (RFC 9112 §6.3: Content-Length above zero or any
-/// Transfer-Encoding).
-fn has_body(req: &RequestHeader) -> bool {
-    let headers = &req.headers;
-    headers.contains_key(header::TRANSFER_ENCODING)
-        || headers
-            .get_all(header::CONTENT_LENGTH)
-            .iter()
-            .any(|v| v.as_bytes().iter().any(|b| (b'1'..=b'9').contains(b)))
+/// How the request's body is framed.
+fn framing(session: &mut Session) -> Framing {
+    // Asked before the head is borrowed: for HTTP/2 it tells whether the HEADERS frame ended
+    // the stream (Pingora's `is_body_empty` also counts `Content-Length: 0` as empty).
+    let no_body = session.is_body_empty();
+    let headers = &session.req_header().headers;
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        Framing::Chunked
+    } else if let Some(length) = headers.get(header::CONTENT_LENGTH) {
+        // Pingora refuses an unreadable or conflicting length before this point.
+        match length
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            Some(0) => Framing::None,
+            Some(n) => Framing::Length(n),
+            None => Framing::Chunked,
+        }
+    } else if no_body {
+        Framing::None
+    } else {
+        Framing::Open
+    }
+}
+
+/// The facts of an authorize request that `filters` rules on; `body` is what was read of it.
+fn authorize_request<'a>(
+    req: &'a RequestHeader,
+    framing: Framing,
+    body: &'a [u8],
+) -> AuthorizeRequest<'a> {
+    AuthorizeRequest {
+        method: match req.method {
+            http::Method::GET => Method::Get,
+            http::Method::POST => Method::Post,
+            _ => Method::Other,
+        },
+        content_type: field(req, header::CONTENT_TYPE),
+        content_encoding: field(req, header::CONTENT_ENCODING),
+        framing,
+        query: req.uri.query(),
+        body,
+    }
+}
+
+/// A header field as `filters` sees it: absent, one readable value, or ambiguous.
+fn field(req: &RequestHeader, name: header::HeaderName) -> Field<'_> {
+    let mut values = req.headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (None, _) => Field::Absent,
+        (Some(value), None) => value.to_str().map_or(Field::Ambiguous, Field::One),
+        _ => Field::Ambiguous,
+    }
 }
 
 fn header_str(req: &RequestHeader, name: header::HeaderName) -> Option<&str> {
@@ -309,39 +348,17 @@ impl ProxyHttp for EamProxy {
         ctx.route = ROUTE_AUTHORIZE;
         ctx.decided = true;
         let started = ctx.started;
-        let method = match req.method {
-            http::Method::GET => Method::Get,
-            http::Method::POST => Method::Post,
-            _ => {
-                return self
-                    .refuse(session, AuthorizeError::MethodNotAllowed, started)
-                    .await
-            }
-        };
-        if method == Method::Get && has_body(req) {
-            return self
-                .refuse(session, AuthorizeError::UnexpectedBody, started)
-                .await;
+        let framing = framing(session);
+        let head = authorize_request(session.req_header(), framing, b"");
+        let method = head.method;
+        if let Err(error) = self.policy.admit(&head) {
+            return self.refuse(session, error, started).await;
         }
-        let body = match method {
-            Method::Get => Bytes::new(),
-            Method::Post => match self.read_body(session).await? {
-                Some(body) => body,
-                None => {
-                    return self
-                        .refuse(session, AuthorizeError::BodyTooLarge, started)
-                        .await
-                }
-            },
+        let body = match framing {
+            Framing::None => Bytes::new(),
+            _ => self.read_body(session, method).await?,
         };
-
-        let req = session.req_header();
-        let request = AuthorizeRequest {
-            method,
-            content_type: header_str(req, header::CONTENT_TYPE),
-            query: req.uri.query(),
-            body: &body,
-        };
+        let request = authorize_request(session.req_header(), framing, &body);
         let decide = || {
             let began = Instant::now();
             let authorized = self.policy.authorize(&request, &self.keys, unix_now());
@@ -462,6 +479,7 @@ impl ProxyHttp for EamProxy {
             upstream_request.remove_header(&header::TRANSFER_ENCODING);
             upstream_request.remove_header(&header::EXPECT);
             upstream_request.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
+            upstream_request.insert_header(header::CONTENT_TYPE, FORM_CONTENT_TYPE)?;
         }
 
         if ctx.x5c.is_some() {

@@ -8,12 +8,13 @@ use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{json, Map, Value};
 
-use crate::authorize::{AuthorizeRequest, Authorized, Method};
+use crate::authorize::Authorized;
 use crate::keys::KeySet;
 use crate::policy::{
     AppPolicy, AuthorizeSettings, CloudPolicy, DetectMode, ErrorDelivery, ExtraClaim, Policy,
     MSA_TENANT,
 };
+use crate::request::{AuthorizeRequest, Field, Framing, Method};
 
 pub const NOW: u64 = 1_750_000_000;
 pub const CLIENT_ID: &str = "56c2b5e3-c41d-4c14-abcf-72d407f57650";
@@ -579,6 +580,19 @@ pub const NAMES: &[&str] = &[
     "xentra_sub",
     "%C3%A9ntra_sub",
     "",
+    // What PHP, Rack, qs or a case-insensitive collection would read as a reserved or
+    // single-valued name.
+    "entra.sub",
+    "entra%2Eoid",
+    "entra+sub",
+    "entra[sub]",
+    "client_id[]",
+    "client_id%5B%5D",
+    "[client_id]",
+    "]client_id",
+    "+client_id",
+    "Client_Id",
+    "REDIRECT_URI",
 ];
 
 /// Decoded values: identifiers of configured and unknown apps, Entra's and attackers'
@@ -614,6 +628,10 @@ pub const VALUES: &[&str] = &[
     TID,
     "e30.e30.e30",
     "a&entra_sub=b",
+    "a;entra_sub=b",
+    "a;client_id=56c2b5e3-c41d-4c14-abcf-72d407f57650",
+    "x]=y",
+    "[entra_oid]=z",
     "%",
     "+ +",
 ];
@@ -624,6 +642,10 @@ const CONTENT_TYPES: &[Option<&str>] = &[
     Some("Application/X-WWW-Form-Urlencoded ;charset=iso-8859-1"),
     Some("text/plain"),
     Some("multipart/form-data; boundary=x"),
+    Some("application/x-www-form-urlencoded; charset=utf-16"),
+    Some("application/x-www-form-urlencoded;charset=\"utf-8\""),
+    Some("application/x-www-form-urlencoded; charset=utf-8; charset=ibm037"),
+    Some("application/x-www-form-urlencoded; boundary=x"),
     None,
 ];
 
@@ -775,8 +797,10 @@ pub struct RequestModel {
     /// See [`policy`].
     pub policy: u16,
     pub post: bool,
-    /// Index into the content types (`% 6`; the last is none).
+    /// Index into the content types (`% len`; the last is none).
     pub content_type: u8,
+    /// Index into [`HEADS`] (`% len`; 0 is the plain request).
+    pub head: u8,
     pub base: Option<EntraBase>,
     /// Added to the request's parameters (the body of a POST, the query of a GET).
     pub params: Vec<Pair>,
@@ -791,7 +815,9 @@ pub struct RequestModel {
 pub struct BuiltRequest {
     pub policy: &'static Policy,
     pub method: Method,
-    pub content_type: Option<&'static str>,
+    pub content_type: Field<'static>,
+    pub content_encoding: Field<'static>,
+    pub framing: Framing,
     pub query: Option<String>,
     pub body: Vec<u8>,
     pub now: u64,
@@ -802,6 +828,8 @@ impl BuiltRequest {
         AuthorizeRequest {
             method: self.method,
             content_type: self.content_type,
+            content_encoding: self.content_encoding,
+            framing: self.framing,
             query: self.query.as_deref(),
             body: &self.body,
         }
@@ -937,24 +965,110 @@ impl RequestModel {
         } else {
             (Method::Get, Some(main), Vec::new())
         };
-        BuiltRequest {
-            policy: shared_policy(self.policy),
+        let content_type = if self.post {
+            pick(CONTENT_TYPES, self.content_type)
+        } else {
+            None
+        };
+        BuiltRequest::new(
+            shared_policy(self.policy),
             method,
-            content_type: if self.post {
-                pick(CONTENT_TYPES, self.content_type)
-            } else {
-                None
+            content_type,
+            query,
+            body,
+        )
+        .with_head(pick(HEADS, self.head))
+        .at(pick(NOWS, self.now))
+    }
+}
+
+/// How a request's head may differ from the plain GET or POST its method names: the facts of
+/// `AuthorizeRequest` beyond the content type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Head {
+    Plain,
+    Encoding(&'static str),
+    /// Two `Content-Encoding` lines (or an unreadable one).
+    EncodingRepeated,
+    /// Two `Content-Type` lines (or an unreadable one).
+    ContentTypeRepeated,
+    /// The method is neither GET nor POST.
+    OtherMethod,
+    /// Transfer-Encoding on HTTP/1, whether bytes came or not.
+    Chunked,
+    /// An HTTP/2 stream left open; for a GET, `Some` bytes arrived in DATA frames.
+    Open(Option<&'static [u8]>),
+    /// A Content-Length the body did not match (a GET's announced body, a POST's lie).
+    Length(u64),
+}
+
+pub const HEADS: &[Head] = &[
+    Head::Plain,
+    Head::Encoding("identity"),
+    Head::Encoding("deflate"),
+    Head::Encoding("gzip"),
+    Head::EncodingRepeated,
+    Head::ContentTypeRepeated,
+    Head::OtherMethod,
+    Head::Chunked,
+    Head::Open(None),
+    Head::Open(Some(b"entra_sub=x")),
+    Head::Length(1),
+    Head::Length(1 << 20),
+];
+
+impl BuiltRequest {
+    /// The plain request: a GET without a body, a POST framed by its body's length.
+    pub fn new(
+        policy: &'static Policy,
+        method: Method,
+        content_type: Option<&'static str>,
+        query: Option<String>,
+        body: Vec<u8>,
+    ) -> BuiltRequest {
+        BuiltRequest {
+            policy,
+            method,
+            content_type: content_type.into(),
+            content_encoding: Field::Absent,
+            framing: match method {
+                Method::Post => Framing::of_body(&body),
+                _ => Framing::None,
             },
             query,
             body,
-            now: pick(NOWS, self.now),
+            now: NOW,
         }
+    }
+
+    pub fn at(mut self, now: u64) -> BuiltRequest {
+        self.now = now;
+        self
+    }
+
+    pub fn with_head(mut self, head: Head) -> BuiltRequest {
+        match head {
+            Head::Plain => {}
+            Head::Encoding(coding) => self.content_encoding = Field::One(coding),
+            Head::EncodingRepeated => self.content_encoding = Field::Ambiguous,
+            Head::ContentTypeRepeated => self.content_type = Field::Ambiguous,
+            Head::OtherMethod => self.method = Method::Other,
+            Head::Chunked => self.framing = Framing::Chunked,
+            Head::Open(bytes) => {
+                self.framing = Framing::Open;
+                if let (Method::Get, Some(bytes)) = (self.method, bytes) {
+                    self.body = bytes.to_vec();
+                }
+            }
+            Head::Length(n) => self.framing = Framing::Length(n),
+        }
+        self
     }
 }
 
 /// A request given as text, the format of the `authorize` fuzz target's seeds:
-/// `<GET|POST> <policy variant> <clock index> <content-type index>\n<query or ->\n<body>`.
-/// `None` when the first two lines do not have that shape.
+/// `<GET|POST> <policy variant> <clock index> <content-type index>[ <head index>]\n<query or
+/// ->\n<body>`. `None` when the first two lines do not have that shape.
 pub fn parse_raw_request(input: &[u8]) -> Option<BuiltRequest> {
     let mut lines = input.splitn(3, |b| *b == b'\n');
     let head = std::str::from_utf8(lines.next()?).ok()?;
@@ -969,12 +1083,19 @@ pub fn parse_raw_request(input: &[u8]) -> Option<BuiltRequest> {
     let variant: u16 = words.next()?.parse().ok()?;
     let now: u8 = words.next()?.parse().ok()?;
     let content_type: u8 = words.next()?.parse().ok()?;
-    Some(BuiltRequest {
-        policy: shared_policy(variant),
-        method,
-        content_type: pick(CONTENT_TYPES, content_type),
-        query: (query != "-").then(|| query.to_string()),
-        body: body.to_vec(),
-        now: pick(NOWS, now),
-    })
+    let head: u8 = match words.next() {
+        Some(word) => word.parse().ok()?,
+        None => 0,
+    };
+    Some(
+        BuiltRequest::new(
+            shared_policy(variant),
+            method,
+            pick(CONTENT_TYPES, content_type),
+            (query != "-").then(|| query.to_string()),
+            body.to_vec(),
+        )
+        .with_head(pick(HEADS, head))
+        .at(pick(NOWS, now)),
+    )
 }

@@ -15,12 +15,15 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::{Map, Value};
 
-use crate::authorize::{AuthorizeDecision, AuthorizeRequest, Authorized, Method, Outcome, Summary};
+use crate::authorize::{
+    AuthorizeDecision, Authorized, Outcome, Summary, MAX_PARAMETERS, SINGLE_VALUED,
+};
 use crate::error::AuthorizeError;
 use crate::keys::KeySet;
-use crate::params::{push_encoded, Params};
+use crate::params::{push_encoded, Param, Params};
 use crate::policy::{is_guid, AppPolicy, DetectMode, ErrorDelivery, Policy, MSA_TENANT};
 use crate::render::{escape_html, form_post_error, ErrorResponse};
+use crate::request::{AuthorizeRequest, Field, Framing, Method};
 
 // ---------------------------------------------------------------------------------------------
 // The authorize decision
@@ -29,7 +32,11 @@ use crate::render::{escape_html, form_post_error, ErrorResponse};
 /// Checks one decision of [`Policy::authorize`] against SPEC §3, from what the upstream would
 /// receive:
 ///
-/// - what is forwarded parses with the strict codec;
+/// - only a GET or a POST is forwarded, with one `Content-Type` naming no charset but UTF-8 (a
+///   form for a POST), no `Content-Encoding` but `identity`, and a GET without a body;
+/// - what is forwarded parses with the strict codec, and every framework reads it alike: each
+///   name is ASCII letters, digits, `_` and `-` (no single-valued OAuth name in another
+///   case), no raw pair holds `;`, `[` or `]`, and at most `MAX_PARAMETERS` were received;
 /// - no parameter the policy reserves (`param_prefix…`, any case, or `hint_param`) reaches the
 ///   upstream unless the outcome is `Accepted`, and never in the query of a POST;
 /// - when accepted: each reserved name appears once at most and only those the proxy writes, the
@@ -37,7 +44,8 @@ use crate::render::{escape_html, form_post_error, ErrorResponse};
 ///   when forced, every other parameter keeps its value and order, and the identity parameters
 ///   equal the claims of a hint that (re-checked here independently) names a configured
 ///   audience, a GUID tenant the app allows and the issuer of the app's cloud;
-/// - not Entra: forwarded byte for byte apart from the stripped parameters, and indeed not
+/// - not Entra: forwarded byte for byte apart from the stripped parameters and the pairs
+///   re-encoded for their structure bytes (which keep their name and value), and indeed not
 ///   Entra's under the configured detection; `PassThrough` only when nothing was stripped;
 /// - a rejection forwards nothing; a form_post goes only to a configured Entra redirect URI (of
 ///   the app's cloud when the app is known) and its page passes [`check_page`]; a JSON answer
@@ -87,6 +95,7 @@ pub fn check_decision(policy: &Policy, req: &AuthorizeRequest<'_>, out: &Authori
             )
         }
     };
+    check_head(req);
 
     let (main_out, query_out, main_in, query_in) = match req.method {
         Method::Get => (
@@ -101,14 +110,20 @@ pub fn check_decision(policy: &Policy, req: &AuthorizeRequest<'_>, out: &Authori
             received("body", req.body),
             req.query.map(|q| received("query", q.as_bytes())),
         ),
+        Method::Other => unreachable!("checked by check_head"),
     };
-    if req.method == Method::Post && out.decision != AuthorizeDecision::PassThrough {
-        assert!(
-            req.content_type
-                .is_some_and(crate::authorize::is_form_content_type),
-            "a POST that is not a form was forwarded: {:?}",
-            req.content_type
-        );
+    let received_count = main_in.len() + query_in.as_ref().map_or(0, Params::len);
+    assert!(
+        received_count <= MAX_PARAMETERS,
+        "a request of {received_count} parameters was forwarded"
+    );
+    for p in main_out
+        .iter()
+        .chain(query_out.iter().flat_map(Params::iter))
+    {
+        check_reads_alike(p);
+    }
+    if req.method == Method::Post {
         assert!(
             policy.body_fits(req.body.len()),
             "a body over max_body_bytes was forwarded"
@@ -133,17 +148,12 @@ pub fn check_decision(policy: &Policy, req: &AuthorizeRequest<'_>, out: &Authori
                 p.name
             );
         }
-        let kept: Vec<&str> = query_in
+        let kept: Vec<&Param<'_>> = query_in
             .iter()
             .flat_map(Params::iter)
             .filter(|p| !reserved(p))
-            .map(|p| p.raw)
             .collect();
-        let sent: Vec<&str> = query_out.iter().map(|p| p.raw).collect();
-        assert_eq!(
-            sent, kept,
-            "the query of a POST is forwarded as received apart from stripping"
-        );
+        check_kept(&kept, query_out, "the query of a POST");
     }
 
     match summary.outcome {
@@ -157,16 +167,8 @@ pub fn check_decision(policy: &Policy, req: &AuthorizeRequest<'_>, out: &Authori
                 );
             }
             assert!(!summary.entra, "an Entra request was forwarded unvalidated");
-            let kept: Vec<&str> = main_in
-                .iter()
-                .filter(|p| !reserved(p))
-                .map(|p| p.raw)
-                .collect();
-            let sent: Vec<&str> = main_out.iter().map(|p| p.raw).collect();
-            assert_eq!(
-                sent, kept,
-                "a request that is not Entra's is forwarded byte for byte apart from stripping"
-            );
+            let kept: Vec<&Param<'_>> = main_in.iter().filter(|p| !reserved(p)).collect();
+            check_kept(&kept, &main_out, "a request that is not Entra's");
             let by_client_id = main_out.all("client_id").any(|id| policy.app(id).is_some());
             let by_request_id = main_out.contains("client-request-id");
             let entra = match policy.authorize.detect {
@@ -184,6 +186,98 @@ pub fn check_decision(policy: &Policy, req: &AuthorizeRequest<'_>, out: &Authori
     }
 }
 
+/// The head of a forwarded request: the rules of `Policy::admit`, restated.
+fn check_head(req: &AuthorizeRequest<'_>) {
+    assert_ne!(
+        req.method,
+        Method::Other,
+        "a method other than GET or POST was forwarded"
+    );
+    let content_type = match req.content_type {
+        Field::Ambiguous => panic!("a request with a repeated Content-Type was forwarded"),
+        Field::One(value) => Some(value.to_ascii_lowercase()),
+        Field::Absent => None,
+    };
+    match req.content_encoding {
+        Field::Absent => {}
+        Field::One(coding) if coding.trim().eq_ignore_ascii_case("identity") => {}
+        other => panic!("a request with Content-Encoding {other:?} was forwarded"),
+    }
+    if let Some(value) = &content_type {
+        for parameter in value.split(';').skip(1) {
+            let (name, charset) = parameter.split_once('=').unwrap_or((parameter, ""));
+            assert!(
+                name.trim() != "charset" || charset.trim() == "utf-8",
+                "a request in another charset than UTF-8 was forwarded: {value:?}"
+            );
+        }
+    }
+    match req.method {
+        Method::Get => assert!(
+            req.body.is_empty() && matches!(req.framing, Framing::None | Framing::Open),
+            "a GET with a body was forwarded ({:?}, {} bytes)",
+            req.framing,
+            req.body.len()
+        ),
+        _ => {
+            let media = content_type.as_deref().unwrap_or_default();
+            let mut parts = media.split(';');
+            assert_eq!(
+                parts.next().map(str::trim),
+                Some("application/x-www-form-urlencoded"),
+                "a POST that is not a form was forwarded: {media:?}"
+            );
+            assert!(
+                parts.all(|p| p.split('=').next().unwrap_or_default().trim() == "charset"),
+                "a form with a parameter other than charset was forwarded: {media:?}"
+            );
+        }
+    }
+}
+
+/// A forwarded pair that every framework reads as the strict codec does.
+fn check_reads_alike(p: &Param<'_>) {
+    let name = p.name.as_ref();
+    assert!(
+        !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
+        "a parameter named {name:?} was forwarded: frameworks rewrite or nest such names"
+    );
+    let lower = name.to_ascii_lowercase();
+    assert!(
+        lower == name || !SINGLE_VALUED.contains(&lower.as_str()),
+        "{name:?} was forwarded: a case-insensitive framework reads it as {lower}"
+    );
+    assert!(
+        !p.raw.contains([';', '[', ']']),
+        "the raw pair {:?} was forwarded: Rack, Go, PHP or qs read its structure",
+        p.raw
+    );
+}
+
+/// The kept pairs reach the upstream in order, each as received, or re-encoded with the same
+/// name and value when its raw bytes held `;`, `[` or `]`.
+fn check_kept(kept: &[&Param<'_>], sent: &Params<'_>, what: &str) {
+    let sent: Vec<&Param<'_>> = sent.iter().collect();
+    assert_eq!(
+        sent.len(),
+        kept.len(),
+        "{what} is forwarded with other pairs than it kept"
+    );
+    for (out, kept) in sent.iter().zip(kept) {
+        assert_eq!(
+            (&out.name, &out.value),
+            (&kept.name, &kept.value),
+            "{what} is forwarded with a pair changed"
+        );
+        if !kept.raw.contains([';', '[', ']']) {
+            assert_eq!(out.raw, kept.raw, "{what} is not forwarded byte for byte");
+        }
+    }
+}
+
 /// [`check_decision`], plus the time window of SPEC §3.6 for an accepted hint at `now`.
 pub fn check_decision_at(policy: &Policy, req: &AuthorizeRequest<'_>, out: &Authorized, now: u64) {
     check_decision(policy, req, out);
@@ -191,8 +285,8 @@ pub fn check_decision_at(policy: &Policy, req: &AuthorizeRequest<'_>, out: &Auth
         return;
     }
     let main = match req.method {
-        Method::Get => req.query.unwrap_or_default().as_bytes(),
         Method::Post => req.body,
+        _ => req.query.unwrap_or_default().as_bytes(),
     };
     let main = Params::parse(main).expect("checked by check_decision");
     let (_, claims) = decode_jws(main.first("id_token_hint").unwrap_or_default())
@@ -403,10 +497,10 @@ fn check_reject(
         "a rejection redirects"
     );
     let main = match req.method {
-        Method::Get => req.query.unwrap_or_default().as_bytes(),
-        Method::Post => req.body,
+        Method::Get => Params::parse(req.query.unwrap_or_default().as_bytes()).ok(),
+        Method::Post => Params::parse(req.body).ok(),
+        Method::Other => None,
     };
-    let main = Params::parse(main).ok();
     let unique = |name: &str| {
         main.as_ref()
             .filter(|m| m.count(name) == 1)
@@ -587,7 +681,7 @@ fn hidden_fields(html: &str) -> Vec<(String, String)> {
 // ---------------------------------------------------------------------------------------------
 
 /// When `input` parses: the pairs agree with a lenient reference decoder (`form_urlencoded`,
-/// what many upstreams use), forwarding the raw pairs keeps their meaning, and re-encoding the
+/// what many upstreams use), forwarding the pairs keeps their meaning, and re-encoding the
 /// decoded pairs with `push_encoded` parses back to the same pairs and re-encodes to the
 /// identical string (stable).
 pub fn check_form_round_trip(input: &[u8]) {
@@ -600,9 +694,13 @@ pub fn check_form_round_trip(input: &[u8]) {
         pairs, lenient,
         "the strict codec and a lenient decoder disagree on an input both accept"
     );
-    let raw = params.to_raw_string();
-    let reparsed = Params::parse(raw.as_bytes()).expect("the raw pairs parse again");
-    assert_eq!(pairs_of(&reparsed), pairs, "the raw pairs change meaning");
+    let raw = params.to_forwarded_string();
+    let reparsed = Params::parse(raw.as_bytes()).expect("the forwarded pairs parse again");
+    assert_eq!(
+        pairs_of(&reparsed),
+        pairs,
+        "the forwarded pairs change meaning"
+    );
 
     let encoded = encode(&pairs);
     let again = Params::parse(encoded.as_bytes())

@@ -95,12 +95,14 @@ fn request_model() -> impl Strategy<Value = RequestModel> {
         prop_oneof![2 => vec(pair(), 0..2), 1 => vec(pair(), 0..6)],
         proptest::option::of(vec(pair(), 0..3)),
         prop_oneof![3 => Just(0u8), 1 => any::<u8>()],
+        prop_oneof![4 => Just(0u8), 1 => any::<u8>()],
     )
         .prop_map(
-            |(policy, post, content_type, base, params, post_query, now)| RequestModel {
+            |(policy, post, content_type, base, params, post_query, now, head)| RequestModel {
                 policy,
                 post,
                 content_type,
+                head,
                 base,
                 params,
                 post_query,
@@ -176,14 +178,13 @@ fn fixture_hints_get_their_documented_answers() {
     for hint in fixture::hints() {
         for post in [true, false] {
             let body = entra_body(&hint.token);
-            let built = BuiltRequest {
-                policy: fixture::shared_policy(0),
-                method: if post { Method::Post } else { Method::Get },
-                content_type: Some(FORM),
-                query: (!post).then(|| body.clone()),
-                body: if post { body.into_bytes() } else { Vec::new() },
-                now: NOW,
-            };
+            let built = BuiltRequest::new(
+                fixture::shared_policy(0),
+                if post { Method::Post } else { Method::Get },
+                post.then_some(FORM),
+                (!post).then(|| body.clone()),
+                if post { body.into_bytes() } else { Vec::new() },
+            );
             let out = built.check();
             assert_eq!(
                 out.summary.reason(),
@@ -214,6 +215,7 @@ fn every_policy_variant_with_a_spoofed_entra_request() {
                 policy: variant,
                 post,
                 content_type: 0,
+                head: 0,
                 base: Some(EntraBase {
                     app,
                     hint: 0,
@@ -248,12 +250,7 @@ fn check_decision_catches_a_forged_forward() {
     // The checker itself must fail on what it guards against.
     let policy = fixture::policy(0);
     let body = "client_id=other&entra_sub=attacker";
-    let req = AuthorizeRequest {
-        method: Method::Post,
-        content_type: Some(FORM),
-        query: None,
-        body: body.as_bytes(),
-    };
+    let req = AuthorizeRequest::post(Some(FORM), None, body.as_bytes());
     let forged = Authorized {
         decision: AuthorizeDecision::PassThrough,
         summary: Summary::default(),
