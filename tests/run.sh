@@ -7,10 +7,13 @@
 #   bash tests/run.sh --deps-only  install the tools and stop (CI does this before its lint gates)
 #
 # Suites: cargo tests (unit, property and end-to-end against the real binary), tests/e2e (real
-# oidc-provider and headless chromium), deploy/validate.sh (manifests, unit, configs; with CI=true
+# oidc-provider and headless chromium), tests/zoo (the parser differential test: real framework
+# parsers behind the real binary over HTTP/1.1 and HTTP/2; EAM_ZOO_CASES random cases per
+# framework, 1000 by default), deploy/validate.sh (manifests, unit, configs; with CI=true
 # also the release build recipe), deploy/monitoring/check.sh (promtool, a real Prometheus), and a
 # 30-second soak (bench/soak) and the benchmark's smoke mode (bench/run --smoke). EAM_SKIP_E2E=1,
-# EAM_SKIP_DEPLOY=1, EAM_SKIP_MONITORING=1, EAM_SKIP_SOAK=1, EAM_SKIP_BENCH=1 skip a suite.
+# EAM_SKIP_ZOO=1, EAM_SKIP_DEPLOY=1, EAM_SKIP_MONITORING=1, EAM_SKIP_SOAK=1, EAM_SKIP_BENCH=1 skip
+# a suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,6 +45,8 @@ if [ ${#packages[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${packages[*]}" >&2
   apt_install "${packages[@]}"
 fi
+# The parser zoo: Tomcat, Jetty, PHP, Rack, Express, Django, werkzeug, Go (idempotent).
+[ "${EAM_SKIP_ZOO:-0}" = 1 ] || bash tests/zoo/install.sh
 [ "${1:-}" = "--deps-only" ] && exit 0
 
 log=$(mktemp)
@@ -121,6 +126,10 @@ e2e() {
   return "$rc"
 }
 [ "${EAM_SKIP_E2E:-0}" = 1 ] || suite e2e e2e
+
+# tests/zoo: ends with `zoo: N passed, N failed`; prints its seed (replay with --seed).
+[ "${EAM_SKIP_ZOO:-0}" = 1 ] || suite zoo tests/zoo/.build/venv/bin/python tests/zoo/differential.py \
+  --cases "${EAM_ZOO_CASES:-1000}" --proxy-bin "$bin_dir/eam-proxy"
 
 [ "${EAM_SKIP_DEPLOY:-0}" = 1 ] || suite deploy bash deploy/validate.sh
 
