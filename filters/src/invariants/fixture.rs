@@ -636,17 +636,18 @@ pub const VALUES: &[&str] = &[
     "+ +",
 ];
 
+/// Index 5 is no content type (the seeds' GETs use it); the charset shapes follow.
 const CONTENT_TYPES: &[Option<&str>] = &[
     Some(FORM),
     Some("application/x-www-form-urlencoded; charset=UTF-8"),
     Some("Application/X-WWW-Form-Urlencoded ;charset=iso-8859-1"),
     Some("text/plain"),
     Some("multipart/form-data; boundary=x"),
+    None,
     Some("application/x-www-form-urlencoded; charset=utf-16"),
     Some("application/x-www-form-urlencoded;charset=\"utf-8\""),
     Some("application/x-www-form-urlencoded; charset=utf-8; charset=ibm037"),
     Some("application/x-www-form-urlencoded; boundary=x"),
-    None,
 ];
 
 const NOWS: &[u64] = &[
@@ -797,7 +798,7 @@ pub struct RequestModel {
     /// See [`policy`].
     pub policy: u16,
     pub post: bool,
-    /// Index into the content types (`% len`; the last is none).
+    /// Index into the content types (`% len`; 5 is none).
     pub content_type: u8,
     /// Index into [`HEADS`] (`% len`; 0 is the plain request).
     pub head: u8,

@@ -401,6 +401,76 @@ fn write_fuzz_seeds() {
         "",
     );
     add("get_non_entra", "GET 0 0 5", non_entra, "");
+    // Issue 16: what a framework behind the proxy would read differently.
+    let valid = entra(0, hint("valid"));
+    let semicolon_query = format!("{valid}&x=1;client_id=x");
+    for (name, head, query, body) in [
+        (
+            "post_valid_identity_encoding",
+            "POST 0 0 0 1",
+            "-",
+            valid.clone(),
+        ),
+        ("post_deflate", "POST 0 0 0 2", "-", valid.clone()),
+        ("post_two_content_types", "POST 0 0 0 5", "-", valid.clone()),
+        ("put_form", "POST 0 0 0 6", "-", valid.clone()),
+        ("post_chunked", "POST 0 0 0 7", "-", valid.clone()),
+        ("post_h2_open", "POST 0 0 0 8", "-", valid.clone()),
+        (
+            "get_h2_empty_data",
+            "GET 0 0 5 8",
+            valid.as_str(),
+            String::new(),
+        ),
+        ("get_h2_data", "GET 0 0 5 9", valid.as_str(), String::new()),
+        (
+            "get_announced_body",
+            "GET 0 0 5 10",
+            valid.as_str(),
+            String::new(),
+        ),
+        ("post_utf16", "POST 0 0 6 0", "-", valid.clone()),
+        ("post_quoted_charset", "POST 0 0 7 0", "-", valid.clone()),
+        ("post_boundary", "POST 0 0 9 0", "-", valid.clone()),
+        (
+            "post_php_dot",
+            "POST 0 0 0",
+            "-",
+            format!("{valid}&entra.sub=x"),
+        ),
+        (
+            "post_brackets",
+            "POST 0 0 0",
+            "-",
+            format!("{valid}&client_id[]=x"),
+        ),
+        (
+            "post_case",
+            "POST 0 0 0",
+            "-",
+            format!("{valid}&Client_Id=x"),
+        ),
+        (
+            "post_semicolon",
+            "POST 0 0 0",
+            "-",
+            format!("{valid}&x=1;client_id=x"),
+        ),
+        (
+            "get_semicolon",
+            "GET 0 0 5",
+            semicolon_query.as_str(),
+            String::new(),
+        ),
+        (
+            "post_qs_bracket_equals",
+            "POST 0 0 0",
+            "-",
+            format!("{valid}&x=a]=b"),
+        ),
+    ] {
+        add(name, head, query, &body);
+    }
     add(
         "post_query_state",
         "POST 0 0 0",
