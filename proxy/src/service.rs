@@ -130,10 +130,15 @@ impl EamProxy {
                     "authorize body not complete within client_read_timeout_ms",
                 )
             });
-        read.map_err(|mut e| {
+        let body = read.map_err(|mut e| {
             e.as_down();
             e
-        })
+        })?;
+        if !self.policy.body_fits(body.len()) {
+            // Refused as too large, the rest unread: not worth draining for a keep-alive.
+            session.set_keepalive(None);
+        }
+        Ok(body)
     }
 
     /// Refuses an authorize request without reading its body (the connection is not reused).

@@ -378,6 +378,13 @@ fn oversize_authorize_body_gets_413() {
         .chunked(body.as_bytes().chunks(4096).map(<[u8]>::to_vec).collect());
     let response = proxy.send(&chunked);
     assert_eq!(response.status, 413, "{}", response.describe());
+    // The rest of the body is left unread: the connection is not kept to drain it.
+    assert_eq!(
+        response.header("connection"),
+        Some("close"),
+        "{}",
+        response.describe()
+    );
 
     upstream.assert_untouched();
 }
