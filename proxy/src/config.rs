@@ -89,20 +89,18 @@ impl Server {
             .iter()
             .enumerate()
             .map(|(i, name)| {
-                http::HeaderName::from_bytes(name.as_bytes())
-                    .map(|h| h.as_str().to_string())
-                    .map_err(|_| {
-                        err(
-                            format!("server.routing_headers[{i}]"),
-                            format!("\"{name}\" is not a header name"),
-                        )
-                    })
+                http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                    err(
+                        format!("server.routing_headers[{i}]"),
+                        format!("\"{name}\" is not a header name"),
+                    )
+                })
             })
-            .collect::<Result<_, _>>()?;
-        Ok(filters::HeaderPolicy {
-            routing,
-            underscores_allowed: self.underscores_in_headers,
-        })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(filters::HeaderPolicy::new(
+            &routing,
+            self.underscores_in_headers,
+        ))
     }
 }
 

@@ -186,10 +186,15 @@ impl EamProxy {
     /// (`filters::headers`), on every path.
     fn remove_client_headers(&self, session: &Session, upstream: &mut RequestHeader) {
         let trusted = self.peer_is_trusted(session);
+        let drops = |name: &header::HeaderName| self.headers.drops(name.as_str(), trusted);
+        // Most requests carry none: allocate only for those that do.
+        if !upstream.headers.keys().any(drops) {
+            return;
+        }
         let dropped: Vec<header::HeaderName> = upstream
             .headers
             .keys()
-            .filter(|name| self.headers.drops(name.as_str(), trusted))
+            .filter(|n| drops(n))
             .cloned()
             .collect();
         for name in dropped {
