@@ -522,9 +522,11 @@ impl ProxyHttp for EamProxy {
         }
         // Pingora 0.9.1 writes an empty last chunk to an HTTP/1 upstream as a chunked
         // terminator and then finishes the body with a second one (cloudflare/pingora#935):
-        // the stray bytes desynchronise the pooled connection. `None` ends the body once.
-        // docs/PINGORA.md: remove when a fixed release is pinned.
-        if body.as_ref().is_some_and(Bytes::is_empty) {
+        // the stray bytes desynchronise the pooled connection. `None` ends the body once. Only
+        // the last: `None` before the end would end the upstream body early (Pingora skips
+        // empty chunks in the middle itself). docs/PINGORA.md: remove when a fixed release is
+        // pinned.
+        if end_of_stream && body.as_ref().is_some_and(Bytes::is_empty) {
             *body = None;
         }
         Ok(())

@@ -134,7 +134,8 @@ class Case:
     headers: list = field(default_factory=list)
     # h1: "length" | "chunked" | "none"; h2: "length" | "open" (no content-length, DATA frames
     # then END_STREAM on the last) | "open-empty-end" (DATA frames, then an empty DATA frame
-    # with END_STREAM: cloudflare/pingora#935) | "none"
+    # with END_STREAM: cloudflare/pingora#935) | "open-empty-middle" (a content-length, then half
+    # the body, an empty DATA frame, the other half with END_STREAM) | "none"
     framing: str = "length"
     proto: str = "h1"
     # "accept": must reach every framework with the validated identity; "reach": must reach it;
@@ -142,6 +143,8 @@ class Case:
     expect: str = "any"
     # Headers of the request that must not reach the framework.
     dropped: tuple = ()
+    # (name, value) pairs the framework must read, each as its one value.
+    reads: tuple = ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,7 +326,7 @@ def send_h2(address, case, marker):
                        (":authority", "idp.example.test"), (":path", target(case)),
                        ("x-zoo-case", marker)]
             headers += [(n.lower(), v) for n, v in content_type_fields(case) + case.headers]
-            if case.framing == "length":
+            if case.framing in ("length", "open-empty-middle"):
                 headers.append(("content-length", str(len(body))))
             no_body = case.framing == "none" or (case.framing == "length" and not body)
             conn.send_headers(stream, headers, end_stream=no_body)
@@ -332,6 +335,11 @@ def send_h2(address, case, marker):
                     if body:
                         conn.send_data(stream, body)
                     conn.send_data(stream, b"", end_stream=True)
+                elif case.framing == "open-empty-middle":
+                    half = len(body) // 2
+                    conn.send_data(stream, body[:half])
+                    conn.send_data(stream, b"")
+                    conn.send_data(stream, body[half:], end_stream=True)
                 else:
                     conn.send_data(stream, body, end_stream=True)
             sock.sendall(conn.data_to_send())
@@ -424,6 +432,11 @@ def judge(framework, case, answer, marker, expected):
         )
     if echo.get("parse_error") and case.expect == "accept":
         problems.append(f"parse error: {echo['parse_error']}")
+    for name, value in case.reads:
+        found = [strings(m.get(name)) for m in (echo.get("query"), echo.get("form"),
+                                                echo.get("params")) if isinstance(m, dict)]
+        if [value] not in found:
+            problems.append(f"{name} not read as {value!r}: {found}")
     if not routes_to_authorize(echo.get("route")):
         if case.expect == "accept":
             problems.append(f"routed to {echo.get('route')!r}")
@@ -617,6 +630,12 @@ class Cases:
                                   framing="none", body=None, content_type=None, expect="reach"))
         cases.append(Case("control: Entra POST over h2, DATA then empty END_STREAM",
                           proto="h2", framing="open-empty-end", body=valid, expect="accept"))
+        # An empty DATA frame in the middle of a body is no end: the whole body arrives.
+        for path in ["/token", "/authorize"]:
+            cases.append(Case(f"h2 empty DATA frame mid-body on {path}", path=path, proto="h2",
+                              framing="open-empty-middle", body=valid + b"&zoo_last=end",
+                              expect="accept" if path == "/authorize" else "reach",
+                              reads=(("zoo_last", "end"),)))
         cases.append(Case("control: Entra GET over h2, stream ended by an empty DATA frame",
                           method="GET", proto="h2", framing="open-empty-end", body=None,
                           content_type=None, query=valid.decode(), expect="accept"))
