@@ -798,8 +798,13 @@ def run_framework(framework, proxy, echo_address, fixed, randoms, expected, resu
             if echo is not None and index >= len(fixed):
                 random_reached += 1
                 random_validated += "entra_sub" in json.dumps(echo.get("params") or echo)
-        except Exception as error:  # a hung or broken exchange is a failure of this case
-            problems = [f"exchange failed: {error!r}"]
+        except Exception as error:
+            # A broken exchange fails a case that must reach the framework. For the others it
+            # is a refusal at the HTTP level: WEBrick, for one, answers a request-URI over 2 KiB
+            # with a 414 and resets the connection before its body is out. The echo's counter
+            # still shows whether the app saw the request.
+            problems = ([f"exchange failed: {error!r}"]
+                        if case.expect in ("accept", "reach") else [])
         line = f"FAIL {framework}: {case.name}: " + "; ".join(problems)
         if problems:
             line += f"\n    case: {shorten(repr(case))}"
