@@ -51,7 +51,14 @@ pub struct Server {
     pub admin_listen: String,
     pub threads: usize,
     pub max_body_bytes: usize,
+    /// A whole authorize body (408 after it).
     pub client_read_timeout_ms: u64,
+    /// A whole request head on a new connection (nginx's `client_header_timeout`).
+    pub client_header_timeout_ms: u64,
+    /// The longest pause between two reads of a streamed upload (nginx's `client_body_timeout`).
+    pub client_body_timeout_ms: u64,
+    /// Idle wait for the next request on a kept-alive connection (nginx's `keepalive_timeout`).
+    pub keepalive_timeout_ms: u64,
     pub grace_period_seconds: u64,
     pub pid_file: PathBuf,
     pub upgrade_sock: PathBuf,
@@ -115,6 +122,9 @@ impl Default for Server {
             threads: 2,
             max_body_bytes: 32768,
             client_read_timeout_ms: 10_000,
+            client_header_timeout_ms: 60_000,
+            client_body_timeout_ms: 60_000,
+            keepalive_timeout_ms: 75_000,
             grace_period_seconds: 10,
             pid_file: "/tmp/eam-proxy.pid".into(),
             upgrade_sock: "/tmp/eam-proxy-upgrade.sock".into(),
@@ -138,7 +148,13 @@ pub struct Upstream {
     pub verify: bool,
     pub host_header: Option<String>,
     pub connect_timeout_ms: u64,
+    /// The upstream's time to answer, and to send each next piece of an ordinary response
+    /// (nginx's `proxy_read_timeout`).
     pub read_timeout_ms: u64,
+    /// Each write to the upstream (nginx's `proxy_send_timeout`).
+    pub send_timeout_ms: u64,
+    /// Idle time between reads of a tunnel (WebSocket) or an event stream, either side.
+    pub stream_idle_timeout_ms: u64,
     pub health_check_interval_ms: u64,
     /// Empty: a TCP (or TLS) connect check. A path: an HTTP GET that must answer 2xx.
     pub health_check_path: String,
@@ -165,7 +181,9 @@ impl Default for Upstream {
             verify: true,
             host_header: None,
             connect_timeout_ms: 2000,
-            read_timeout_ms: 30_000,
+            read_timeout_ms: 60_000,
+            send_timeout_ms: 60_000,
+            stream_idle_timeout_ms: 300_000,
             health_check_interval_ms: 5000,
             health_check_path: String::new(),
             x5c: Vec::new(),
@@ -522,8 +540,18 @@ impl Config {
                 ),
             ));
         }
-        if s.client_read_timeout_ms == 0 {
-            return Err(err("server.client_read_timeout_ms", "must be positive"));
+        for (key, value) in [
+            ("server.client_read_timeout_ms", s.client_read_timeout_ms),
+            (
+                "server.client_header_timeout_ms",
+                s.client_header_timeout_ms,
+            ),
+            ("server.client_body_timeout_ms", s.client_body_timeout_ms),
+            ("server.keepalive_timeout_ms", s.keepalive_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(err(key, "must be positive"));
+            }
         }
         Ok(())
     }
@@ -562,6 +590,8 @@ impl Config {
         for (key, value) in [
             ("upstream.connect_timeout_ms", u.connect_timeout_ms),
             ("upstream.read_timeout_ms", u.read_timeout_ms),
+            ("upstream.send_timeout_ms", u.send_timeout_ms),
+            ("upstream.stream_idle_timeout_ms", u.stream_idle_timeout_ms),
             (
                 "upstream.health_check_interval_ms",
                 u.health_check_interval_ms,

@@ -22,6 +22,15 @@ fn defaults_match_the_spec() {
     assert_eq!(c.server.threads, 2);
     assert_eq!(c.server.max_body_bytes, 32768);
     assert_eq!(c.server.client_read_timeout_ms, 10_000);
+    // Issue 17 (nginx's defaults) wins over the original brief's 30 s upstream read timeout.
+    assert_eq!(
+        (
+            c.server.client_header_timeout_ms,
+            c.server.client_body_timeout_ms,
+            c.server.keepalive_timeout_ms
+        ),
+        (60_000, 60_000, 75_000)
+    );
     assert_eq!(c.server.grace_period_seconds, 10);
     assert_eq!(c.upstream.addresses, ["127.0.0.1:8081"]);
     assert!(!c.upstream.tls && c.upstream.verify);
@@ -29,9 +38,11 @@ fn defaults_match_the_spec() {
         (
             c.upstream.connect_timeout_ms,
             c.upstream.read_timeout_ms,
+            c.upstream.send_timeout_ms,
+            c.upstream.stream_idle_timeout_ms,
             c.upstream.health_check_interval_ms
         ),
-        (2000, 30_000, 5000)
+        (2000, 60_000, 60_000, 300_000, 5000)
     );
     assert_eq!(
         (
@@ -94,6 +105,9 @@ fn the_repository_example_is_valid_and_complete() {
         "threads",
         "max_body_bytes",
         "client_read_timeout_ms",
+        "client_header_timeout_ms",
+        "client_body_timeout_ms",
+        "keepalive_timeout_ms",
         "grace_period_seconds",
         "pid_file",
         "upgrade_sock",
@@ -107,6 +121,8 @@ fn the_repository_example_is_valid_and_complete() {
         "verify",
         "host_header",
         "connect_timeout_ms",
+        "send_timeout_ms",
+        "stream_idle_timeout_ms",
         "read_timeout_ms",
         "health_check_interval_ms",
         "health_check_path",

@@ -1,10 +1,12 @@
 //! A deadline on each request head.
 //!
 //! Pingora bounds every read of a request head by its own 60 s, never the head as a whole, so a
-//! client sending one header byte a minute (slowloris) holds a connection for days. This wrapper
-//! around the proxy application gives each request until `client_read_timeout_ms` to deliver its
-//! head; the proxy marks the head as read (`head_read`, from `new_ctx`, which Pingora calls right
-//! after parsing it), and the deadline stops mattering from then on.
+//! client sending one header byte a minute (slowloris) holds a connection for days; and it waits
+//! for the next request on a kept-alive HTTP/1.1 connection forever. This wrapper around the
+//! proxy application gives each request until `client_header_timeout_ms` to deliver its head
+//! (after up to `keepalive_timeout_ms` of idling on a reused connection, as nginx does); the proxy
+//! marks the head as read (`head_read`, from `new_ctx`, which Pingora calls right after parsing
+//! it), and the deadline stops mattering from then on.
 
 use std::any::Any;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,10 +22,6 @@ use pingora::server::ShutdownWatch;
 tokio::task_local! {
     static HEAD_READ: AtomicBool;
 }
-
-/// Pingora's idle wait for the next request on a kept-alive HTTP/1 connection: that wait is
-/// not the client's head being slow, so a reused connection gets it on top of the deadline.
-const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 
 /// Called once the request head is parsed.
 pub fn head_read() {
@@ -41,13 +39,17 @@ pub fn kept_alive_marker() -> Box<dyn Any + Send + Sync> {
 pub struct HeadDeadline<A> {
     inner: Arc<A>,
     limit: Duration,
+    /// The idle wait for the next request on a kept-alive connection: not the client's head
+    /// being slow, so a reused connection gets it on top of the deadline.
+    keepalive: Duration,
 }
 
 impl<A> HeadDeadline<A> {
-    pub fn new(inner: A, limit: Duration) -> Self {
+    pub fn new(inner: A, limit: Duration, keepalive: Duration) -> Self {
         HeadDeadline {
             inner: Arc::new(inner),
             limit,
+            keepalive,
         }
     }
 }
@@ -67,7 +69,7 @@ where
         let reused = context.as_ref().is_some_and(|c| c.is::<KeptAlive>());
         session.set_connection_user_context(context);
         let limit = if reused {
-            KEEPALIVE_IDLE + self.limit
+            self.keepalive + self.limit
         } else {
             self.limit
         };

@@ -4,12 +4,15 @@
 mod admin;
 mod cert;
 mod config;
+mod content_coding;
 mod deadline;
 mod decision_log;
 mod doctor;
 mod heap;
+mod hop;
 mod inject;
 mod keystore;
+mod logging;
 mod metrics;
 mod response_guard;
 mod service;
@@ -240,6 +243,8 @@ fn warn_about_certificates(routes: &[inject::X5cRoute]) {
 }
 
 fn init_logging(log: &config::Log) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
     let builder = tracing_subscriber::fmt()
@@ -250,8 +255,10 @@ fn init_logging(log: &config::Log) {
             .json()
             .flatten_event(true)
             .with_current_span(false)
+            .finish()
+            .with(logging::QuietPoolRace)
             .init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => builder.finish().with(logging::QuietPoolRace).init(),
     }
 }
 
@@ -424,8 +431,11 @@ fn run(
             host_header: upstream.host_header.clone(),
             connect_timeout: Duration::from_millis(upstream.connect_timeout_ms),
             read_timeout: Duration::from_millis(upstream.read_timeout_ms),
+            send_timeout: Duration::from_millis(upstream.send_timeout_ms),
+            stream_idle_timeout: Duration::from_millis(upstream.stream_idle_timeout_ms),
         },
         client_read_timeout: Duration::from_millis(config.server.client_read_timeout_ms),
+        client_body_timeout: Duration::from_millis(config.server.client_body_timeout_ms),
         decision_log: DecisionLog {
             json: config.log.format == LogFormat::Json,
             include_username: config.log.include_username,
@@ -437,12 +447,12 @@ fn run(
         x5c: Arc::new(x5c),
         guard,
     };
-    let client_read_timeout = proxy.client_read_timeout;
     let mut proxy_service = Service::new(
         "eam-proxy".to_string(),
         deadline::HeadDeadline::new(
             pingora::proxy::http_proxy(&server.configuration, proxy),
-            client_read_timeout,
+            Duration::from_millis(config.server.client_header_timeout_ms),
+            Duration::from_millis(config.server.keepalive_timeout_ms),
         ),
     );
     for addr in &config.server.listen {

@@ -31,7 +31,7 @@ pub const GUARD_OK: &str = "ok";
 pub const GUARD_VIOLATION: &str = "violation";
 pub const GUARD_SKIPPED: &str = "skipped";
 pub const GUARD_OK_REASONS: [&str; 2] = ["full", "stateless"];
-pub const GUARD_SKIPPED_REASONS: [&str; 2] = ["too_large", "compressed"];
+pub const GUARD_SKIPPED_REASONS: [&str; 3] = ["too_large", "unknown_encoding", "undecodable"];
 
 pub struct Metrics {
     registry: Registry,

@@ -4,8 +4,9 @@
 //!
 //! The OP's form_post to Entra does not answer the authorize request itself but whichever request
 //! ends the login (oidc-provider resumes on `/auth/<uid>`, Keycloak on `/login-actions/…`), so the
-//! candidates are chosen by the response: a `200` `text/html` page, not compressed, no larger than
-//! `response_guard_max_body_bytes`. Its state then says which request it answers.
+//! candidates are chosen by the response: a `200` `text/html` page, uncompressed or in a coding
+//! browsers ask for, no larger than `response_guard_max_body_bytes` (compressed and decoded). Its
+//! state then says which request it answers.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -19,6 +20,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use sha2::{Digest, Sha256};
 
 use crate::config::GuardMode;
+use crate::content_coding::Coding;
 use crate::metrics::{Metrics, GUARD_OK, GUARD_VIOLATION};
 
 /// Everything the guard needs at run time; absent when `response_guard = "off"`.
@@ -215,7 +217,7 @@ pub enum Candidate {
     No,
     /// A page the guard cannot read: counted, passed unchanged.
     Skip(&'static str),
-    Inspect,
+    Inspect(Coding),
 }
 
 pub fn candidate(req: &RequestHeader, resp: &ResponseHeader, max_body_bytes: usize) -> Candidate {
@@ -228,14 +230,9 @@ pub fn candidate(req: &RequestHeader, resp: &ResponseHeader, max_body_bytes: usi
     if req.method == http::Method::HEAD || resp.status.as_u16() != 200 || !html {
         return Candidate::No;
     }
-    let encoded = resp
-        .headers
-        .get_all(header::CONTENT_ENCODING)
-        .iter()
-        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-    if encoded {
-        return Candidate::Skip("compressed");
-    }
+    let Some(coding) = Coding::of(resp) else {
+        return Candidate::Skip("unknown_encoding");
+    };
     let announced = resp
         .headers
         .get(header::CONTENT_LENGTH)
@@ -244,31 +241,14 @@ pub fn candidate(req: &RequestHeader, resp: &ResponseHeader, max_body_bytes: usi
     if announced.is_some_and(|len| len > max_body_bytes) {
         return Candidate::Skip("too_large");
     }
-    Candidate::Inspect
-}
-
-/// A browser navigation (a page load or a form submission), whose answer may be the form_post:
-/// the OP is asked not to compress it, so the guard can read it. Sub-resources (scripts,
-/// styles, images, XHR) keep their compression.
-pub fn is_navigation(req: &RequestHeader) -> bool {
-    let text = |name: &str| {
-        req.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_ascii_lowercase()
-    };
-    let dest = text("sec-fetch-dest");
-    match dest.as_str() {
-        "document" | "iframe" | "frame" => true,
-        "" => text("accept").contains("text/html"),
-        _ => false,
-    }
+    Candidate::Inspect(coding)
 }
 
 /// The body of one inspected response, as it streams by.
 pub struct Inspection {
+    /// The body as it came, in its coding.
     pub buf: Vec<u8>,
+    pub coding: Coding,
     /// `enforce`: chunks are held back until the verdict, so a violating page never reaches the
     /// browser. `monitor` copies them and lets them through at once.
     pub hold: bool,
@@ -349,13 +329,13 @@ mod tests {
     }
 
     #[test]
-    fn candidates_are_uncompressed_html_pages() {
+    fn candidates_are_html_pages_in_a_readable_coding() {
         let get = RequestHeader::build("GET", b"/auth/x", None).unwrap();
         let head = RequestHeader::build("HEAD", b"/auth/x", None).unwrap();
         let html = [("content-type", "text/html; charset=utf-8")];
         assert_eq!(
             candidate(&get, &response(200, &html), 100),
-            Candidate::Inspect
+            Candidate::Inspect(Coding::Identity)
         );
         assert_eq!(candidate(&head, &response(200, &html), 100), Candidate::No);
         assert_eq!(candidate(&get, &response(302, &html), 100), Candidate::No);
@@ -364,31 +344,20 @@ mod tests {
         let gzip = [("content-type", "text/html"), ("content-encoding", "gzip")];
         assert_eq!(
             candidate(&get, &response(200, &gzip), 100),
-            Candidate::Skip("compressed")
+            Candidate::Inspect(Coding::Gzip)
+        );
+        let unknown = [
+            ("content-type", "text/html"),
+            ("content-encoding", "compress"),
+        ];
+        assert_eq!(
+            candidate(&get, &response(200, &unknown), 100),
+            Candidate::Skip("unknown_encoding")
         );
         let big = [("content-type", "TEXT/HTML"), ("content-length", "101")];
         assert_eq!(
             candidate(&get, &response(200, &big), 100),
             Candidate::Skip("too_large")
         );
-    }
-
-    #[test]
-    fn navigations_are_recognised() {
-        let req = |headers: &[(&'static str, &str)]| {
-            let mut r = RequestHeader::build("GET", b"/", None).unwrap();
-            for (n, v) in headers {
-                r.append_header(*n, *v).unwrap();
-            }
-            r
-        };
-        assert!(is_navigation(&req(&[("sec-fetch-dest", "document")])));
-        assert!(is_navigation(&req(&[("accept", "text/html,*/*;q=0.8")])));
-        assert!(!is_navigation(&req(&[
-            ("sec-fetch-dest", "script"),
-            ("accept", "text/html")
-        ])));
-        assert!(!is_navigation(&req(&[("accept", "application/json")])));
-        assert!(!is_navigation(&req(&[])));
     }
 }

@@ -25,6 +25,7 @@ use pingora::ErrorSource;
 
 use crate::config::GuardMode;
 use crate::decision_log::DecisionLog;
+use crate::hop;
 use crate::inject::{self, Rewrite, X5cRoute};
 use crate::keystore::KeyStores;
 use crate::metrics::{Metrics, GUARD_SKIPPED, ROUTE_AUTHORIZE, ROUTE_OTHER};
@@ -40,7 +41,12 @@ pub struct UpstreamSettings {
     pub ca: Option<Arc<CaType>>,
     pub host_header: Option<String>,
     pub connect_timeout: Duration,
+    /// Time to answer, and between reads of an ordinary response (`upstream.read_timeout_ms`).
     pub read_timeout: Duration,
+    /// Each write to the upstream.
+    pub send_timeout: Duration,
+    /// Between reads of a tunnel or an event stream, either side.
+    pub stream_idle_timeout: Duration,
 }
 
 pub struct EamProxy {
@@ -48,7 +54,10 @@ pub struct EamProxy {
     pub keys: KeyStores,
     pub upstreams: Arc<LoadBalancer<RoundRobin>>,
     pub upstream: UpstreamSettings,
+    /// A whole authorize body.
     pub client_read_timeout: Duration,
+    /// The longest pause in a streamed upload.
+    pub client_body_timeout: Duration,
     pub decision_log: DecisionLog,
     pub metrics: Arc<Metrics>,
     /// Direct peers whose `X-Forwarded-*` and routing headers are kept (cloud load balancers).
@@ -74,6 +83,14 @@ pub struct RequestCtx {
     x5c: Option<Rewrite>,
     /// The response body the guard is reading.
     inspection: Option<Inspection>,
+    /// A pass-through tunnel (WebSocket) or event stream: long idle periods are normal.
+    stream: bool,
+    /// A pass-through request whose body is streamed to the upstream as it arrives.
+    uploads: bool,
+    /// An `Expect: 100-continue` pass-through request whose final answer has not come yet.
+    awaits_continue: bool,
+    /// The upstream's read timeout ran out while the client had not finished its upload.
+    client_stalled: bool,
 }
 
 impl EamProxy {
@@ -83,13 +100,13 @@ impl EamProxy {
     /// at a time for hours. Failures are the client's (408, or a silent close). A POST's body
     /// is kept for the upstream (retry buffering); a GET's is read only to see that it is empty.
     async fn read_body(&self, session: &mut Session, method: Method) -> Result<Bytes> {
-        let expects_continue = session
-            .req_header()
-            .headers
-            .get(header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-        if expects_continue && method == Method::Post {
-            session.write_continue_response().await?;
+        if expects_continue(session.req_header()) && method == Method::Post {
+            // Pingora closes a connection whose answer (a 100 too) leaves before the body was
+            // read; the body is read right after this one, so the connection can stay.
+            session.set_close_on_response_before_downstream_finish(false);
+            let sent = session.write_continue_response().await;
+            session.set_close_on_response_before_downstream_finish(true);
+            sent?;
         }
         session.set_read_timeout(Some(self.client_read_timeout));
         if method == Method::Post {
@@ -175,6 +192,61 @@ impl EamProxy {
 }
 
 impl EamProxy {
+    /// Timeouts and `Expect` handling of a request that is streamed through unread.
+    fn prepare_pass_through(&self, session: &mut Session, ctx: &mut RequestCtx) {
+        ctx.stream = session.is_upgrade_req() || accepts_event_stream(session.req_header());
+        ctx.uploads = !session.is_body_empty();
+        if ctx.stream {
+            session.set_read_timeout(Some(self.upstream.stream_idle_timeout));
+        } else if ctx.uploads {
+            session.set_read_timeout(Some(self.client_body_timeout));
+        }
+        if expects_continue(session.req_header()) && !session.is_http2() {
+            // The upstream's 100 is relayed, and Pingora would close the connection because it
+            // left before the body was read; `response_filter` restores the rule for the final
+            // answer (which must still close the connection if it comes before the body ends).
+            session.set_close_on_response_before_downstream_finish(false);
+            ctx.awaits_continue = true;
+        }
+    }
+
+    /// Whether the response guard reads this answer, and how (`response_guard::candidate`).
+    fn choose_inspection(
+        &self,
+        session: &Session,
+        upstream_response: &mut ResponseHeader,
+        guard: &Guard,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        match response_guard::candidate(
+            session.req_header(),
+            upstream_response,
+            guard.max_body_bytes,
+        ) {
+            Candidate::No => {}
+            Candidate::Skip(reason) => self.count_guard_skip(reason),
+            Candidate::Inspect(coding) => {
+                let hold = guard.mode == GuardMode::Enforce;
+                if hold {
+                    response_guard::prepare_held_headers(upstream_response)?;
+                }
+                ctx.inspection = Some(Inspection {
+                    buf: Vec::new(),
+                    coding,
+                    hold,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn count_guard_skip(&self, reason: &'static str) {
+        self.metrics
+            .response_guard
+            .with_label_values(&[GUARD_SKIPPED, reason])
+            .inc();
+    }
+
     fn peer_is_trusted(&self, session: &Session) -> bool {
         session
             .client_addr()
@@ -271,6 +343,21 @@ async fn respond(session: &mut Session, response: ErrorResponse) -> Result<()> {
         .await
 }
 
+fn expects_continue(req: &RequestHeader) -> bool {
+    req.headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+/// An `EventSource` (and any client of `text/event-stream`) says so in `Accept`.
+fn accepts_event_stream(req: &RequestHeader) -> bool {
+    req.headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains("text/event-stream"))
+}
+
 /// How the request's body is framed.
 fn framing(session: &mut Session) -> Framing {
     // Asked before the head is borrowed: for HTTP/2 it tells whether the HEADERS frame ended
@@ -346,13 +433,29 @@ impl ProxyHttp for EamProxy {
             new_query: None,
             x5c: None,
             inspection: None,
+            stream: false,
+            uploads: false,
+            awaits_continue: false,
+            client_stalled: false,
         }
+    }
+
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // Requests a client sends before the previous answer are served in turn, as nginx does;
+        // without this Pingora drops them with the connection.
+        session.set_pipelining_enabled(true);
+        Ok(())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
         ctx.x5c = inject::route_for(&self.x5c, &req.method, req.uri.path());
         if !self.policy.is_authorize_path(req.uri.path()) {
+            self.prepare_pass_through(session, ctx);
             return Ok(false);
         }
         ctx.route = ROUTE_AUTHORIZE;
@@ -434,7 +537,7 @@ impl ProxyHttp for EamProxy {
     async fn upstream_peer(
         &self,
         _session: &mut Session,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         // When every instance is marked down, still try one: the health check may lag, and a
         // real connection error gives the operator an accurate 502.
@@ -454,8 +557,18 @@ impl ProxyHttp for EamProxy {
         let options = &mut peer.options;
         options.connection_timeout = Some(self.upstream.connect_timeout);
         options.total_connection_timeout = Some(self.upstream.connect_timeout * 2);
-        options.read_timeout = Some(self.upstream.read_timeout);
-        options.write_timeout = Some(self.upstream.read_timeout);
+        let timeouts = &self.upstream;
+        // Pingora applies one timeout to every read of the upstream, from the request's first
+        // byte on; it runs while an upload is still streaming, so it is never shorter than the
+        // pause allowed to the client (a stalled client is then caught as such, fail_to_proxy).
+        options.read_timeout = Some(if ctx.stream {
+            timeouts.stream_idle_timeout
+        } else if ctx.uploads {
+            timeouts.read_timeout.max(self.client_body_timeout)
+        } else {
+            timeouts.read_timeout
+        });
+        options.write_timeout = Some(timeouts.send_timeout);
         options.idle_timeout = Some(Duration::from_secs(60));
         options.verify_cert = self.upstream.verify;
         options.verify_hostname = self.upstream.verify;
@@ -495,10 +608,8 @@ impl ProxyHttp for EamProxy {
         if ctx.x5c.is_some() {
             inject::prepare_request(upstream_request)?;
         }
-        // The guard must read the page that may carry the id_token: ask the OP not to compress
-        // navigations (only those: assets keep their compression).
-        if self.guard.is_some() && response_guard::is_navigation(session.req_header()) {
-            upstream_request.remove_header(&header::ACCEPT_ENCODING);
+        if session.is_http2() && upstream_request.version == http::Version::HTTP_11 {
+            hop::join_cookies(upstream_request)?;
         }
         self.remove_client_headers(session, upstream_request);
         self.set_forwarded_headers(session, upstream_request)?;
@@ -552,30 +663,18 @@ impl ProxyHttp for EamProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let Some(guard) = &self.guard else {
-            return Ok(());
-        };
-        match response_guard::candidate(
-            session.req_header(),
-            upstream_response,
-            guard.max_body_bytes,
-        ) {
-            Candidate::No => {}
-            Candidate::Skip(reason) => {
-                self.metrics
-                    .response_guard
-                    .with_label_values(&[GUARD_SKIPPED, reason])
-                    .inc();
-            }
-            Candidate::Inspect => {
-                let hold = guard.mode == GuardMode::Enforce;
-                if hold {
-                    response_guard::prepare_held_headers(upstream_response)?;
-                }
-                ctx.inspection = Some(Inspection {
-                    buf: Vec::new(),
-                    hold,
-                });
+        if ctx.awaits_continue && !upstream_response.status.is_informational() {
+            session.set_close_on_response_before_downstream_finish(true);
+            ctx.awaits_continue = false;
+        }
+        if let Some(guard) = &self.guard {
+            self.choose_inspection(session, upstream_response, guard, ctx)?;
+        }
+        // Pingora's HTTP/2 server drops hop-by-hop fields and never chunks: HTTP/1 only.
+        if !session.is_http2() {
+            hop::remove_hop_by_hop(upstream_response);
+            if hop::frame_for_http10(session.req_header().version, upstream_response) {
+                session.set_keepalive(None);
             }
         }
         Ok(())
@@ -598,10 +697,7 @@ impl ProxyHttp for EamProxy {
         if let Some(chunk) = body.as_ref() {
             if inspection.buf.len() + chunk.len() > guard.max_body_bytes {
                 // Too large to be a form_post: let it through unread, held bytes first.
-                self.metrics
-                    .response_guard
-                    .with_label_values(&[GUARD_SKIPPED, "too_large"])
-                    .inc();
+                self.count_guard_skip("too_large");
                 if inspection.hold {
                     let mut all = std::mem::take(&mut inspection.buf);
                     all.extend_from_slice(chunk);
@@ -616,8 +712,18 @@ impl ProxyHttp for EamProxy {
             }
         }
         if let Some(inspection) = ctx.inspection.take_if(|_| end_of_stream) {
-            match guard.judge(&inspection.buf, &self.metrics) {
-                Some(replacement) => *body = Some(replacement),
+            let coding = inspection.coding;
+            let verdict = match coding.decode(&inspection.buf, guard.max_body_bytes) {
+                Some(html) => guard.judge(&html, &self.metrics),
+                None => {
+                    // Not valid in its coding, or larger decoded than a form_post can be.
+                    self.count_guard_skip("undecodable");
+                    None
+                }
+            };
+            match verdict {
+                // The header left with the OP's Content-Encoding: the replacement wears it too.
+                Some(replacement) => *body = Some(Bytes::from(coding.encode(&replacement))),
                 None if inspection.hold => *body = Some(Bytes::from(inspection.buf)),
                 None => {}
             }
@@ -648,16 +754,35 @@ impl ProxyHttp for EamProxy {
     }
 
     /// Client faults are logged by `fail_to_proxy` at info level, not by Pingora as errors.
-    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
-        error.esource() == &ErrorSource::Downstream
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
+        error.esource() == &ErrorSource::Downstream || ctx.client_stalled
     }
 
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
         e: &Error,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        // Pingora's upstream read timeout runs while the upload streams, restarted by every
+        // chunk: when it runs out before the body has ended, the client stopped sending.
+        ctx.client_stalled = e.esource() == &ErrorSource::Upstream
+            && e.etype() == &ErrorType::ReadTimedout
+            && ctx.uploads
+            && !session.is_body_done();
+        if ctx.client_stalled {
+            tracing::info!(status = 408, error = %e, "client stalled its upload past client_body_timeout_ms");
+            if let Err(write_error) = session
+                .respond_error_with_body(408, Bytes::from_static(b"request timeout\n"))
+                .await
+            {
+                tracing::debug!(%write_error, "could not send error response");
+            }
+            return FailToProxy {
+                error_code: 408,
+                can_reuse_downstream: false,
+            };
+        }
         let code = match e.etype() {
             ErrorType::HTTPStatus(code) => *code,
             etype => match e.esource() {

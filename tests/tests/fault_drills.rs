@@ -36,7 +36,8 @@ use serde_json::{json, Value};
 const EXCHANGE: Duration = Duration::from_secs(5);
 /// Generous bound of anything that should take about one timeout on an idle machine.
 const DEADLINE: Duration = Duration::from_secs(10);
-/// `server.client_read_timeout_ms` of the slow-client drills.
+/// `server.client_read_timeout_ms` (whole authorize body) and `client_header_timeout_ms` (whole
+/// head) of the slow-client drills.
 const CLIENT_READ_TIMEOUT_MS: u64 = 1000;
 /// A normal request's latency while a drill's fault goes on must stay below this (p95).
 const PROBE_P95: Duration = Duration::from_millis(1000);
@@ -525,11 +526,12 @@ fn slow_attack(
 }
 
 fn slow_client_proxy(upstream: &FaultyUpstream) -> ProxyProcess {
-    ProxyProcess::start(ProxyConfig::new_faulty(upstream).set(
-        "server",
-        "client_read_timeout_ms",
-        &CLIENT_READ_TIMEOUT_MS.to_string(),
-    ))
+    let timeout = CLIENT_READ_TIMEOUT_MS.to_string();
+    ProxyProcess::start(
+        ProxyConfig::new_faulty(upstream)
+            .set("server", "client_read_timeout_ms", &timeout)
+            .set("server", "client_header_timeout_ms", &timeout),
+    )
 }
 
 /// Asserts every slow connection was ended by the proxy within `bound`.
@@ -688,7 +690,7 @@ fn trickled_authorize_body_is_ended_by_the_proxy() {
 }
 
 #[test]
-fn stalled_request_head_is_ended_after_the_client_read_timeout() {
+fn stalled_request_head_is_ended_after_the_client_header_timeout() {
     let upstream = FaultyUpstream::start(|_| Action::Reply(ok("ok")));
     let proxy = slow_client_proxy(&upstream);
     let (lived, report, answers) = slow_attack(

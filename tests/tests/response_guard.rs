@@ -80,6 +80,19 @@ impl FormPostOp {
         tweak: impl Fn(&mut Value) + Send + Sync + 'static,
         headers: &[(&str, &str)],
     ) -> FormPostOp {
+        FormPostOp::serving(tweak, headers, false)
+    }
+
+    /// The page gzip-compressed, as an OP behind a compressing server sends it.
+    fn gzipped(tweak: impl Fn(&mut Value) + Send + Sync + 'static) -> FormPostOp {
+        FormPostOp::serving(tweak, &[("Content-Encoding", "gzip")], true)
+    }
+
+    fn serving(
+        tweak: impl Fn(&mut Value) + Send + Sync + 'static,
+        headers: &[(&str, &str)],
+        gzip: bool,
+    ) -> FormPostOp {
         let tweak: Tweak = Arc::new(tweak);
         let last_page = Arc::new(Mutex::new(Vec::new()));
         let page_store = last_page.clone();
@@ -98,6 +111,9 @@ impl FormPostOp {
             for (n, v) in &headers {
                 reply = reply.header(n, v);
             }
+            if gzip {
+                reply.body = gzip_bytes(&reply.body);
+            }
             reply
         });
         FormPostOp {
@@ -109,6 +125,22 @@ impl FormPostOp {
     fn page(&self) -> Vec<u8> {
         self.last_page.lock().unwrap().clone()
     }
+}
+
+fn gzip_bytes(body: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(body).unwrap();
+    encoder.finish().unwrap()
+}
+
+fn gunzip(body: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .read_to_end(&mut out)
+        .expect("a gzip body");
+    out
 }
 
 fn proxy(op: &Upstream, mode: &str) -> ProxyProcess {
@@ -206,9 +238,36 @@ fn a_correct_answer_passes_untouched_in_both_modes() {
         );
         assert_eq!(line["scope"], "full");
         assert_eq!(line["action"], "unchanged");
-        // The OP was asked for an uncompressed page: the guard must be able to read it.
-        assert_eq!(op.upstream.only_request().header("accept-encoding"), None);
+        // The browser's Accept-Encoding reaches the OP: pages keep their compression.
+        assert_eq!(
+            op.upstream.only_request().header("accept-encoding"),
+            Some("gzip, br")
+        );
     }
+}
+
+#[test]
+fn a_compressed_page_is_read_and_a_correct_one_passes_byte_for_byte() {
+    let op = FormPostOp::gzipped(|_| {});
+    let proxy = proxy(&op.upstream, "enforce");
+    let (_, request) = entra_post();
+    let response = proxy.send(&request);
+    assert_eq!(response.status, 200, "{}", response.describe());
+    assert_eq!(response.header("content-encoding"), Some("gzip"));
+    assert_eq!(gunzip(&response.body), op.page());
+    assert_eq!(guard_count(&proxy, "ok", "full"), 1);
+}
+
+#[test]
+fn a_wrong_compressed_page_is_replaced_in_the_same_coding() {
+    let op = FormPostOp::gzipped(|c| c["sub"] = json!("someone-else"));
+    let proxy = proxy(&op.upstream, "enforce");
+    let (sent, request) = entra_post();
+    let mut response = proxy.send(&request);
+    assert_eq!(response.header("content-encoding"), Some("gzip"));
+    response.body = gunzip(&response.body);
+    assert_denied(&response, &sent, "sub");
+    assert_eq!(guard_count(&proxy, "violation", "sub_mismatch"), 1);
 }
 
 #[test]
@@ -347,10 +406,14 @@ fn other_answers_pass_untouched() {
         ),
         // Larger than response_guard_max_body_bytes: not read, counted.
         ("/big", html(&big_page)),
-        // Compressed: not readable, counted.
+        // Not valid in its coding, or in a coding the guard does not read: counted.
         (
             "/gzip",
             html("\u{1f}\u{8b}not really gzip").header("Content-Encoding", "gzip"),
+        ),
+        (
+            "/compress",
+            html("LZW bytes").header("Content-Encoding", "compress"),
         ),
         // Entra's error answer: nothing to check.
         (
@@ -380,7 +443,8 @@ fn other_answers_pass_untouched() {
         assert_eq!(response.body, reply.body, "{path} must pass unchanged");
     }
     assert_eq!(guard_count(&proxy, "skipped", "too_large"), 1);
-    assert_eq!(guard_count(&proxy, "skipped", "compressed"), 1);
+    assert_eq!(guard_count(&proxy, "skipped", "undecodable"), 1);
+    assert_eq!(guard_count(&proxy, "skipped", "unknown_encoding"), 1);
     assert!(
         proxy.log_lines("response guard").is_empty(),
         "nothing was judged"
