@@ -235,6 +235,7 @@ fn benches(c: &mut Criterion<BenchClock>) {
         app: &policy.apps[0],
         cloud: &policy.clouds[0],
         leeway_seconds: 3600,
+        until_exp: false,
         max_stale_seconds: policy.max_stale_seconds,
         all_claims: false,
     };

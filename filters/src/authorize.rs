@@ -339,6 +339,7 @@ impl Policy {
             app,
             cloud,
             leeway_seconds: self.authorize.leeway_seconds,
+            until_exp: self.authorize.accept_hints_until_exp,
             max_stale_seconds: self.max_stale_seconds,
             all_claims: !self.authorize.extra_claims.is_empty(),
         };

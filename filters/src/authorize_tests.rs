@@ -1031,13 +1031,31 @@ fn hint_time_window() {
             .accepted(),
         not_yet("nbf = now + L + 1").claims(with("nbf", NOW + L + 1)),
         case("nbf absent").claims(without("nbf")).accepted(),
-        case("normal hint at now = exp + L")
+        // A Microsoft-signed id_token that is not pre-expired is no hint Microsoft made for
+        // this: by default its window ends at iat + L too, whatever its exp says.
+        case("not pre-expired hint at now = iat + L")
             .claims(normal())
+            .at(NOW + L)
+            .accepted(),
+        expired("not pre-expired hint at now = iat + L + 1")
+            .claims(normal())
+            .at(NOW + L + 1),
+        expired("not pre-expired hint at now = exp")
+            .claims(normal())
+            .at(NOW + 3600),
+        // authorize.accept_hints_until_exp restores the rule before issue 18.
+        case("until exp: not pre-expired hint at now = exp + L")
+            .claims(normal())
+            .policy(|p| p.authorize.accept_hints_until_exp = true)
             .at(NOW + 3600 + L)
             .accepted(),
-        expired("normal hint at now = exp + L + 1")
+        expired("until exp: not pre-expired hint at now = exp + L + 1")
             .claims(normal())
+            .policy(|p| p.authorize.accept_hints_until_exp = true)
             .at(NOW + 3600 + L + 1),
+        expired("until exp: pre-expired hint at now = iat + L + 1")
+            .policy(|p| p.authorize.accept_hints_until_exp = true)
+            .at(NOW + L + 1),
         expired("hint a day old").at(NOW + 86_400),
         case("leeway 0: pre-expired hint at now = iat")
             .policy(|p| p.authorize.leeway_seconds = 0)

@@ -50,6 +50,8 @@ pub struct HintValidator<'p> {
     pub app: &'p AppPolicy,
     pub cloud: &'p CloudPolicy,
     pub leeway_seconds: u64,
+    /// The window of a hint that is not pre-expired ends at `exp + leeway`, not `iat + leeway`.
+    pub until_exp: bool,
     pub max_stale_seconds: u64,
     /// Keep every claim for `HintIdentity::claim` (`authorize.extra_claims`); the checks
     /// themselves read only the claims they need.
@@ -195,8 +197,10 @@ impl HintValidator<'_> {
         }
     }
 
-    /// `iat - L <= now`, `nbf - L <= now`, `now <= max(exp, iat) + L`: Microsoft issues hints
-    /// with `exp < iat`, so the window is anchored on whichever of the two is later.
+    /// `iat - L <= now`, `nbf - L <= now`, `now <= iat + L`. Microsoft issues its hints
+    /// pre-expired (`exp < iat`) so that they serve for nothing else: a Microsoft-signed token
+    /// with a later `exp` (an ordinary id_token for the same app) gets no longer window, unless
+    /// `until_exp` restores `now <= max(exp, iat) + L`. `exp` must still be present.
     fn check_time(&self, claims: &Claims<'_>, now: u64) -> Result<(), AuthorizeError> {
         let iat = numeric_date(&claims.iat)?.ok_or(AuthorizeError::MissingTimeClaim)?;
         let exp = numeric_date(&claims.exp)?.ok_or(AuthorizeError::MissingTimeClaim)?;
@@ -207,7 +211,12 @@ impl HintValidator<'_> {
         if iat.ceil - leeway > now || nbf.is_some_and(|nbf| nbf.ceil - leeway > now) {
             return Err(AuthorizeError::NotYetValid);
         }
-        if now > exp.floor.max(iat.floor) + leeway {
+        let end = if self.until_exp {
+            exp.floor.max(iat.floor)
+        } else {
+            iat.floor
+        };
+        if now > end + leeway {
             return Err(AuthorizeError::Expired);
         }
         Ok(())

@@ -95,6 +95,9 @@ pub struct AuthorizeSettings {
     pub hint_param: String,
     pub force_prompt_login: bool,
     pub leeway_seconds: u64,
+    /// Accept a hint that is not pre-expired until `exp + leeway` (before issue 18) instead of
+    /// `iat + leeway`, the window of Microsoft's own, pre-expired hints.
+    pub accept_hints_until_exp: bool,
     pub error_delivery: ErrorDelivery,
     pub extra_claims: Vec<ExtraClaim>,
     pub max_body_bytes: usize,
@@ -109,6 +112,7 @@ impl Default for AuthorizeSettings {
             hint_param: "entra_id_token_hint".into(),
             force_prompt_login: true,
             leeway_seconds: 300,
+            accept_hints_until_exp: false,
             error_delivery: ErrorDelivery::FormPost,
             extra_claims: Vec::new(),
             max_body_bytes: 32 * 1024,

@@ -235,6 +235,8 @@ pub struct Authorize {
     pub hint_param: String,
     pub force_prompt_login: bool,
     pub leeway_seconds: u64,
+    /// A hint that is not pre-expired is accepted until `exp + leeway` (before issue 18).
+    pub accept_hints_until_exp: bool,
     pub error_delivery: Delivery,
     pub extra_claims: Vec<ExtraClaimMapping>,
     pub response_guard: GuardMode,
@@ -255,6 +257,7 @@ impl Default for Authorize {
             hint_param: "entra_id_token_hint".into(),
             force_prompt_login: true,
             leeway_seconds: 300,
+            accept_hints_until_exp: false,
             error_delivery: Delivery::FormPost,
             extra_claims: Vec::new(),
             response_guard: GuardMode::Monitor,
@@ -676,6 +679,7 @@ impl Config {
             hint_param: a.hint_param.clone(),
             force_prompt_login: a.force_prompt_login,
             leeway_seconds: a.leeway_seconds,
+            accept_hints_until_exp: a.accept_hints_until_exp,
             error_delivery: match a.error_delivery {
                 Delivery::FormPost => ErrorDelivery::FormPost,
                 Delivery::Status => ErrorDelivery::Status,

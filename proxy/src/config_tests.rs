@@ -134,6 +134,7 @@ fn the_repository_example_is_valid_and_complete() {
         "hint_param",
         "force_prompt_login",
         "leeway_seconds",
+        "accept_hints_until_exp",
         "error_delivery",
         "response_guard",
         "response_guard_max_entries",
