@@ -27,6 +27,24 @@ pub fn join_cookies(req: &mut RequestHeader) -> pingora::Result<()> {
     req.insert_header(header::COOKIE, joined)
 }
 
+/// Whether a client request header may go to the upstream on a request the proxy builds itself:
+/// not one of the connection's own (RFC 9110 §7.6.1), nor a body's framing (the proxy's requests
+/// have no body).
+pub fn is_end_to_end_request_header(name: &HeaderName) -> bool {
+    ![
+        header::CONNECTION,
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::CONTENT_LENGTH,
+        header::EXPECT,
+    ]
+    .contains(name)
+}
+
 /// Removes the response headers that concern only the upstream's connection (RFC 9110 §7.6.1):
 /// those its `Connection` names, `Keep-Alive`, `Proxy-Connection`, and `Upgrade` outside a 101.
 /// Pingora writes the client's own `Connection` and frames the body itself, so `Connection`,

@@ -17,6 +17,7 @@ mod metrics;
 mod response_guard;
 mod service;
 mod tls;
+mod upstream_client;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,7 +40,8 @@ use pingora::tls::x509::X509;
 use crate::config::{Config, LogFormat, Validated};
 use crate::decision_log::DecisionLog;
 use crate::keystore::{KeyRefresher, KeyStore, KeyStoreSettings, KeyStores};
-use crate::service::{EamProxy, UpstreamSettings};
+use crate::service::EamProxy;
+use crate::upstream_client::{UpstreamClient, UpstreamSettings};
 
 /// Makes an OpenID Connect provider a Microsoft Entra ID External Authentication Method.
 #[derive(Parser, Debug)]
@@ -422,18 +424,20 @@ fn run(
     let proxy = EamProxy {
         policy: Arc::new(policy),
         keys: keys.clone(),
-        upstreams,
-        upstream: UpstreamSettings {
-            tls: upstream.tls,
-            sni,
-            verify: upstream.verify,
-            ca,
-            host_header: upstream.host_header.clone(),
-            connect_timeout: Duration::from_millis(upstream.connect_timeout_ms),
-            read_timeout: Duration::from_millis(upstream.read_timeout_ms),
-            send_timeout: Duration::from_millis(upstream.send_timeout_ms),
-            stream_idle_timeout: Duration::from_millis(upstream.stream_idle_timeout_ms),
-        },
+        upstream: Arc::new(UpstreamClient::new(
+            upstreams,
+            UpstreamSettings {
+                tls: upstream.tls,
+                sni,
+                verify: upstream.verify,
+                ca,
+                host_header: upstream.host_header.clone(),
+                connect_timeout: Duration::from_millis(upstream.connect_timeout_ms),
+                read_timeout: Duration::from_millis(upstream.read_timeout_ms),
+                send_timeout: Duration::from_millis(upstream.send_timeout_ms),
+                stream_idle_timeout: Duration::from_millis(upstream.stream_idle_timeout_ms),
+            },
+        )),
         client_read_timeout: Duration::from_millis(config.server.client_read_timeout_ms),
         client_body_timeout: Duration::from_millis(config.server.client_body_timeout_ms),
         decision_log: DecisionLog {

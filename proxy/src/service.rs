@@ -16,44 +16,24 @@ use filters::{
 };
 use http::header;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::lb::selection::RoundRobin;
-use pingora::lb::LoadBalancer;
 use pingora::prelude::*;
-use pingora::protocols::tls::CaType;
 use pingora::proxy::FailToProxy;
 use pingora::ErrorSource;
 
 use crate::config::GuardMode;
 use crate::decision_log::DecisionLog;
 use crate::hop;
-use crate::inject::{self, Rewrite, X5cRoute};
+use crate::inject::{self, X5cRoute};
 use crate::keystore::KeyStores;
 use crate::metrics::{Metrics, GUARD_SKIPPED, ROUTE_AUTHORIZE, ROUTE_OTHER};
 use crate::response_guard::{self, Candidate, Guard, Inspection};
 use crate::unix_now;
-
-/// How the proxy reaches the upstream OP.
-pub struct UpstreamSettings {
-    pub tls: bool,
-    pub sni: String,
-    pub verify: bool,
-    /// Roots from `upstream.ca_file`, used instead of the system's.
-    pub ca: Option<Arc<CaType>>,
-    pub host_header: Option<String>,
-    pub connect_timeout: Duration,
-    /// Time to answer, and between reads of an ordinary response (`upstream.read_timeout_ms`).
-    pub read_timeout: Duration,
-    /// Each write to the upstream.
-    pub send_timeout: Duration,
-    /// Between reads of a tunnel or an event stream, either side.
-    pub stream_idle_timeout: Duration,
-}
+use crate::upstream_client::UpstreamClient;
 
 pub struct EamProxy {
     pub policy: Arc<Policy>,
     pub keys: KeyStores,
-    pub upstreams: Arc<LoadBalancer<RoundRobin>>,
-    pub upstream: UpstreamSettings,
+    pub upstream: Arc<UpstreamClient>,
     /// A whole authorize body.
     pub client_read_timeout: Duration,
     /// The longest pause in a streamed upload.
@@ -79,8 +59,6 @@ pub struct RequestCtx {
     new_body: Option<Bytes>,
     /// Replacement query string for the upstream.
     new_query: Option<String>,
-    /// A GET of a key set that gets `x5c`.
-    x5c: Option<Rewrite>,
     /// The response body the guard is reading.
     inspection: Option<Inspection>,
     /// A pass-through tunnel (WebSocket) or event stream: long idle periods are normal.
@@ -197,7 +175,7 @@ impl EamProxy {
         ctx.stream = session.is_upgrade_req() || accepts_event_stream(session.req_header());
         ctx.uploads = !session.is_body_empty();
         if ctx.stream {
-            session.set_read_timeout(Some(self.upstream.stream_idle_timeout));
+            session.set_read_timeout(Some(self.upstream.settings.stream_idle_timeout));
         } else if ctx.uploads {
             session.set_read_timeout(Some(self.client_body_timeout));
         }
@@ -208,6 +186,75 @@ impl EamProxy {
             session.set_close_on_response_before_downstream_finish(false);
             ctx.awaits_continue = true;
         }
+    }
+
+    /// Answers a GET of an `[[upstream.x5c]]` key set with the rewritten document, fetched by the
+    /// proxy itself (`inject`). False when it could not be fetched whole: the request is then
+    /// proxied as it is, without x5c, and the upstream's failure (if any) is reported as usual.
+    async fn serve_key_set(&self, session: &mut Session, route: usize) -> Result<bool> {
+        let request = self.key_set_request(session)?;
+        let path = self.x5c[route].path.as_str();
+        let fetched = match self
+            .upstream
+            .fetch(request, inject::MAX_KEY_SET_BYTES)
+            .await
+        {
+            Ok(Some(fetched)) => fetched,
+            Ok(None) => {
+                self.metrics.x5c_result("too_large");
+                tracing::warn!(
+                    path,
+                    "key set larger than 1 MiB; passed through without x5c"
+                );
+                return Ok(false);
+            }
+            Err(error) => {
+                tracing::warn!(path, %error, "key set could not be fetched; proxied without x5c");
+                return Ok(false);
+            }
+        };
+        self.metrics.upstream_status(fetched.head.status.as_u16());
+        let if_none_match =
+            header_str(session.req_header(), header::IF_NONE_MATCH).map(str::to_string);
+        let (head, body) = inject::answer(
+            fetched,
+            &self.x5c[route],
+            if_none_match.as_deref(),
+            &self.metrics,
+        )?;
+        let bodiless = body.is_empty();
+        session
+            .write_response_header(Box::new(head), bodiless)
+            .await?;
+        if !bodiless {
+            session.write_response_body(Some(body), true).await?;
+        }
+        Ok(true)
+    }
+
+    /// The client's key-set GET as the upstream would get it, asking for a whole, uncompressed
+    /// answer.
+    fn key_set_request(&self, session: &Session) -> Result<RequestHeader> {
+        let req = session.req_header();
+        let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut upstream = RequestHeader::build("GET", target.as_bytes(), None)?;
+        for (name, value) in req.headers.iter() {
+            if hop::is_end_to_end_request_header(name) {
+                upstream.append_header(name.clone(), value.clone())?;
+            }
+        }
+        if !upstream.headers.contains_key(header::HOST) {
+            if let Some(authority) = req.uri.authority() {
+                upstream.insert_header(header::HOST, authority.as_str())?;
+            }
+        }
+        inject::prepare_request(&mut upstream)?;
+        self.remove_client_headers(session, &mut upstream);
+        self.set_forwarded_headers(session, &mut upstream)?;
+        if let Some(host) = &self.upstream.settings.host_header {
+            upstream.insert_header(header::HOST, host.as_str())?;
+        }
+        Ok(upstream)
     }
 
     /// Whether the response guard reads this answer, and how (`response_guard::candidate`).
@@ -431,7 +478,6 @@ impl ProxyHttp for EamProxy {
             decided: false,
             new_body: None,
             new_query: None,
-            x5c: None,
             inspection: None,
             stream: false,
             uploads: false,
@@ -453,8 +499,15 @@ impl ProxyHttp for EamProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
-        ctx.x5c = inject::route_for(&self.x5c, &req.method, req.uri.path());
-        if !self.policy.is_authorize_path(req.uri.path()) {
+        if let Some(route) = inject::route_for(&self.x5c, &req.method, req.uri.path()) {
+            if self.serve_key_set(session, route).await? {
+                return Ok(true);
+            }
+        }
+        if !self
+            .policy
+            .is_authorize_path(session.req_header().uri.path())
+        {
             self.prepare_pass_through(session, ctx);
             return Ok(false);
         }
@@ -539,40 +592,18 @@ impl ProxyHttp for EamProxy {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        // When every instance is marked down, still try one: the health check may lag, and a
-        // real connection error gives the operator an accurate 502.
-        let backend = self
-            .upstreams
-            .select(b"", 256)
-            .or_else(|| {
-                self.upstreams
-                    .backends()
-                    .get_backend()
-                    .iter()
-                    .next()
-                    .cloned()
-            })
-            .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no upstream configured"))?;
-        let mut peer = HttpPeer::new(backend, self.upstream.tls, self.upstream.sni.clone());
-        let options = &mut peer.options;
-        options.connection_timeout = Some(self.upstream.connect_timeout);
-        options.total_connection_timeout = Some(self.upstream.connect_timeout * 2);
-        let timeouts = &self.upstream;
+        let mut peer = self.upstream.peer()?;
+        let timeouts = &self.upstream.settings;
         // Pingora applies one timeout to every read of the upstream, from the request's first
         // byte on; it runs while an upload is still streaming, so it is never shorter than the
         // pause allowed to the client (a stalled client is then caught as such, fail_to_proxy).
-        options.read_timeout = Some(if ctx.stream {
+        peer.options.read_timeout = Some(if ctx.stream {
             timeouts.stream_idle_timeout
         } else if ctx.uploads {
             timeouts.read_timeout.max(self.client_body_timeout)
         } else {
             timeouts.read_timeout
         });
-        options.write_timeout = Some(timeouts.send_timeout);
-        options.idle_timeout = Some(Duration::from_secs(60));
-        options.verify_cert = self.upstream.verify;
-        options.verify_hostname = self.upstream.verify;
-        options.ca = self.upstream.ca.clone();
         Ok(Box::new(peer))
     }
 
@@ -605,15 +636,12 @@ impl ProxyHttp for EamProxy {
             upstream_request.insert_header(header::CONTENT_TYPE, FORM_CONTENT_TYPE)?;
         }
 
-        if ctx.x5c.is_some() {
-            inject::prepare_request(upstream_request)?;
-        }
         if session.is_http2() && upstream_request.version == http::Version::HTTP_11 {
             hop::join_cookies(upstream_request)?;
         }
         self.remove_client_headers(session, upstream_request);
         self.set_forwarded_headers(session, upstream_request)?;
-        if let Some(host) = &self.upstream.host_header {
+        if let Some(host) = &self.upstream.settings.host_header {
             upstream_request.insert_header(header::HOST, host.as_str())?;
         }
         Ok(())
@@ -647,13 +675,10 @@ impl ProxyHttp for EamProxy {
         &self,
         _session: &mut Session,
         upstream_response: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
+        _ctx: &mut RequestCtx,
     ) -> Result<()> {
         self.metrics
             .upstream_status(upstream_response.status.as_u16());
-        if let Some(rewrite) = &mut ctx.x5c {
-            rewrite.on_header(upstream_response, &self.x5c, &self.metrics)?;
-        }
         Ok(())
     }
 
@@ -687,10 +712,6 @@ impl ProxyHttp for EamProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
-        if let Some(rewrite) = &mut ctx.x5c {
-            rewrite.on_body(body, end_of_stream, &self.x5c, &self.metrics);
-            return Ok(None);
-        }
         let (Some(guard), Some(inspection)) = (&self.guard, ctx.inspection.as_mut()) else {
             return Ok(None);
         };

@@ -79,17 +79,32 @@ fn matching_keys_get_x5c_and_others_are_unchanged() {
     assert_eq!(without_x5c, public_jwk("signer"), "other members unchanged");
     let foreign = keys.iter().find(|k| k["kid"] == "foreign").unwrap();
     assert_eq!(foreign, &public_jwk("foreign"), "no certificate: unchanged");
-    // A different representation: the OP's validator no longer names it; the length is new.
-    assert_eq!(response.header("etag"), None);
-    assert_eq!(response.header("transfer-encoding"), Some("chunked"));
+    // A new representation, sent whole: its length, and a validator of its own bytes (the
+    // OP's names the other one), which the proxy answers itself.
+    assert_eq!(
+        response.header("content-length"),
+        Some(response.body.len().to_string().as_str())
+    );
+    assert_eq!(response.header("transfer-encoding"), None);
+    let etag = response.header("etag").expect("an ETag").to_string();
+    assert_ne!(etag, "\"v1\"");
+    assert_eq!(response.header("last-modified"), None);
+    let again = proxy.send(&Request::get("/jwks").header("If-None-Match", &etag));
+    assert_eq!(again.status, 304, "{}", again.describe());
+    assert!(again.body.is_empty());
+    assert_eq!(again.header("etag"), Some(etag.as_str()));
+    let weak = proxy.send(&Request::get("/jwks").header("If-None-Match", &format!("W/{etag}")));
+    assert_eq!(weak.status, 304, "If-None-Match compares weakly");
 
-    // The upstream was asked for an uncompressed, full answer.
-    let received = upstream.only_request();
-    assert_eq!(received.header("accept-encoding"), Some("identity"));
-    assert_eq!(received.header("if-none-match"), None);
+    // The upstream was asked for an uncompressed, full answer each time.
+    let received = upstream.wait_for(3, std::time::Duration::from_secs(5));
+    for request in &received {
+        assert_eq!(request.header("accept-encoding"), Some("identity"));
+        assert_eq!(request.header("if-none-match"), None);
+    }
 
-    assert_eq!(metric(&proxy, "injected"), "1");
-    assert_eq!(metric(&proxy, "no_match"), "1");
+    assert_eq!(metric(&proxy, "injected"), "3");
+    assert_eq!(metric(&proxy, "no_match"), "3");
     let warned = proxy.wait_for_log(
         "published without x5c",
         1,
@@ -167,6 +182,45 @@ fn an_unchanged_key_set_keeps_its_bytes() {
     let response = proxy.send(&Request::get("/jwks"));
     assert_eq!(response.text(), body);
     assert_eq!(metric(&proxy, "no_match"), "1");
+    // The OP's bytes keep the OP's validator, and the proxy answers it.
+    assert_eq!(response.header("etag"), Some("\"v1\""));
+    assert_eq!(
+        response.header("content-length"),
+        Some(body.len().to_string().as_str())
+    );
+    let again = proxy.send(&Request::get("/jwks").header("If-None-Match", "\"v1\""));
+    assert_eq!(again.status, 304);
+}
+
+#[test]
+fn a_chunked_key_set_goes_out_with_its_length() {
+    let dir = TempDir::new();
+    let (cert_file, _) = signer_certificate(&dir);
+    let upstream = op(|| json_reply(&op_jwks().to_string()).chunked(7));
+    let proxy = ProxyProcess::start(ProxyConfig::new(&upstream).add_x5c("/jwks", &[cert_file]));
+    let response = proxy.send(&Request::get("/jwks"));
+    assert_eq!(response.status, 200, "{}", response.describe());
+    assert_eq!(response.header("transfer-encoding"), None);
+    assert_eq!(
+        response.header("content-length"),
+        Some(response.body.len().to_string().as_str())
+    );
+    assert!(
+        response.json()["keys"][0].get("x5c").is_some()
+            || response.json()["keys"][1].get("x5c").is_some()
+    );
+    assert_eq!(metric(&proxy, "injected"), "1");
+}
+
+#[test]
+fn an_unreachable_upstream_is_a_502_on_the_key_set_path_too() {
+    let dir = TempDir::new();
+    let (cert_file, _) = signer_certificate(&dir);
+    let upstream = Upstream::start();
+    let proxy = ProxyProcess::start(ProxyConfig::new(&upstream).add_x5c("/jwks", &[cert_file]));
+    drop(upstream);
+    let response = proxy.send(&Request::get("/jwks"));
+    assert_eq!(response.status, 502, "{}", response.describe());
 }
 
 #[test]
