@@ -22,6 +22,9 @@ const SIGNATURE: &str =
     "AADSTS50012 with AADSTS70002 (external ID token failed signature verification)";
 const HINT_AUDIENCE: &str =
     "eam-proxy refuses every hint (audience_mismatch) and Entra ends the sign-in with invalid_request";
+const UNFILTERED: &str = "when the proxy cannot read the OP's discovery, Entra's POST reaches the OP unfiltered: the OP refuses Microsoft's id_token_hint (the sign-in fails), and spoofed entra_* parameters reach it";
+const REPLY_URL: &str =
+    "AADSTS50161 (the authorization endpoint is not a redirect URI of the app registration)";
 const KEYS_UNAVAILABLE: &str =
     "eam-proxy answers every sign-in with temporarily_unavailable (keys_unavailable)";
 
@@ -137,6 +140,7 @@ pub fn discovery(
     discovery_url: &str,
     fetched: &Fetched,
     rules: Rules,
+    authorize_paths: &[String],
 ) -> (Vec<Check>, Option<String>) {
     let mut checks = vec![discovery_url_check(discovery_url, rules)];
     if fetched.status != 200 {
@@ -167,6 +171,7 @@ pub fn discovery(
         .and_then(Value::as_str)
         .map(String::from);
     checks.push(jwks_uri_check(jwks_uri.as_deref(), rules));
+    checks.extend(authorization_endpoint_checks(&doc, authorize_paths, rules));
     for (member, value, why) in [
         ("scopes_supported", "openid", "Entra requests scope=openid"),
         (
@@ -184,6 +189,11 @@ pub fn discovery(
             "RS256",
             "Entra verifies RS256 only",
         ),
+        (
+            "subject_types_supported",
+            "public",
+            "Entra compares sub with the hint's, which is public",
+        ),
     ] {
         checks.push(list_check(&doc, member, value, why, true));
     }
@@ -195,6 +205,69 @@ pub fn discovery(
         false,
     ));
     (checks, jwks_uri)
+}
+
+/// Where Entra posts its request: an https URL whose path the proxy filters by configuration
+/// (not only while it can read discovery), and which must be a redirect URI of the app
+/// registration, something only the Entra admin center can show. The PAR endpoint, if any,
+/// takes the same parameters.
+fn authorization_endpoint_checks(
+    doc: &Map<String, Value>,
+    authorize_paths: &[String],
+    rules: Rules,
+) -> Vec<Check> {
+    const ID: &str = "discovery.authorization_endpoint";
+    let url = doc.get("authorization_endpoint").and_then(Value::as_str);
+    let Some(parsed) = url.and_then(|u| url::Url::parse(u).ok()) else {
+        return vec![Check::fail(
+            ID,
+            format!("authorization_endpoint is {}", url.unwrap_or("absent")),
+            METADATA,
+            "publish authorization_endpoint as an https URL",
+        )];
+    };
+    let url = url.unwrap_or_default();
+    let mut checks = Vec::new();
+    if let Some(scheme) = scheme_check(ID, "authorization_endpoint", &parsed, rules) {
+        checks.push(scheme);
+    }
+    let path = parsed.path();
+    checks.push(if crate::policy::path_is_one_of(authorize_paths, path) {
+        Check::pass(ID, format!("{url}: {path} is in authorize.paths"))
+    } else {
+        Check::fail(
+            ID,
+            format!("{url}: {path} is not in authorize.paths {authorize_paths:?}"),
+            UNFILTERED,
+            format!("add \"{path}\" to authorize.paths"),
+        )
+    });
+    checks.push(Check {
+        id: "entra.reply_url",
+        status: Status::Warn,
+        detail: format!("{url} must be a redirect URI of the EAM's app registration; only the Entra admin center shows it"),
+        entra_error: Some(REPLY_URL),
+        fix: Some(format!("App registrations → the EAM's app → Authentication → Web: add {url}")),
+    });
+    let par = doc
+        .get("pushed_authorization_request_endpoint")
+        .and_then(Value::as_str);
+    if let Some(par) = par {
+        const PAR: &str = "discovery.pushed_authorization_request_endpoint";
+        let par_path = url::Url::parse(par).map(|u| u.path().to_string());
+        checks.push(match par_path {
+            Ok(p) if crate::policy::path_is_one_of(authorize_paths, &p) => {
+                Check::pass(PAR, format!("{par}: {p} is in authorize.paths"))
+            }
+            Ok(p) => Check::warn(
+                PAR,
+                format!("{par}: parameters pushed to {p} are filtered only while the proxy reads discovery"),
+                format!("add \"{p}\" to authorize.paths"),
+            ),
+            Err(_) => Check::warn(PAR, format!("{par} is not a URL"), "publish it as an https URL"),
+        });
+    }
+    checks
 }
 
 fn discovery_url_check(discovery_url: &str, rules: Rules) -> Check {
@@ -308,6 +381,7 @@ fn list_check(
         "id_token_signing_alg_values_supported" => {
             "discovery.id_token_signing_alg_values_supported"
         }
+        "subject_types_supported" => "discovery.subject_types_supported",
         _ => "discovery.claim_types_supported",
     };
     let fix = format!("list \"{value}\" in {member} ({why})");
@@ -375,10 +449,36 @@ pub fn key_set(jwks_uri: &str, fetched: &Fetched, now: u64) -> Vec<Check> {
             format!("{} RSA signing key(s) at {jwks_uri}", signing.len()),
         )
     }];
-    for key in signing {
+    for key in &signing {
+        checks.push(kid_check(key));
         checks.extend(signing_key(key, now));
     }
     checks
+}
+
+/// Entra picks the key by the id_token header's `kid`, compared as a string with the key set's:
+/// each signing key needs one, made of base64 characters as Microsoft's reference shows.
+fn kid_check(key: &Map<String, Value>) -> Check {
+    const ID: &str = "jwks.kid";
+    let fix =
+        "give every signing key a kid of base64 characters, the one its id_tokens' header names";
+    match key.get("kid").and_then(Value::as_str) {
+        Some(kid)
+            if !kid.is_empty()
+                && kid
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+/=-_".contains(&b)) =>
+        {
+            Check::pass(ID, format!("kid {kid}"))
+        }
+        Some(kid) => Check::fail(
+            ID,
+            format!("kid {kid:?} is not made of base64 characters"),
+            SIGNATURE,
+            fix,
+        ),
+        None => Check::fail(ID, "a signing key has no kid", SIGNATURE, fix),
+    }
 }
 
 /// `x5c` of one RSA signing key: present, carrying the key, self-issued, valid now.

@@ -18,7 +18,13 @@ fn good_discovery() -> Value {
         "response_modes_supported": ["query", "fragment", "form_post"],
         "id_token_signing_alg_values_supported": ["RS256", "PS256"],
         "claim_types_supported": ["normal"],
+        "subject_types_supported": ["public", "pairwise"],
     })
+}
+
+/// `authorize.paths`: the one the good document's authorization_endpoint names.
+fn paths() -> Vec<String> {
+    vec!["/authorize".into()]
 }
 
 fn fetched(doc: &Value) -> Fetched {
@@ -40,12 +46,23 @@ fn failed(checks: &[Check]) -> Vec<&'static str> {
 
 #[test]
 fn a_conforming_discovery_document_passes() {
-    let (checks, jwks_uri) = discovery(URL, &fetched(&good_discovery()), Rules::default());
-    assert!(
-        checks.iter().all(|c| c.status == Status::Pass),
-        "{checks:#?}"
-    );
-    assert_eq!(checks.len(), 9);
+    let (checks, jwks_uri) =
+        discovery(URL, &fetched(&good_discovery()), Rules::default(), &paths());
+    // The one warning: the redirect URI Entra needs cannot be seen from here.
+    let not_passed: Vec<_> = checks.iter().filter(|c| c.status != Status::Pass).collect();
+    assert_eq!(not_passed.len(), 1, "{checks:#?}");
+    assert_eq!(not_passed[0].id, "entra.reply_url");
+    assert_eq!(not_passed[0].status, Status::Warn);
+    assert!(not_passed[0]
+        .entra_error
+        .unwrap()
+        .starts_with("AADSTS50161"));
+    assert!(not_passed[0]
+        .fix
+        .as_ref()
+        .unwrap()
+        .contains("https://idp.example.com/authorize"));
+    assert_eq!(checks.len(), 12);
     assert_eq!(jwks_uri.as_deref(), Some("https://idp.example.com/jwks"));
 }
 
@@ -107,11 +124,25 @@ fn each_discovery_requirement_is_caught_on_its_own() {
             "discovery.claim_types_supported",
             Box::new(|d| d["claim_types_supported"] = json!(["aggregated"])),
         ),
+        (
+            "discovery.subject_types_supported",
+            Box::new(|d| d["subject_types_supported"] = json!(["pairwise"])),
+        ),
+        (
+            "discovery.authorization_endpoint",
+            Box::new(|d| d["authorization_endpoint"] = json!("https://idp.example.com/auth")),
+        ),
+        (
+            "discovery.authorization_endpoint",
+            Box::new(|d| {
+                d.as_object_mut().unwrap().remove("authorization_endpoint");
+            }),
+        ),
     ];
     for (id, breaks) in cases {
         let mut doc = good_discovery();
         breaks(&mut doc);
-        let (checks, _) = discovery(URL, &fetched(&doc), Rules::default());
+        let (checks, _) = discovery(URL, &fetched(&doc), Rules::default(), &paths());
         assert_eq!(failed(&checks), [id], "{doc}");
         let check = checks.iter().find(|c| c.id == id).unwrap();
         assert!(check.entra_error.is_some() && check.fix.is_some());
@@ -119,14 +150,43 @@ fn each_discovery_requirement_is_caught_on_its_own() {
     // claim_types_supported may be absent.
     let mut doc = good_discovery();
     doc.as_object_mut().unwrap().remove("claim_types_supported");
-    assert!(failed(&discovery(URL, &fetched(&doc), Rules::default()).0).is_empty());
+    assert!(failed(&discovery(URL, &fetched(&doc), Rules::default(), &paths()).0).is_empty());
+}
+
+#[test]
+fn an_unlisted_authorize_or_par_path_is_named_with_its_fix() {
+    let mut doc = good_discovery();
+    doc["authorization_endpoint"] = json!("https://idp.example.com/auth");
+    doc["pushed_authorization_request_endpoint"] = json!("https://idp.example.com/request");
+    let (checks, _) = discovery(URL, &fetched(&doc), Rules::default(), &paths());
+    let auth = checks
+        .iter()
+        .find(|c| c.id == "discovery.authorization_endpoint")
+        .unwrap();
+    assert_eq!(auth.status, Status::Fail);
+    assert_eq!(
+        auth.fix.as_deref(),
+        Some("add \"/auth\" to authorize.paths")
+    );
+    let par = checks
+        .iter()
+        .find(|c| c.id == "discovery.pushed_authorization_request_endpoint")
+        .unwrap();
+    assert_eq!(par.status, Status::Warn);
+    let both = vec!["/auth".to_string(), "/request".to_string()];
+    let (checks, _) = discovery(URL, &fetched(&doc), Rules::default(), &both);
+    assert!(failed(&checks).is_empty(), "{checks:#?}");
+    // A format-suffix or other variant of a configured path counts as listed.
+    doc["authorization_endpoint"] = json!("https://idp.example.com/authorize.php");
+    let (checks, _) = discovery(URL, &fetched(&doc), Rules::default(), &paths());
+    assert!(!failed(&checks).contains(&"discovery.authorization_endpoint"));
 }
 
 #[test]
 fn the_issuer_mismatch_names_aadsts50027() {
     let mut doc = good_discovery();
     doc["issuer"] = json!("https://idp.example.com/tenant");
-    let (checks, _) = discovery(URL, &fetched(&doc), Rules::default());
+    let (checks, _) = discovery(URL, &fetched(&doc), Rules::default(), &paths());
     let issuer = checks.iter().find(|c| c.id == "discovery.issuer").unwrap();
     assert!(issuer.entra_error.unwrap().starts_with("AADSTS50027"));
     assert!(issuer
@@ -146,7 +206,7 @@ fn the_discovery_url_and_answer_are_checked() {
         "http://idp.example.com/.well-known/openid-configuration",
         "not a url",
     ] {
-        let (checks, _) = discovery(url, &ok, Rules::default());
+        let (checks, _) = discovery(url, &ok, Rules::default(), &paths());
         assert!(
             failed(&checks).contains(&"discovery.url"),
             "{url}: {checks:#?}"
@@ -155,26 +215,26 @@ fn the_discovery_url_and_answer_are_checked() {
     let mut chunked = ok.clone();
     chunked.content_length = None;
     assert_eq!(
-        failed(&discovery(URL, &chunked, Rules::default()).0),
+        failed(&discovery(URL, &chunked, Rules::default(), &paths()).0),
         ["discovery.content_length"]
     );
     let mut wrong = ok.clone();
     wrong.content_length = Some("12".into());
     assert_eq!(
-        failed(&discovery(URL, &wrong, Rules::default()).0),
+        failed(&discovery(URL, &wrong, Rules::default(), &paths()).0),
         ["discovery.content_length"]
     );
     let mut signed = ok.clone();
     signed.content_length = Some(format!("+{}", ok.body.len()));
     assert_eq!(
-        failed(&discovery(URL, &signed, Rules::default()).0),
+        failed(&discovery(URL, &signed, Rules::default(), &paths()).0),
         ["discovery.content_length"]
     );
     let gone = Fetched {
         status: 404,
         ..ok.clone()
     };
-    let (checks, jwks_uri) = discovery(URL, &gone, Rules::default());
+    let (checks, jwks_uri) = discovery(URL, &gone, Rules::default(), &paths());
     assert_eq!(failed(&checks), ["discovery.fetch"]);
     assert_eq!(jwks_uri, None);
     let not_json = Fetched {
@@ -183,7 +243,7 @@ fn the_discovery_url_and_answer_are_checked() {
         ..ok
     };
     assert_eq!(
-        failed(&discovery(URL, &not_json, Rules::default()).0),
+        failed(&discovery(URL, &not_json, Rules::default(), &paths()).0),
         ["discovery.json"]
     );
 }
@@ -194,21 +254,22 @@ fn http_on_loopback_is_only_a_warning_with_allow_http() {
     let mut doc = good_discovery();
     doc["issuer"] = json!("http://127.0.0.1:8080");
     doc["jwks_uri"] = json!("http://127.0.0.1:8080/jwks");
-    let strict = discovery(url, &fetched(&doc), Rules::default()).0;
+    let strict = discovery(url, &fetched(&doc), Rules::default(), &paths()).0;
     assert_eq!(
         failed(&strict),
         ["discovery.url", "discovery.issuer", "discovery.jwks_uri"]
     );
-    let relaxed = discovery(url, &fetched(&doc), Rules { allow_http: true }).0;
+    let relaxed = discovery(url, &fetched(&doc), Rules { allow_http: true }, &paths()).0;
     assert!(failed(&relaxed).is_empty(), "{relaxed:#?}");
     assert_eq!(
         relaxed.iter().filter(|c| c.status == Status::Warn).count(),
-        3
+        4,
+        "three http URLs and the redirect URI reminder"
     );
     // Never for a host that is not loopback.
     let mut public = doc.clone();
     public["jwks_uri"] = json!("http://idp.example.com/jwks");
-    let checks = discovery(url, &fetched(&public), Rules { allow_http: true }).0;
+    let checks = discovery(url, &fetched(&public), Rules { allow_http: true }, &paths()).0;
     assert_eq!(failed(&checks), ["discovery.jwks_uri"]);
 }
 
@@ -251,11 +312,32 @@ fn a_key_with_a_matching_self_issued_valid_certificate_passes() {
         checks.iter().map(|c| (c.id, c.status)).collect::<Vec<_>>(),
         [
             ("jwks.keys", Status::Pass),
+            ("jwks.kid", Status::Pass),
             ("jwks.x5c", Status::Pass),
             ("jwks.x5c_issuer", Status::Pass),
             ("jwks.x5c_validity", Status::Pass),
         ]
     );
+}
+
+#[test]
+fn a_signing_key_needs_a_base64_kid() {
+    for (kid, ok) in [
+        (json!("op-1"), true),
+        (json!("nOo3ZDrODXEK1jKWhXslHR_KXEg"), true),
+        (json!("a b"), false),
+        (json!(""), false),
+        (json!(7), false),
+    ] {
+        let mut set: Value = serde_json::from_slice(&key_with(None).body).unwrap();
+        set["keys"][0]["kid"] = kid.clone();
+        let checks = key_set("https://idp.example.com/jwks", &fetched(&set), NOW);
+        let check = checks.iter().find(|c| c.id == "jwks.kid").unwrap();
+        assert_eq!(check.status == Status::Pass, ok, "{kid}: {check:?}");
+        if !ok {
+            assert!(check.entra_error.unwrap().starts_with("AADSTS50012"));
+        }
+    }
 }
 
 #[test]
@@ -412,11 +494,11 @@ fn the_table_shows_entra_error_and_fix_under_each_problem() {
     assert!(table.contains("causes: AADSTS50012"));
     assert!(table.contains("fix: publish x5c on key op-1"));
     assert!(
-        table.ends_with("doctor: 1 failed, 0 warnings, 1 passed\n"),
+        table.ends_with("doctor: 1 failed, 0 warnings, 2 passed\n"),
         "{table}"
     );
     let json = serde_json::to_value(&checks).unwrap();
-    assert_eq!(json[1]["status"], "fail");
+    assert_eq!(json[2]["status"], "fail");
     assert_eq!(json[0].get("fix"), None);
 }
 

@@ -7,11 +7,13 @@
 //! upstream receives), [`render`] (error responses), [`error`] (reasons), [`request`] (the
 //! request's head and the rules on it), [`detect`] (which
 //! requests are Entra's), [`authorize`] (the decision that ties them together), and [`guard`]
-//! (the OP's answer to Entra, checked as Entra will check it).
+//! (the OP's answer to Entra, checked as Entra will check it); [`discovery`] reads the OP's
+//! endpoints that take authorization requests.
 
 mod acr_request;
 pub mod authorize;
 pub mod detect;
+pub mod discovery;
 pub mod doctor;
 pub mod error;
 pub mod guard;

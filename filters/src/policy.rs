@@ -140,20 +140,7 @@ impl Policy {
     /// authorize endpoint. So every such variant counts as an authorize path: the cost of
     /// checking one request too many is nothing, one too few is an identity bypass.
     pub fn is_authorize_path(&self, path: &str) -> bool {
-        let paths = &self.authorize.paths;
-        if paths.iter().any(|p| p == path) {
-            return true;
-        }
-        let plain = |b: &u8| !matches!(b, b'%' | b';' | b'.' | b'A'..=b'Z');
-        if path.bytes().all(|b| plain(&b)) && !path.contains("//") && !path.ends_with('/') {
-            return false;
-        }
-        let key = path_key(path);
-        paths.iter().any(|p| {
-            let configured = path_key(p);
-            key.strip_prefix(configured.as_slice())
-                .is_some_and(|rest| rest.is_empty() || is_format_suffix(rest))
-        })
+        path_is_one_of(&self.authorize.paths, path)
     }
 
     pub fn app(&self, client_id: &str) -> Option<&AppPolicy> {
@@ -215,6 +202,23 @@ pub fn fills_template(template: &str, placeholders: &[&str], value: &str, candid
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     let &first = needle.first()?;
     memchr::memchr_iter(first, haystack).find(|&at| haystack[at..].starts_with(needle))
+}
+
+/// Whether `path` reaches one of `paths` in some server's reading (`Policy::is_authorize_path`).
+pub fn path_is_one_of(paths: &[String], path: &str) -> bool {
+    if paths.iter().any(|p| p == path) {
+        return true;
+    }
+    let plain = |b: &u8| !matches!(b, b'%' | b';' | b'.' | b'A'..=b'Z');
+    if path.bytes().all(|b| plain(&b)) && !path.contains("//") && !path.ends_with('/') {
+        return false;
+    }
+    let key = path_key(path);
+    paths.iter().any(|p| {
+        let configured = path_key(p);
+        key.strip_prefix(configured.as_slice())
+            .is_some_and(|rest| rest.is_empty() || is_format_suffix(rest))
+    })
 }
 
 /// `.json`, `.html`, `.`: what follows a path that a format suffix extends (no `/` in it).

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::LoadBalancer;
 
+use crate::discovery::Discovery;
 use crate::keystore::KeyStores;
 use crate::metrics::Metrics;
 use crate::unix_now;
@@ -19,6 +20,7 @@ pub struct Admin {
     pub keys: KeyStores,
     pub metrics: Arc<Metrics>,
     pub upstreams: Arc<LoadBalancer<RoundRobin>>,
+    pub discovery: Option<Arc<Discovery>>,
 }
 
 impl Admin {
@@ -39,7 +41,27 @@ impl Admin {
         if !backends.get_backend().iter().any(|b| backends.ready(b)) {
             return Some("no healthy upstream".into());
         }
+        if self
+            .discovery
+            .as_ref()
+            .is_some_and(|d| !d.first_read_done())
+        {
+            return Some("the OP's discovery document is being read".into());
+        }
         None
+    }
+
+    /// The body of `/readyz`: the verdict, then what the proxy knows of the OP's authorize paths.
+    fn readiness(&self) -> (u16, String) {
+        let (status, mut body) = match self.not_ready() {
+            None => (200, "ready\n".to_string()),
+            Some(why) => (503, format!("not ready: {why}\n")),
+        };
+        if let Some(discovery) = &self.discovery {
+            body.push_str(&discovery.status_line());
+            body.push('\n');
+        }
+        (status, body)
     }
 
     fn metrics(&self) -> http::Response<Vec<u8>> {
@@ -82,10 +104,10 @@ impl ServeHttp for Admin {
         match req.uri.path() {
             "/metrics" => self.metrics(),
             "/healthz" => text(200, "ok\n"),
-            "/readyz" => match self.not_ready() {
-                None => text(200, "ready\n"),
-                Some(why) => text(503, &format!("not ready: {why}\n")),
-            },
+            "/readyz" => {
+                let (status, body) = self.readiness();
+                text(status, &body)
+            }
             _ => text(404, "not found\n"),
         }
     }

@@ -230,6 +230,9 @@ pub struct ExtraClaimMapping {
 #[serde(deny_unknown_fields, default)]
 pub struct Authorize {
     pub paths: Vec<String>,
+    /// Path of the OP's discovery document on the upstream; its authorization (and PAR)
+    /// endpoint's path is filtered as well. Empty: only `paths`.
+    pub discovery_path: String,
     pub detect: Detect,
     pub param_prefix: String,
     pub hint_param: String,
@@ -252,6 +255,7 @@ impl Default for Authorize {
     fn default() -> Self {
         Authorize {
             paths: vec!["/authorize".into()],
+            discovery_path: filters::doctor::DISCOVERY_SUFFIX.into(),
             detect: Detect::ClientId,
             param_prefix: "entra_".into(),
             hint_param: "entra_id_token_hint".into(),
@@ -609,6 +613,12 @@ impl Config {
 
     fn authorize_settings(&self) -> Result<AuthorizeSettings, ConfigError> {
         let a = &self.authorize;
+        if !a.discovery_path.is_empty() && !a.discovery_path.starts_with('/') {
+            return Err(err(
+                "authorize.discovery_path",
+                "must be empty or a path starting with /",
+            ));
+        }
         if a.paths.is_empty() {
             return Err(err(
                 "authorize.paths",

@@ -134,6 +134,7 @@ fn the_repository_example_is_valid_and_complete() {
         "hint_param",
         "force_prompt_login",
         "leeway_seconds",
+        "discovery_path",
         "accept_hints_until_exp",
         "error_delivery",
         "response_guard",
@@ -320,6 +321,10 @@ fn semantic_errors_name_the_key_path() {
         (
             with_app("[authorize]\npaths = [\"authorize\"]\n"),
             "authorize.paths[0]",
+        ),
+        (
+            with_app("[authorize]\ndiscovery_path = \"openid\"\n"),
+            "authorize.discovery_path",
         ),
         (
             with_app("[authorize]\nparam_prefix = \"\"\n"),

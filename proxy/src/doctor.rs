@@ -128,7 +128,12 @@ async fn checks(validated: &Validated, options: &Options) -> Result<Vec<Check>, 
     };
     let jwks_uri = match fetched {
         Ok(fetched) => {
-            let (found, jwks_uri) = doctor::discovery(&discovery_url, &fetched, rules);
+            let (found, jwks_uri) = doctor::discovery(
+                &discovery_url,
+                &fetched,
+                rules,
+                &validated.policy.authorize.paths,
+            );
             checks.extend(found);
             jwks_uri
         }

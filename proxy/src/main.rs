@@ -7,6 +7,7 @@ mod config;
 mod content_coding;
 mod deadline;
 mod decision_log;
+mod discovery;
 mod doctor;
 mod heap;
 mod hop;
@@ -421,23 +422,47 @@ fn run(
             ),
         })
     });
+    let upstream_client = Arc::new(UpstreamClient::new(
+        upstreams,
+        UpstreamSettings {
+            tls: upstream.tls,
+            sni,
+            verify: upstream.verify,
+            ca,
+            host_header: upstream.host_header.clone(),
+            connect_timeout: Duration::from_millis(upstream.connect_timeout_ms),
+            read_timeout: Duration::from_millis(upstream.read_timeout_ms),
+            send_timeout: Duration::from_millis(upstream.send_timeout_ms),
+            stream_idle_timeout: Duration::from_millis(upstream.stream_idle_timeout_ms),
+        },
+    ));
+    let discovery = (!authorize.discovery_path.is_empty()).then(|| {
+        let host = upstream
+            .host_header
+            .clone()
+            .or_else(|| upstream.sni.clone())
+            .or_else(|| upstream.addresses.first().map(|a| a.to_string()))
+            .unwrap_or_else(|| "localhost".into());
+        Arc::new(discovery::Discovery::new(
+            upstream_client.clone(),
+            authorize.discovery_path.clone(),
+            host,
+            authorize.paths.clone(),
+            Duration::from_secs(config.jwks.refresh_seconds),
+            Duration::from_millis(config.jwks.fetch_timeout_ms),
+            metrics.clone(),
+        ))
+    });
+    if let Some(discovery) = &discovery {
+        server.add_service(background_service(
+            "upstream discovery",
+            discovery::DiscoveryRefresher(discovery.clone()),
+        ));
+    }
     let proxy = EamProxy {
         policy: Arc::new(policy),
         keys: keys.clone(),
-        upstream: Arc::new(UpstreamClient::new(
-            upstreams,
-            UpstreamSettings {
-                tls: upstream.tls,
-                sni,
-                verify: upstream.verify,
-                ca,
-                host_header: upstream.host_header.clone(),
-                connect_timeout: Duration::from_millis(upstream.connect_timeout_ms),
-                read_timeout: Duration::from_millis(upstream.read_timeout_ms),
-                send_timeout: Duration::from_millis(upstream.send_timeout_ms),
-                stream_idle_timeout: Duration::from_millis(upstream.stream_idle_timeout_ms),
-            },
-        )),
+        upstream: upstream_client,
         client_read_timeout: Duration::from_millis(config.server.client_read_timeout_ms),
         client_body_timeout: Duration::from_millis(config.server.client_body_timeout_ms),
         decision_log: DecisionLog {
@@ -450,6 +475,7 @@ fn run(
         metrics: metrics.clone(),
         x5c: Arc::new(x5c),
         guard,
+        discovery: discovery.clone(),
     };
     let mut proxy_service = Service::new(
         "eam-proxy".to_string(),
@@ -488,6 +514,7 @@ fn run(
             keys,
             metrics,
             upstreams: upstreams_for_admin,
+            discovery,
         },
     );
     admin.add_tcp(&config.server.admin_listen);

@@ -47,6 +47,8 @@ pub struct Metrics {
     pub x5c_injections: IntCounterVec,
     pub response_guard: IntCounterVec,
     pub response_guard_remembered: IntGauge,
+    pub discovery_up: IntGauge,
+    pub authorize_paths_unlisted: IntGauge,
 }
 
 impl Metrics {
@@ -149,6 +151,16 @@ impl Metrics {
         registry.register(Box::new(jwks_age.clone()))?;
         registry.register(Box::new(response_guard.clone()))?;
         registry.register(Box::new(response_guard_remembered.clone()))?;
+        let discovery_up = IntGauge::new(
+            "eam_discovery_up",
+            "1 when the last read of the OP's discovery document succeeded",
+        )?;
+        let authorize_paths_unlisted = IntGauge::new(
+            "eam_authorize_paths_unlisted",
+            "Authorize paths the OP's discovery names that authorize.paths does not list",
+        )?;
+        registry.register(Box::new(discovery_up.clone()))?;
+        registry.register(Box::new(authorize_paths_unlisted.clone()))?;
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
@@ -200,6 +212,8 @@ impl Metrics {
             x5c_injections,
             response_guard,
             response_guard_remembered,
+            discovery_up,
+            authorize_paths_unlisted,
         })
     }
 

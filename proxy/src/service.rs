@@ -22,6 +22,7 @@ use pingora::ErrorSource;
 
 use crate::config::GuardMode;
 use crate::decision_log::DecisionLog;
+use crate::discovery::Discovery;
 use crate::hop;
 use crate::inject::{self, X5cRoute};
 use crate::keystore::KeyStores;
@@ -48,6 +49,8 @@ pub struct EamProxy {
     pub x5c: Arc<Vec<X5cRoute>>,
     /// `None` when `authorize.response_guard = "off"`.
     pub guard: Option<Arc<Guard>>,
+    /// `None` when `authorize.discovery_path` is empty.
+    pub discovery: Option<Arc<Discovery>>,
 }
 
 pub struct RequestCtx {
@@ -170,6 +173,15 @@ impl EamProxy {
 }
 
 impl EamProxy {
+    /// A configured authorize path, or one the OP's discovery names.
+    fn is_authorize_path(&self, path: &str) -> bool {
+        self.policy.is_authorize_path(path)
+            || self
+                .discovery
+                .as_ref()
+                .is_some_and(|d| d.is_unlisted_authorize_path(path))
+    }
+
     /// Timeouts and `Expect` handling of a request that is streamed through unread.
     fn prepare_pass_through(&self, session: &mut Session, ctx: &mut RequestCtx) {
         ctx.stream = session.is_upgrade_req() || accepts_event_stream(session.req_header());
@@ -504,10 +516,7 @@ impl ProxyHttp for EamProxy {
                 return Ok(true);
             }
         }
-        if !self
-            .policy
-            .is_authorize_path(session.req_header().uri.path())
-        {
+        if !self.is_authorize_path(session.req_header().uri.path()) {
             self.prepare_pass_through(session, ctx);
             return Ok(false);
         }

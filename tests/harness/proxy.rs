@@ -100,7 +100,15 @@ impl ProxyConfig {
                         ("read_timeout_ms", "2000".into()),
                     ],
                 ),
-                table("authorize", &[("paths", toml_list(&["/authorize".into()]))]),
+                // The test upstreams are not OPs: no discovery reads in their recordings
+                // (tests/tests/discovery.rs turns it on).
+                table(
+                    "authorize",
+                    &[
+                        ("paths", toml_list(&["/authorize".into()])),
+                        ("discovery_path", toml_str("")),
+                    ],
+                ),
                 table("log", &[("format", toml_str("json"))]),
                 table(
                     "apps",

@@ -31,6 +31,7 @@ fn stub_op(mutate: Mutation, frame: fn(String) -> Reply) -> Upstream {
                     "response_modes_supported": ["form_post", "query"],
                     "id_token_signing_alg_values_supported": ["RS256"],
                     "claim_types_supported": ["normal"],
+                    "subject_types_supported": ["public"],
                 });
                 mutate(&mut doc);
                 frame(doc.to_string())
@@ -168,7 +169,7 @@ fn without_x5c_the_key_fails_and_the_fix_is_named() {
 
 #[test]
 fn each_discovery_requirement_broken_alone_is_caught() {
-    let cases: [(&str, Mutation); 11] = [
+    let cases: [(&str, Mutation); 13] = [
         ("discovery.issuer", |d| {
             d["issuer"] = json!(format!("{}/", d["issuer"].as_str().unwrap()))
         }),
@@ -201,6 +202,17 @@ fn each_discovery_requirement_broken_alone_is_caught() {
         }),
         ("discovery.issuer", |d| {
             drop(d.as_object_mut().unwrap().remove("issuer"))
+        }),
+        ("discovery.subject_types_supported", |d| {
+            d["subject_types_supported"] = json!(["pairwise"])
+        }),
+        // oidc-provider's path while the proxy is configured for /authorize.
+        ("discovery.authorization_endpoint", |d| {
+            let auth = d["authorization_endpoint"]
+                .as_str()
+                .unwrap()
+                .replace("/authorize", "/auth");
+            d["authorization_endpoint"] = json!(auth)
         }),
     ];
     for (id, mutate) in cases {

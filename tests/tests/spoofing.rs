@@ -159,3 +159,103 @@ fn a_get_authorize_request_with_a_body_is_refused() {
     assert_eq!(response.json()["error"], "invalid_request");
     assert!(upstream.requests().is_empty(), "nothing forwarded");
 }
+
+/// An OP whose discovery names `/auth` (oidc-provider's path) and a PAR endpoint, while the
+/// proxy is configured for `/authorize` only; every other path answers as usual.
+fn op_with_discovery(serves_discovery: bool) -> Upstream {
+    Upstream::with_responder(move |request| {
+        if request.path() == "/.well-known/openid-configuration" && serves_discovery {
+            let doc = serde_json::json!({
+                "issuer": "https://op.example",
+                "authorization_endpoint": "https://op.example/auth",
+                "pushed_authorization_request_endpoint": "https://op.example/request",
+                "jwks_uri": "https://op.example/jwks",
+            });
+            let mut reply = eam_tests::Reply::ok(&doc.to_string());
+            reply.headers = vec![("Content-Type".into(), "application/json".into())];
+            return reply;
+        }
+        eam_tests::Reply::ok("ok")
+    })
+}
+
+fn metric(proxy: &ProxyProcess, name: &str) -> String {
+    let text = proxy.admin_get("/metrics").text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+        .to_string()
+}
+
+#[test]
+fn the_ops_discovered_authorize_and_par_paths_are_filtered_too() {
+    let upstream = op_with_discovery(true);
+    let proxy = ProxyProcess::start(ProxyConfig::new(&upstream).set(
+        "authorize",
+        "discovery_path",
+        "\"/.well-known/openid-configuration\"",
+    ));
+    let ready = proxy.wait_readyz(200, std::time::Duration::from_secs(10));
+    assert!(
+        ready
+            .text()
+            .contains("NOT in authorize.paths, filtered while discovery is read: /auth, /request"),
+        "{}",
+        ready.text()
+    );
+    assert_eq!(metric(&proxy, "eam_discovery_up"), "1");
+    assert_eq!(metric(&proxy, "eam_authorize_paths_unlisted"), "2");
+    assert!(!proxy
+        .wait_for_log(
+            "authorize.paths does not list",
+            1,
+            std::time::Duration::from_secs(5)
+        )
+        .is_empty());
+
+    for path in ["/auth", "/request"] {
+        let response = proxy.send(&Request::post(path).form(SPOOFED));
+        assert_eq!(response.header("x-upstream"), Some("yes"), "{path}");
+        let get = proxy.send(&Request::get(&format!("{path}?{SPOOFED}")));
+        assert_eq!(get.header("x-upstream"), Some("yes"), "{path}");
+    }
+    let received: Vec<_> = upstream
+        .requests()
+        .into_iter()
+        .filter(|r| r.path() != "/.well-known/openid-configuration")
+        .collect();
+    assert_eq!(received.len(), 4);
+    for request in &received {
+        let seen = format!("{} {}", request.target, request.body_text());
+        assert!(
+            !seen.contains("ntra_"),
+            "spoofed entra_* reached the OP: {seen}"
+        );
+    }
+    // The configured path stays filtered.
+    let response = proxy.send(&Request::get(&format!("/authorize?{SPOOFED}")));
+    assert_eq!(response.header("x-upstream"), Some("yes"));
+    assert!(!upstream.requests().last().unwrap().target.contains("ntra_"));
+}
+
+#[test]
+fn without_discovery_the_configured_paths_are_filtered_and_readyz_says_so() {
+    let upstream = op_with_discovery(false);
+    let proxy = ProxyProcess::start(ProxyConfig::new(&upstream).set(
+        "authorize",
+        "discovery_path",
+        "\"/.well-known/openid-configuration\"",
+    ));
+    let ready = proxy.wait_readyz(200, std::time::Duration::from_secs(10));
+    assert!(
+        ready
+            .text()
+            .contains("unavailable (not a JSON object); filtering the configured paths only"),
+        "{}",
+        ready.text()
+    );
+    assert_eq!(metric(&proxy, "eam_discovery_up"), "0");
+    proxy.send(&Request::get(&format!("/authorize?{SPOOFED}")));
+    let last = upstream.requests().into_iter().last().unwrap();
+    assert_eq!(last.target, format!("/authorize?{STRIPPED}"));
+}
