@@ -9,11 +9,12 @@
 # Suites: cargo tests (unit, property and end-to-end against the real binary), tests/e2e (real
 # oidc-provider and headless chromium), tests/zoo (the parser differential test: real framework
 # parsers behind the real binary over HTTP/1.1 and HTTP/2; EAM_ZOO_CASES random cases per
-# framework, 1000 by default), deploy/validate.sh (manifests, unit, configs; with CI=true
+# framework, 1000 by default), tests/fidelity (pass-through compared with nginx and direct to a
+# recording upstream), deploy/validate.sh (manifests, unit, configs; with CI=true
 # also the release build recipe), deploy/monitoring/check.sh (promtool, a real Prometheus), and a
 # 30-second soak (bench/soak) and the benchmark's smoke mode (bench/run --smoke). EAM_SKIP_E2E=1,
-# EAM_SKIP_ZOO=1, EAM_SKIP_DEPLOY=1, EAM_SKIP_MONITORING=1, EAM_SKIP_SOAK=1, EAM_SKIP_BENCH=1 skip
-# a suite.
+# EAM_SKIP_ZOO=1, EAM_SKIP_FIDELITY=1, EAM_SKIP_DEPLOY=1, EAM_SKIP_MONITORING=1, EAM_SKIP_SOAK=1,
+# EAM_SKIP_BENCH=1 skip a suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,6 +48,8 @@ if [ ${#packages[@]} -gt 0 ]; then
 fi
 # The parser zoo: Tomcat, Jetty, PHP, Rack, Express, Django, werkzeug, Go (idempotent).
 [ "${EAM_SKIP_ZOO:-0}" = 1 ] || bash tests/zoo/install.sh
+# The fidelity suite: nginx-light, chromium, a venv of pinned clients (idempotent).
+[ "${EAM_SKIP_FIDELITY:-0}" = 1 ] || bash tests/fidelity/install.sh
 [ "${1:-}" = "--deps-only" ] && exit 0
 
 log=$(mktemp)
@@ -130,6 +133,10 @@ e2e() {
 # tests/zoo: ends with `zoo: N passed, N failed`; prints its seed (replay with --seed).
 [ "${EAM_SKIP_ZOO:-0}" = 1 ] || suite zoo tests/zoo/.build/venv/bin/python tests/zoo/differential.py \
   --cases "${EAM_ZOO_CASES:-1000}" --proxy-bin "$bin_dir/eam-proxy"
+
+# tests/fidelity: ends with `fidelity: N passed, N failed[, N skipped]` (about 40 s).
+[ "${EAM_SKIP_FIDELITY:-0}" = 1 ] || suite fidelity tests/fidelity/.build/venv/bin/python \
+  tests/fidelity/fidelity.py --proxy-bin "$bin_dir/eam-proxy"
 
 [ "${EAM_SKIP_DEPLOY:-0}" = 1 ] || suite deploy bash deploy/validate.sh
 

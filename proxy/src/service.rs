@@ -68,10 +68,12 @@ pub struct RequestCtx {
     stream: bool,
     /// A pass-through request whose body is streamed to the upstream as it arrives.
     uploads: bool,
-    /// An `Expect: 100-continue` pass-through request whose final answer has not come yet.
-    awaits_continue: bool,
+    /// The proxy answered `Expect: 100-continue` itself: the upstream does not get `Expect`.
+    continued: bool,
     /// The upstream's read timeout ran out while the client had not finished its upload.
     client_stalled: bool,
+    /// A tunnel or event stream, its answer under way, fell silent for `stream_idle_timeout_ms`.
+    stream_idle: bool,
 }
 
 impl EamProxy {
@@ -82,12 +84,7 @@ impl EamProxy {
     /// is kept for the upstream (retry buffering); a GET's is read only to see that it is empty.
     async fn read_body(&self, session: &mut Session, method: Method) -> Result<Bytes> {
         if expects_continue(session.req_header()) && method == Method::Post {
-            // Pingora closes a connection whose answer (a 100 too) leaves before the body was
-            // read; the body is read right after this one, so the connection can stay.
-            session.set_close_on_response_before_downstream_finish(false);
-            let sent = session.write_continue_response().await;
-            session.set_close_on_response_before_downstream_finish(true);
-            sent?;
+            send_continue(session).await?;
         }
         session.set_read_timeout(Some(self.client_read_timeout));
         if method == Method::Post {
@@ -183,7 +180,11 @@ impl EamProxy {
     }
 
     /// Timeouts and `Expect` handling of a request that is streamed through unread.
-    fn prepare_pass_through(&self, session: &mut Session, ctx: &mut RequestCtx) {
+    async fn prepare_pass_through(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         ctx.stream = session.is_upgrade_req() || accepts_event_stream(session.req_header());
         ctx.uploads = !session.is_body_empty();
         if ctx.stream {
@@ -192,12 +193,12 @@ impl EamProxy {
             session.set_read_timeout(Some(self.client_body_timeout));
         }
         if expects_continue(session.req_header()) && !session.is_http2() {
-            // The upstream's 100 is relayed, and Pingora would close the connection because it
-            // left before the body was read; `response_filter` restores the rule for the final
-            // answer (which must still close the connection if it comes before the body ends).
-            session.set_close_on_response_before_downstream_finish(false);
-            ctx.awaits_continue = true;
+            // As nginx: the proxy itself invites the body, which it streams on at once, rather
+            // than leaving the client waiting (curl: 1 s) on an upstream that ignores `Expect`.
+            send_continue(session).await?;
+            ctx.continued = true;
         }
+        Ok(())
     }
 
     /// Answers a GET of an `[[upstream.x5c]]` key set with the rewritten document, fetched by the
@@ -402,6 +403,15 @@ async fn respond(session: &mut Session, response: ErrorResponse) -> Result<()> {
         .await
 }
 
+/// `100 Continue`. Pingora closes a connection whose answer (a 100 too) leaves before the body
+/// was read; the body is read right after this one, so the rule is lifted for it alone.
+async fn send_continue(session: &mut Session) -> Result<()> {
+    session.set_close_on_response_before_downstream_finish(false);
+    let sent = session.write_continue_response().await;
+    session.set_close_on_response_before_downstream_finish(true);
+    sent
+}
+
 fn expects_continue(req: &RequestHeader) -> bool {
     req.headers
         .get(header::EXPECT)
@@ -493,8 +503,9 @@ impl ProxyHttp for EamProxy {
             inspection: None,
             stream: false,
             uploads: false,
-            awaits_continue: false,
+            continued: false,
             client_stalled: false,
+            stream_idle: false,
         }
     }
 
@@ -517,7 +528,7 @@ impl ProxyHttp for EamProxy {
             }
         }
         if !self.is_authorize_path(session.req_header().uri.path()) {
-            self.prepare_pass_through(session, ctx);
+            self.prepare_pass_through(session, ctx).await?;
             return Ok(false);
         }
         ctx.route = ROUTE_AUTHORIZE;
@@ -645,6 +656,9 @@ impl ProxyHttp for EamProxy {
             upstream_request.insert_header(header::CONTENT_TYPE, FORM_CONTENT_TYPE)?;
         }
 
+        if ctx.continued {
+            upstream_request.remove_header(&header::EXPECT);
+        }
         if session.is_http2() && upstream_request.version == http::Version::HTTP_11 {
             hop::join_cookies(upstream_request)?;
         }
@@ -697,10 +711,6 @@ impl ProxyHttp for EamProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if ctx.awaits_continue && !upstream_response.status.is_informational() {
-            session.set_close_on_response_before_downstream_finish(true);
-            ctx.awaits_continue = false;
-        }
         if let Some(guard) = &self.guard {
             self.choose_inspection(session, upstream_response, guard, ctx)?;
         }
@@ -785,7 +795,7 @@ impl ProxyHttp for EamProxy {
 
     /// Client faults are logged by `fail_to_proxy` at info level, not by Pingora as errors.
     fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
-        error.esource() == &ErrorSource::Downstream || ctx.client_stalled
+        error.esource() == &ErrorSource::Downstream || ctx.client_stalled || ctx.stream_idle
     }
 
     async fn fail_to_proxy(
@@ -800,8 +810,26 @@ impl ProxyHttp for EamProxy {
             && e.etype() == &ErrorType::ReadTimedout
             && ctx.uploads
             && !session.is_body_done();
+        ctx.stream_idle = ctx.stream
+            && e.etype() == &ErrorType::ReadTimedout
+            && session.response_written().is_some();
+        if ctx.stream_idle {
+            // Nothing to answer: the stream's head left long ago, and its end is the answer.
+            tracing::info!(
+                timeout_ms = self.upstream.settings.stream_idle_timeout.as_millis() as u64,
+                "stream closed: no traffic either way within stream_idle_timeout_ms"
+            );
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
         if ctx.client_stalled {
-            tracing::info!(status = 408, error = %e, "client stalled its upload past client_body_timeout_ms");
+            tracing::info!(
+                status = 408,
+                timeout_ms = self.client_body_timeout.as_millis() as u64,
+                "client stalled its upload: nothing received within client_body_timeout_ms"
+            );
             if let Err(write_error) = session
                 .respond_error_with_body(408, Bytes::from_static(b"request timeout\n"))
                 .await
