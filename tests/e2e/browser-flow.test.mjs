@@ -1,12 +1,17 @@
 // The whole EAM sign-in in a real browser: Entra simulator page -> auto-POST to eam-proxy ->
 // oidc-provider's login and consent pages -> form_post back -> the simulator says "accepted".
-// A screenshot of each step lands in tests/out/e2e/browser-flow/.
+// A screenshot of each step lands in tests/out/e2e/browser-flow/. The same with a B2B guest's
+// hint minted 30 s before the POST (browser-flow-guest/).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { decodeJwt } from 'jose';
 import { startStack, OUT_DIR } from './lib/stack.mjs';
 import { launch } from './lib/browser.mjs';
+import { DEFAULTS, idpFor, issuerFor } from './simulator.mjs';
+
+/** The checks of an accepted verdict, in the order Entra runs them. */
+const ALL_CHECKS = ['state', 'id_token', 'jwks', 'signature', 'x5c', 'iss', 'aud', 'nonce', 'sub', 'acr', 'amr'];
 
 test('browser: Entra EAM sign-in through eam-proxy is accepted by Entra', { timeout: 90_000 }, async (t) => {
   const outDir = path.join(OUT_DIR, 'browser-flow');
@@ -59,12 +64,14 @@ test('browser: Entra EAM sign-in through eam-proxy is accepted by Entra', { time
     assert.equal(verdictText.trim(), 'accepted');
     assert.ok(autoPostShot, 'the auto-POST page was photographed');
 
-    // Entra's side: one attempt, accepted, every check passed, queryable as JSON.
+    // Entra's side: one attempt, posted to the authorization_endpoint of the provider's
+    // discovery document (read through the proxy), accepted, every check passed, queryable as JSON.
     const [attempt] = [...sim.attempts.values()];
+    assert.equal(attempt.discovery.url, stack.discoveryUrl);
+    assert.equal(attempt.action, stack.authorizeUrl);
     const verdict = await (await fetch(`${sim.url}/api/verdicts/${encodeURIComponent(attempt.state)}`)).json();
     assert.equal(verdict.accepted, true, verdict.reason);
-    assert.deepEqual(verdict.checks.map((c) => c.name),
-      ['state', 'id_token', 'signature', 'x5c', 'iss', 'aud', 'nonce', 'sub', 'acr', 'amr']);
+    assert.deepEqual(verdict.checks.map((c) => c.name), ALL_CHECKS);
     assert.ok(verdict.checks.every((c) => c.ok));
     assert.equal(verdict.claims.iss, proxy.url);
     assert.equal(verdict.claims.sub, attempt.hint.payload.sub);
@@ -75,6 +82,12 @@ test('browser: Entra EAM sign-in through eam-proxy is accepted by Entra', { time
     const metrics = await (await fetch(`${proxy.adminUrl}/metrics`)).text();
     const injected = Number(/^eam_x5c_injections_total\{result="injected"\} (\d+)/m.exec(metrics)?.[1]);
     assert.ok(injected >= 1, `x5c injected ${injected} times`);
+    // The proxy is configured for /authorize; the provider's /auth (and its PAR endpoint) was
+    // filtered because the proxy read its discovery, and it says so.
+    assert.match(metrics, /^eam_discovery_up 1$/m);
+    assert.match(metrics, /^eam_authorize_paths_unlisted 2$/m);
+    const readyz = await (await fetch(`${proxy.adminUrl}/readyz`)).text();
+    assert.match(readyz, /NOT in authorize\.paths, filtered while discovery is read: \/auth, \/request/);
 
     // What the provider received: the renamed hint, prompt=login and the hint's identity.
     const auth = op.received.filter((r) => r.method === 'POST');
@@ -104,4 +117,66 @@ test('browser: Entra EAM sign-in through eam-proxy is accepted by Entra', { time
     assert.equal(decisions[0].oid, claims.oid);
     assert.equal(browser.shots.length, 5);
   }
+});
+
+test('browser: a B2B guest\'s hint minted 30 s before the POST is accepted end to end', { timeout: 90_000 }, async (t) => {
+  const outDir = path.join(OUT_DIR, 'browser-flow-guest');
+  const stack = await startStack({ outDir });
+  t.after(() => stack.close());
+  const browser = await launch({ outDir });
+  t.after(() => browser.close());
+  const { page } = browser;
+  const { sim, op, proxy } = stack;
+  const guest = DEFAULTS.guest;
+  // Entra's page may wait before it posts: the hint's window runs from iat, not from the POST.
+  sim.configure({ guest: true, mintedSecondsAgo: 30 });
+
+  await page.goto(sim.url);
+  await page.getByText(guest.user.preferred_username).first().waitFor();
+  await browser.shot('entra-simulator');
+  await page.click('#start');
+  await page.waitForURL((url) => url.pathname.startsWith('/interaction/'));
+  await page.getByText("Verify it's you").waitFor();
+  // The provider's login page names the guest by the home account's UPN.
+  assert.ok((await page.textContent('h1')).includes(guest.user.preferred_username));
+  await browser.shot('provider-login');
+  await page.click('#approve');
+  await page.getByText('know it').waitFor();
+  await page.click('#allow');
+  await page.waitForURL((url) => url.href.startsWith(sim.redirectUri));
+  const verdictText = (await page.textContent('#verdict')).trim();
+  await browser.shot('entra-verdict');
+
+  // The hint: a guest's, minted 30 s before Entra's redirect, pre-expired.
+  const [attempt] = [...sim.attempts.values()];
+  const hint = attempt.hint.payload;
+  assert.equal(attempt.hint.guest, true);
+  assert.ok(Math.floor(attempt.startedAt / 1000) - hint.iat >= 30, `iat ${hint.iat}, redirect at ${attempt.startedAt}`);
+  assert.equal(hint.exp, hint.iat - 1);
+  assert.equal(hint.nbf, hint.iat);
+  assert.equal(hint.tid, DEFAULTS.tenantId, 'the resource tenant');
+  assert.equal(hint.iss, issuerFor(DEFAULTS.tenantId));
+  assert.equal(hint.idp, idpFor(guest.homeTenantId), 'the home tenant');
+  assert.equal(hint.oid, guest.user.oid);
+  assert.equal(hint.sub, guest.user.sub);
+  assert.equal(hint.preferred_username, guest.user.preferred_username);
+
+  // The proxy accepted it and handed the resource tenant's guest object to the provider.
+  const decision = proxy.decisions().find((d) => d.client_request_id === attempt.clientRequestId);
+  assert.equal(decision?.outcome, 'accepted', JSON.stringify(proxy.decisions()));
+  assert.equal(decision.tid, DEFAULTS.tenantId);
+  assert.equal(decision.oid, guest.user.oid);
+  const got = new Map(op.received.find((r) => r.method === 'POST').params);
+  assert.equal(got.get('entra_tid'), DEFAULTS.tenantId);
+  assert.equal(got.get('entra_iss'), issuerFor(DEFAULTS.tenantId));
+  assert.equal(got.get('entra_oid'), guest.user.oid);
+  assert.equal(got.get('entra_sub'), guest.user.sub);
+  assert.equal(got.get('entra_preferred_username'), guest.user.preferred_username);
+
+  // Entra accepted the id_token issued for the guest object's sub.
+  const verdict = sim.verdicts.find((v) => v.state === attempt.state);
+  assert.equal(verdict.accepted, true, verdict.reason);
+  assert.equal(verdictText, 'accepted');
+  assert.deepEqual(verdict.checks.map((c) => c.name), ALL_CHECKS);
+  assert.equal(verdict.claims.sub, guest.user.sub);
 });

@@ -76,10 +76,17 @@ try {
     },
   });
 
-  // [1] Entra renders the auto-submitting POST form.
+  // [1] Entra reads the provider's discovery document and renders the auto-submitting POST form
+  // to its authorization_endpoint.
   step(1, 'Entra sends the browser to the EAM with an auto-submitting POST form');
   const entraPage = await agent.navigate('GET', `${sim.url}/start`);
   const attempt = [...sim.attempts.values()].at(-1);
+  if (!attempt.action) {
+    const { verdict } = attempt;
+    throw new Error(`Entra could not read the provider's metadata: ${verdict.reason} (${verdict.entra_error})`);
+  }
+  kv('discovery', `${attempt.discovery.url}  (Content-Length ${attempt.discovery.contentLength})`);
+  kv('authorization_endpoint', attempt.action);
   out(`      POST ${attempt.action}`);
   for (const [k, v] of attempt.params) kv(k, k === 'id_token_hint' ? short(v, 70) : v);
   const hint = attempt.params.find(([k]) => k === 'id_token_hint')[1];
@@ -130,9 +137,10 @@ try {
   }
 
   // [5] Entra's verdict.
-  step(5, "Entra validates the id_token (keys from the provider's discovery jwks_uri)");
+  step(5, "Entra validates the id_token (keys from the provider's discovery jwks_uri, with a Content-Length)");
   for (const c of verdict.checks) kv(c.name, `${c.ok ? green('ok') : red('FAILED')}  ${c.detail}`);
   out(`\n      verdict: ${verdict.accepted ? green('accepted') : red(`rejected: ${verdict.reason}`)}  (${verdict.elapsedMs} ms after Entra's redirect, ${hops.length} HTTP hops)`);
+  if (verdict.entra_error) out(`      Entra would show: ${red(verdict.entra_error)}`);
   if (verbose && providerWarnings.length) {
     out(dim('\n      oidc-provider warnings (expected in this demo):'));
     for (const w of new Set(providerWarnings)) out(dim(`        ${w}`));

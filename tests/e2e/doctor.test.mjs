@@ -24,8 +24,12 @@ async function doctor(stack) {
   return { code: run.status, report, failed, check: (id) => report.checks.filter((c) => c.id === id) };
 }
 
+/** oidc-provider's authorization and PAR endpoints (the proxy's default is /authorize). */
+const OP_PATHS = ['/auth', '/request'];
+
 test('doctor: oidc-provider without x5c fails on the missing certificate and names the fix', { timeout: 60_000 }, async (t) => {
-  const stack = await startStack({ outDir: path.join(OUT_DIR, 'doctor-no-x5c'), x5c: false });
+  // Configured as the doctor asks: the provider's authorization and PAR endpoints listed.
+  const stack = await startStack({ outDir: path.join(OUT_DIR, 'doctor-no-x5c'), x5c: false, authorizePaths: OP_PATHS });
   t.after(() => stack.close());
   const { code, failed, check } = await doctor(stack);
   assert.equal(code, 1);
@@ -47,7 +51,7 @@ test('doctor: oidc-provider without x5c fails on the missing certificate and nam
 });
 
 test('doctor: oidc-provider with x5c injection configured passes', { timeout: 60_000 }, async (t) => {
-  const stack = await startStack({ outDir: path.join(OUT_DIR, 'doctor-x5c') });
+  const stack = await startStack({ outDir: path.join(OUT_DIR, 'doctor-x5c'), authorizePaths: OP_PATHS });
   t.after(() => stack.close());
   const { code, report, failed, check } = await doctor(stack);
   assert.equal(code, 0, JSON.stringify(failed, null, 2));
@@ -56,4 +60,18 @@ test('doctor: oidc-provider with x5c injection configured passes', { timeout: 60
     assert.deepEqual(check(id).map((c) => c.status), ['pass'], id);
   }
   assert.match(check('jwks.x5c')[0].detail, /certificate CN=127\.0\.0\.1 carries it/);
+});
+
+test('doctor: the proxy configured for /authorize while the provider serves /auth fails on it and names the fix', { timeout: 60_000 }, async (t) => {
+  const stack = await startStack({ outDir: path.join(OUT_DIR, 'doctor-paths') });
+  t.after(() => stack.close());
+  const { code, failed, check } = await doctor(stack);
+  assert.equal(code, 1);
+  assert.deepEqual(failed.map((c) => c.id), ['discovery.authorization_endpoint'], JSON.stringify(failed, null, 2));
+  assert.equal(failed[0].fix, 'add "/auth" to authorize.paths');
+  const [par] = check('discovery.pushed_authorization_request_endpoint');
+  assert.equal(par.status, 'warn');
+  assert.match(par.fix, /add "\/request" to authorize.paths/);
+  const [reply] = check('entra.reply_url');
+  assert.match(reply.entra_error, /^AADSTS50161/);
 });

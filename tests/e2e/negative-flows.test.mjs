@@ -7,7 +7,9 @@
 //  (c) an ordinary code-flow client of the same provider (Entra External ID / Azure AD B2C /
 //      Okta federation style) signs in through the proxy untouched;
 //  (d) without x5c injection the provider's key set has no certificate (oidc-provider cannot
-//      publish one): Entra refuses the id_token of a sign-in that otherwise succeeds.
+//      publish one): Entra refuses the id_token of a sign-in that otherwise succeeds;
+//  (e) a hint minted 400 s before the POST (past the proxy's default 300 s leeway) ends at Entra
+//      as error=invalid_request naming the expiry, with the state, and nothing reaches the provider.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
@@ -36,6 +38,7 @@ test('(a) without eam-proxy the provider rejects the Entra request with invalid_
   await browser.shot('entra-verdict');
 
   const [attempt] = [...sim.attempts.values()];
+  assert.equal(attempt.action, stack.authorizeUrl, "posted to the provider's own discovered endpoint");
   const verdict = sim.verdicts.find((v) => v.state === attempt.state);
   assert.ok(verdict, 'Entra received an answer for its attempt');
   assert.equal(verdict.accepted, false);
@@ -250,7 +253,46 @@ test('(d) without x5c injection Entra refuses the id_token: the signing key has 
   assert.equal(op.logins.length, 1);
   assert.equal(verdict.accepted, false);
   assert.deepEqual(verdict.checks.map((c) => [c.name, c.ok]),
-    [['state', true], ['id_token', true], ['signature', true], ['x5c', false]]);
+    [['state', true], ['id_token', true], ['jwks', true], ['signature', true], ['x5c', false]]);
+  assert.match(verdict.entra_error, /AADSTS50012: External ID token from issuer '.*' failed signature verification/);
   assert.match(verdict.reason, /^x5c: signing key op-[0-9a-f]+ has no x5c certificate \(Entra requires one/);
   assert.match(verdictText, /^rejected: x5c: signing key .* has no x5c certificate/);
+});
+
+test('(e) a hint minted 400 s before the POST ends at Entra as expired, with state, at once', { timeout: 90_000 }, async (t) => {
+  const outDir = path.join(OUT_DIR, 'negative-e-stale-hint');
+  const stack = await startStack({ outDir });
+  t.after(() => stack.close());
+  const browser = await launch({ outDir });
+  t.after(() => browser.close());
+  const { page } = browser;
+  const { sim, op, proxy } = stack;
+
+  await page.goto(sim.url);
+  await page.click('#stale'); // Entra's page, posted 400 s after the hint was minted
+  await page.waitForURL((url) => url.href.startsWith(sim.redirectUri));
+  const verdictText = (await page.textContent('#verdict')).trim();
+  await browser.shot('entra-verdict');
+
+  // A genuine Microsoft-shaped hint, only too old: the proxy's window ends at iat + 300 s.
+  const [attempt] = [...sim.attempts.values()];
+  assert.equal(attempt.hint.forged, false);
+  assert.equal(attempt.hint.mintedSecondsAgo, 400);
+  assert.equal(attempt.hint.payload.exp, attempt.hint.payload.iat - 1);
+  assert.ok(Math.floor(attempt.startedAt / 1000) - attempt.hint.payload.iat >= 400);
+
+  const decision = proxy.decisions().find((d) => d.client_request_id === attempt.clientRequestId);
+  assert.ok(decision, JSON.stringify(proxy.decisions()));
+  assert.equal(decision.outcome, 'rejected');
+  assert.equal(decision.reason, 'expired');
+
+  // The proxy's form_post error reached Entra with its state, naming the expiry.
+  const verdict = sim.verdicts.find((v) => v.state === attempt.state);
+  assert.ok(verdict, 'the error came back with the state Entra sent');
+  assert.equal(verdict.accepted, false);
+  assert.equal(verdict.error, 'invalid_request');
+  assert.match(verdict.error_description, /expired/);
+  assert.match(verdictText, /^rejected: error: invalid_request/);
+  assert.ok(verdict.elapsedMs < 5000, `took ${verdict.elapsedMs} ms`);
+  assert.equal(op.received.length, 0, 'nothing reached the provider');
 });

@@ -10,8 +10,10 @@
 //   the key set it fetched through the proxy) -> userinfo.
 //
 // Then what the provider and the proxy saw: the same requests, in the same order, with no
-// entra_* parameter anywhere; one authorize decision `passed`, everything else route "other"
-// `proxied`; nothing rejected, failed or stripped. The two things a relying party can see the
+// entra_* parameter anywhere; two authorize decisions `passed` (the PAR endpoint is filtered like
+// the authorization endpoint: the proxy reads both from discovery, since pushed parameters are
+// the authorization request's), everything else route "other" `proxied`; nothing rejected,
+// failed or stripped. The two things a relying party can see the
 // proxy do are pinned: the key set gains x5c and x5t#S256 on the signing key (its purpose), and
 // discovery names the proxy's origin (the provider builds endpoint URLs from X-Forwarded-Host).
 //
@@ -85,7 +87,7 @@ test('openid-client: code flow with PKCE and PAR through eam-proxy, untouched', 
   const proxyOrigin = proxy.url;
   assert.equal(stack.issuer, proxyOrigin, "the provider's issuer is the proxy's URL");
 
-  // What the provider got, from its own events (the proxy forwards PAR like any other POST).
+  // What the provider got, from its own events (PAR passes the proxy's authorize filter).
   const pushed = [];
   op.provider.on('pushed_authorization_request.success', (ctx) => pushed.push({
     body: { ...ctx.oidc.body },
@@ -238,15 +240,20 @@ test('openid-client: code flow with PKCE and PAR through eam-proxy, untouched', 
   assert.equal(op.logins[0].accountId, 'alice');
 
   // ---- what the proxy said -------------------------------------------------------------------
-  const authorizeCalls = sent.filter((s) => s.url.pathname === AUTHORIZATION_PATH);
-  assert.equal(authorizeCalls.length, 1, 'one request on the authorize path (the resumes are /auth/<uid>)');
+  // The authorize paths: the authorization endpoint and, read from discovery, the PAR endpoint.
+  const parPath = new URL(meta.pushed_authorization_request_endpoint).pathname;
+  const authorizeCalls = sent.filter((s) => [AUTHORIZATION_PATH, parPath].includes(s.url.pathname));
+  assert.deepEqual(authorizeCalls.map((s) => `${s.method} ${s.url.pathname}`),
+    [`POST ${parPath}`, `GET ${AUTHORIZATION_PATH}`], 'PAR, then /auth (the resumes are /auth/<uid>)');
   const decisions = proxy.decisions();
-  assert.equal(decisions.length, 1, JSON.stringify(decisions));
-  assert.equal(decisions[0].outcome, 'passed');
-  assert.equal(decisions[0].entra, false);
-  assert.equal(decisions[0].stripped, 0);
-  assert.equal(decisions[0].client_id, CODE_CLIENT.clientId);
-  assert.equal(decisions[0].reason, '');
+  assert.equal(decisions.length, 2, JSON.stringify(decisions));
+  for (const decision of decisions) {
+    assert.equal(decision.outcome, 'passed');
+    assert.equal(decision.entra, false);
+    assert.equal(decision.stripped, 0);
+    assert.equal(decision.client_id, CODE_CLIENT.clientId);
+    assert.equal(decision.reason, '');
+  }
 
   const others = sent.length - authorizeCalls.length;
   const jwksFetches = sent.filter((s) => s.url.pathname === JWKS_PATH).length;
@@ -257,7 +264,7 @@ test('openid-client: code flow with PKCE and PAR through eam-proxy, untouched', 
   const expected = {
     ...Object.fromEntries(outcomes.flatMap((outcome) => ['authorize', 'other']
       .map((route) => [series('eam_requests_total', { outcome, route }), 0]))),
-    [series('eam_requests_total', { outcome: 'passed', route: 'authorize' })]: 1,
+    [series('eam_requests_total', { outcome: 'passed', route: 'authorize' })]: authorizeCalls.length,
     [series('eam_requests_total', { outcome: 'proxied', route: 'other' })]: others,
   };
   const expectedUpstream = Object.fromEntries(['1xx', '2xx', '3xx', '4xx', '5xx', 'error']
@@ -278,7 +285,7 @@ test('openid-client: code flow with PKCE and PAR through eam-proxy, untouched', 
   assert.equal(after[series('eam_request_duration_seconds_count', { route: 'other' })]
     - before[series('eam_request_duration_seconds_count', { route: 'other' })], others);
   assert.equal(after[series('eam_request_duration_seconds_count', { route: 'authorize' })]
-    - before[series('eam_request_duration_seconds_count', { route: 'authorize' })], 1);
+    - before[series('eam_request_duration_seconds_count', { route: 'authorize' })], authorizeCalls.length);
   // One RSA key in the provider's set: one injection per key-set response.
   assert.equal(after[series('eam_x5c_injections_total', { result: 'injected' })]
     - before[series('eam_x5c_injections_total', { result: 'injected' })], jwksFetches);
@@ -295,11 +302,12 @@ test('openid-client: code flow with PKCE and PAR through eam-proxy, untouched', 
   assert.equal(viaProxy.headers.get('content-type'), direct.headers.get('content-type'));
   assert.equal(Number(viaProxy.headers.get('content-length')), Buffer.byteLength(viaProxyText));
   // Key set: the same keys, with the certificate (x5c) and its thumbprint (x5t#S256) added to the
-  // signing key ([[upstream.x5c]]); the body is re-serialized, so it is longer and sent without
-  // Content-Length.
+  // signing key ([[upstream.x5c]]); the body is re-serialized, so it is longer, and sent with its
+  // own Content-Length (Entra reads the key set too).
   const jwksProxy = await fetch(`${proxyOrigin}${JWKS_PATH}`);
   const jwksDirect = await fetch(`${op.url}${JWKS_PATH}`);
-  const jwksProxyBody = await jwksProxy.json();
+  const jwksProxyText = await jwksProxy.text();
+  const jwksProxyBody = JSON.parse(jwksProxyText);
   const jwksDirectBody = await jwksDirect.json();
   assert.equal(jwksDirectBody.keys.length, 1);
   assert.equal(jwksDirectBody.keys[0].x5c, undefined);
@@ -312,6 +320,7 @@ test('openid-client: code flow with PKCE and PAR through eam-proxy, untouched', 
   const { x5c, 'x5t#S256': x5t, ...rest } = injected;
   assert.deepEqual({ ...jwksProxyBody, keys: [rest] }, jwksDirectBody);
   assert.equal(jwksProxy.headers.get('content-type'), jwksDirect.headers.get('content-type'));
+  assert.equal(jwksProxy.headers.get('content-length'), String(Buffer.byteLength(jwksProxyText)));
   const length = (res) => res.headers.get('content-length') ?? `none (${res.headers.get('transfer-encoding')})`;
   t.diagnostic(`jwks Content-Length: direct ${length(jwksDirect)}, via the proxy ${length(jwksProxy)}`);
 });

@@ -1,7 +1,8 @@
 // The response guard in the real setup (chromium, oidc-provider, the eam-proxy binary, the Entra
 // simulator): the provider's login is misconfigured to issue an id_token with a wrong sub, a
 // second amr value, or an acr Entra did not request.
-//  - monitor: the bad id_token reaches Entra, which refuses it, and the proxy counted it;
+//  - monitor: the bad id_token reaches Entra, which refuses it (the simulator is as strict as
+//    Entra: amr must hold exactly one value), and the proxy counted it;
 //  - enforce: Entra receives access_denied with its state instead, naming the claim, at once;
 //  - enforce with a correct login: the id_token passes untouched and Entra accepts it.
 import { test } from 'node:test';
@@ -18,10 +19,14 @@ const CASES = [
     claim: 'sub',
   },
   {
+    // The password next to the second factor (RFC 8176's pwd), as an OP that lists every method
+    // of the session would: one allowed value and one outside Microsoft's list. Entra refuses
+    // it because amr holds two values, not because of pwd.
     name: 'second-amr',
-    tamper: (login) => ({ ...login, amr: [...login.amr, 'otp'] }),
+    tamper: (login) => ({ ...login, amr: [...login.amr, 'pwd'] }),
     reason: 'amr_not_single',
     claim: 'amr',
+    entraError: /^AADSTS5001257:/,
   },
   {
     name: 'unrequested-acr',
@@ -80,6 +85,7 @@ for (const c of CASES) {
     assert.ok(verdict.received.id_token, 'the bad id_token was passed through');
     const failed = verdict.checks.find((check) => !check.ok);
     assert.equal(failed.name, c.claim, verdict.reason);
+    if (c.entraError) assert.match(verdict.entra_error, c.entraError);
 
     assert.equal(await guardCount(stack.proxy, 'violation', c.reason), 1);
     const [line] = guardLines(stack.proxy);

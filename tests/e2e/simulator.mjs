@@ -1,26 +1,36 @@
-// Entra ID simulator: the Microsoft side of an External Authentication Method (EAM) sign-in.
+// Entra ID simulator: the Microsoft side of an External Authentication Method (EAM) sign-in,
+// as strict as Entra is by Microsoft's EAM provider reference.
 //
 // - generates an RSA key and serves it at /common/discovery/v2.0/keys the way Microsoft does
 //   (kid, x5t, no alg, issuer template https://login.microsoftonline.com/{tenantid}/v2.0);
-// - signs id_token_hints shaped like Microsoft's sample (SPEC §2): RS256, pre-expired
-//   (exp = iat - 1), aud = the configured audience, iss = https://login.microsoftonline.com/<tid>/v2.0;
-//   it can also forge one (same claims and kid, signed by a key Microsoft never published);
-// - renders the auto-submitting POST form Entra sends the browser to the provider's
-//   authorization endpoint (scope, response_type=id_token, response_mode=form_post, client_id,
-//   redirect_uri, nonce, state, claims with acr possessionorinherence and amr values,
-//   client-request-id, id_token_hint);
+// - signs id_token_hints shaped like Microsoft's (SPEC §2): RS256, pre-expired (exp = iat - 1),
+//   aud = the configured audience, iss = https://login.microsoftonline.com/<tid>/v2.0; for a
+//   member of the tenant, or for a B2B guest (iss/tid of the resource tenant, sub/oid of the
+//   guest object there, the home account's UPN, idp naming the home tenant); minted now or
+//   `mintedSecondsAgo` earlier; or forged (same claims and kid, a key Microsoft never published);
+// - reads the provider's metadata from the EAM's discovery URL at each sign-in, as Entra does:
+//   a 200 JSON object with a Content-Length (Microsoft's documented rule; a chunked answer is
+//   refused), from which it takes authorization_endpoint, issuer and jwks_uri. Metadata it
+//   cannot read fails the sign-in before the redirect, as Entra's would;
+// - renders the auto-submitting POST form Entra sends the browser to that authorization_endpoint
+//   (scope, response_type=id_token, response_mode=form_post, client_id, redirect_uri, nonce,
+//   state, claims with acr possessionorinherence and amr values, client-request-id,
+//   id_token_hint);
 // - receives the form_post on /common/federation/externalauthprovider and validates the id_token
-//   as Entra does: signature against the provider's discovery jwks_uri keys, an x5c certificate
-//   on that key that carries it (self-issued, valid now), iss = discovery
-//   issuer, aud = client_id, nonce echoed, sub = hint sub, exactly one requested acr, amr an
-//   array with one allowed value. The verdict is shown ("accepted" / "rejected: why") and
-//   recorded: GET /api/verdicts (JSON), GET /api/verdicts/<state>, GET /api/attempts/<state>.
+//   as Entra does: the key set read from jwks_uri with a Content-Length (held to the discovery
+//   rule), the signature against it, an x5c certificate on that key that carries it
+//   (self-issued, valid now), iss = discovery issuer, aud = client_id, nonce echoed, sub = hint
+//   sub, exactly one requested acr, amr an array of exactly one allowed value. The verdict is
+//   shown ("accepted" / "rejected: why", with the AADSTS error Entra would show) and recorded:
+//   GET /api/verdicts (JSON), GET /api/verdicts/<state>, GET /api/attempts/<state>.
 //
-// Module:      const sim = await start({ clientId, audience, authorizeUrl, discoveryUrl });
+// Module:      const sim = await start({ clientId, audience, discoveryUrl, guest, mintedSecondsAgo });
 //              sim.url, sim.redirectUri, sim.jwksUrl, sim.configure({...}), sim.verdicts, sim.close()
 // Standalone:  node simulator.mjs --port 8400 --client-id <id> --audience <guid> \
-//                --authorize-url http://127.0.0.1:8080/auth \
 //                --discovery-url http://127.0.0.1:8080/.well-known/openid-configuration
+// Pages:       / (landing), /start (one sign-in; ?guest=1 or ?guest=msa for a guest's hint,
+//              ?minted=<seconds> for a hint minted that long before, ?forge=1 for a forged one,
+//              ?format=json for the attempt as JSON, ?auto=0 to stop before the POST)
 import http from 'node:http';
 import { createHash, X509Certificate } from 'node:crypto';
 import { pathToFileURL } from 'node:url';
@@ -30,18 +40,45 @@ import {
   closeServer, esc, formPairs, guid, listen, opaque, page, readBody, short, table,
 } from './lib/util.mjs';
 
+/** The Microsoft-account (MSA) tenant: the home tenant of a personal account invited as a guest. */
+export const MSA_TENANT = '9188040d-6c67-4c5b-b112-36a304b66dad';
+
 export const DEFAULTS = Object.freeze({
   // The client_id the provider issued to Entra (SPEC §6 example value).
   clientId: '56c2b5e3-c41d-4c14-abcf-72d407f57650',
   // The Entra app registration's Application ID: what real hints carry in aud (SPEC §2).
   audience: '600b719b-3766-4dc5-95a6-3c4a8dc31885',
-  // Microsoft's sample member user.
+  // The tenant the user signs in to (the resource tenant, for a guest).
   tenantId: '14c2f153-90a7-4689-9db7-9543bf084dad',
+  // Microsoft's sample member user.
   user: {
     sub: 'mBfcvuhSHkDWVgV72x2ruIYdSsPSvcj2R0qfc6mGEAA',
     oid: '951ddb04-b16d-45f3-bbf7-b0fa18fa7aee',
     name: 'Test User 2',
     preferred_username: 'testuser2@contoso.com',
+  },
+  // A B2B guest of that tenant, whose account lives in another Entra tenant (Fabrikam): the
+  // hint names the guest object the resource tenant holds (its own sub and oid), the home
+  // account's UPN, and the home tenant's STS as idp.
+  guest: {
+    homeTenantId: '55809263-c8f2-41f3-bf1f-232cad27d2ca',
+    user: {
+      sub: '942dsfb5hdjQ9dcxdRQYv1_OyA1reUIesT4ouMaybn4',
+      oid: 'b2c2bad7-0a6b-4c31-a146-dd1dae88183d',
+      name: 'Adele Vance (Fabrikam)',
+      preferred_username: 'adele.vance@fabrikam.example',
+    },
+  },
+  // A personal Microsoft account invited as a guest (Microsoft's "External Test User (Hotmail)"):
+  // its home tenant is the MSA tenant, but iss and tid remain the resource tenant's.
+  msaGuest: {
+    homeTenantId: MSA_TENANT,
+    user: {
+      sub: 'vOt7ejL97LOCjcCW9C5ijyE8wyOJZFXOtP8ZFaGwrBI',
+      oid: 'd19a8631-ecfd-441a-af1c-eee1c1142251',
+      name: 'External Test User (Hotmail)',
+      preferred_username: 'externaltestuser@hotmail.com',
+    },
   },
   acrValues: ['possessionorinherence'],
   // Microsoft's list of amr values an EAM may answer with.
@@ -51,7 +88,82 @@ export const DEFAULTS = Object.freeze({
 export const REDIRECT_PATH = '/common/federation/externalauthprovider';
 export const JWKS_PATH = '/common/discovery/v2.0/keys';
 export const issuerFor = (tid) => `https://login.microsoftonline.com/${tid}/v2.0`;
+/** A guest's idp claim: the STS of the tenant that authenticated the account (v1 form, as Entra writes it). */
+export const idpFor = (homeTid) => `https://sts.windows.net/${homeTid}/`;
 const ISSUER_TEMPLATE = 'https://login.microsoftonline.com/{tenantid}/v2.0';
+
+/** The guest profile for a `guest` option: falsy = a member; true = B2B; 'msa'; or an object. */
+function guestProfile(guest) {
+  if (!guest) return null;
+  if (guest === true) return DEFAULTS.guest;
+  if (guest === 'msa') return DEFAULTS.msaGuest;
+  return { ...DEFAULTS.guest, ...guest, user: { ...DEFAULTS.guest.user, ...guest.user } };
+}
+
+/**
+ * GETs provider metadata (the discovery document or the key set) as Entra reads it: `200`, no
+ * redirect, a JSON object, and a `Content-Length` equal to the length of the body. Microsoft
+ * documents the Content-Length rule for discovery ("The endpoint must also return the valid
+ * content-length header"); nothing says Entra reads the key set more leniently, so it is held
+ * to the same rule (issue 18). fetch() (undici) reports the header as it came on the wire: a
+ * chunked or close-delimited answer has none. Resolves { value, contentLength }; rejects with
+ * the reason.
+ */
+export async function readMetadata(url, what) {
+  let res;
+  let body;
+  try {
+    res = await fetch(url, {
+      redirect: 'manual',
+      // Uncompressed, so that Content-Length counts the bytes read here.
+      headers: { accept: 'application/json', 'accept-encoding': 'identity' },
+      signal: AbortSignal.timeout(5000),
+    });
+    body = Buffer.from(await res.arrayBuffer());
+  } catch (e) {
+    throw new Error(`${what} ${url} could not be read (${e.cause?.code ?? e.cause?.message ?? e.message})`);
+  }
+  if (res.status !== 200) throw new Error(`${what} ${url} answered ${res.status}, not 200`);
+  const length = res.headers.get('content-length');
+  if (length === null) {
+    const framing = res.headers.get('transfer-encoding');
+    throw new Error(`${what} ${url} came without Content-Length (${framing ? `Transfer-Encoding: ${framing}` : 'delimited by closing the connection'})`);
+  }
+  const coding = res.headers.get('content-encoding');
+  if (coding && coding.toLowerCase() !== 'identity') {
+    throw new Error(`${what} ${url} came with Content-Encoding: ${coding} although identity was asked for`);
+  }
+  if (!/^\d+$/.test(length) || Number(length) !== body.length) {
+    throw new Error(`${what} ${url} has Content-Length ${length} but ${body.length} bytes`);
+  }
+  let value;
+  try { value = JSON.parse(body.toString('utf8')); } catch { /* refused below */ }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new Error(`${what} ${url} is not a JSON object`);
+  }
+  return { value, contentLength: Number(length) };
+}
+
+/**
+ * The error Entra shows for a failed check: the AADSTS codes as README.md's troubleshooting
+ * table maps them. null where Entra shows no code of its own (an error the provider sent).
+ */
+function entraError(check, { iss, kid } = {}) {
+  switch (check) {
+    case 'discovery':
+      return "Entra cannot read the provider's metadata: the sign-in fails before the redirect to the provider";
+    case 'jwks': case 'signature': case 'x5c':
+      return `AADSTS70002: Error validating credentials. AADSTS50012: External ID token from issuer '${iss ?? '?'}' failed signature verification. KeyID of token is '${kid ?? '?'}'`;
+    case 'iss': case 'aud': case 'nonce': case 'sub':
+      return `AADSTS50027: Invalid JWT token (${check})`;
+    case 'acr':
+      return 'AADSTS5001258: Failed to validate external id_token: acr claim has unexpected value';
+    case 'amr':
+      return 'AADSTS5001257: Failed to validate external id_token: amr claim has unexpected value';
+    default:
+      return null;
+  }
+}
 
 async function rsaKey() {
   const { privateKey, publicKey } = await jose.generateKeyPair('RS256', { modulusLength: 2048, extractable: true });
@@ -102,8 +214,16 @@ export async function start(options = {}) {
     user: { ...DEFAULTS.user },
     acrValues: [...DEFAULTS.acrValues],
     amrValues: [...DEFAULTS.amrValues],
-    authorizeUrl: undefined, // the provider's authorization endpoint (through the proxy)
-    discoveryUrl: undefined, // the provider's discovery document (Entra's "discovery URL")
+    // The EAM's "Discovery Endpoint": the only provider URL Entra is given. The authorization
+    // endpoint and the key set are read from it, so no test can point Entra elsewhere.
+    discoveryUrl: undefined,
+    // Whose hint /start mints: falsy for settings.user, true for a B2B guest, 'msa' for a
+    // personal account invited as a guest, or a guest profile ({ homeTenantId, user }).
+    guest: null,
+    // How long before /start the hint was minted (Entra's page may wait before it posts).
+    mintedSecondsAgo: 0,
+    // More claims in every hint, as optional claims of the app registration add (e.g. acct).
+    extraClaims: {},
     log: () => {},
     ...options,
   };
@@ -128,38 +248,84 @@ export async function start(options = {}) {
   const verdicts = []; // in arrival order
   const waiters = new Set();
 
-  /** Claims shaped like Microsoft's sample hint (SPEC §2), issued already expired. */
-  function hintClaims(overrides = {}) {
-    const now = Math.floor(Date.now() / 1000);
-    const { tenantId: tid, user } = settings;
+  /**
+   * Claims shaped like Microsoft's hints, pre-expired (exp = iat - 1) and minted
+   * `mintedSecondsAgo` before now. A member's hint names the user in the tenant. A guest's names
+   * the guest object the resource tenant holds: iss and tid of that tenant, sub and oid of the
+   * guest object, the home account's UPN as preferred_username, and idp naming the home
+   * tenant's STS (the MSA tenant for a personal account).
+   */
+  function hintClaims({ guest = settings.guest, mintedSecondsAgo = settings.mintedSecondsAgo, claims = {} } = {}) {
+    const iat = Math.floor(Date.now() / 1000) - mintedSecondsAgo;
+    const tid = settings.tenantId;
+    const profile = guestProfile(guest);
+    const user = profile?.user ?? settings.user;
     return {
       ver: '2.0',
       iss: issuerFor(tid),
       sub: user.sub,
       aud: settings.audience,
-      exp: now - 1,
-      iat: now,
-      nbf: now,
+      exp: iat - 1,
+      iat,
+      nbf: iat,
       name: user.name,
       preferred_username: user.preferred_username,
       oid: user.oid,
       tid,
-      ...overrides,
+      ...(profile ? { idp: idpFor(profile.homeTenantId) } : {}),
+      ...settings.extraClaims,
+      ...claims,
     };
   }
 
-  async function signHint({ claims = {}, forge = false } = {}) {
-    const payload = hintClaims(claims);
+  async function signHint({ forge = false, ...shape } = {}) {
+    const payload = hintClaims(shape);
     const header = { typ: 'JWT', alg: 'RS256', kid: signing.kid };
     const key = forge ? forger.privateKey : signing.privateKey;
     const token = await new jose.SignJWT(payload).setProtectedHeader(header).sign(key);
     return { token, header, payload };
   }
 
-  /** A new sign-in attempt: the parameters Entra posts to the provider's authorization endpoint. */
-  async function newAttempt({ forge = false } = {}) {
-    if (!settings.authorizeUrl) throw new Error('simulator: authorizeUrl is not configured');
-    const hint = await signHint({ forge });
+  /** The provider's discovery document, read as Entra reads it; rejects with the reason. */
+  async function readDiscovery() {
+    const url = settings.discoveryUrl;
+    if (!url) throw new Error('no discovery URL is configured for the EAM');
+    const { value, contentLength } = await readMetadata(url, 'discovery document');
+    for (const member of ['issuer', 'authorization_endpoint', 'jwks_uri']) {
+      if (typeof value[member] !== 'string' || !URL.canParse(value[member])) {
+        throw new Error(`discovery document ${url} has no usable ${member}`);
+      }
+    }
+    return {
+      url, contentLength, issuer: value.issuer, authorization_endpoint: value.authorization_endpoint, jwks_uri: value.jwks_uri,
+    };
+  }
+
+  function record(verdict) {
+    verdicts.push(verdict);
+    settings.log(`verdict ${verdict.client_request_id}: ${verdict.accepted ? 'accepted' : `rejected: ${verdict.reason}`}`);
+    for (const w of waiters) w();
+    return verdict;
+  }
+
+  /**
+   * A new sign-in attempt: Entra reads the provider's discovery document (Entra caches it for
+   * 24 hours; read at every attempt here, so each test sees the provider as it is now), mints
+   * the hint and posts the parameters to the discovered authorization_endpoint. When the
+   * metadata cannot be read, the browser never reaches the provider: the attempt ends at once
+   * with its verdict (attempt.action is null, attempt.verdict says why).
+   */
+  async function newAttempt({
+    forge = false, guest = settings.guest, mintedSecondsAgo = settings.mintedSecondsAgo,
+  } = {}) {
+    let discovery = null;
+    let problem = null;
+    try {
+      discovery = await readDiscovery();
+    } catch (e) {
+      problem = e.message;
+    }
+    const hint = await signHint({ forge, guest, mintedSecondsAgo });
     const claims = {
       id_token: {
         acr: { essential: true, values: settings.acrValues },
@@ -183,28 +349,38 @@ export async function start(options = {}) {
       state: get('state'),
       nonce: get('nonce'),
       clientRequestId: get('client-request-id'),
-      action: settings.authorizeUrl,
+      action: discovery?.authorization_endpoint ?? null,
       method: 'POST',
       params,
-      hint: { header: hint.header, payload: hint.payload, forged: forge },
+      discovery,
+      hint: {
+        header: hint.header, payload: hint.payload, forged: forge, guest: Boolean(guestProfile(guest)), mintedSecondsAgo,
+      },
       startedAt: Date.now(),
     };
     attempts.set(attempt.state, attempt);
-    settings.log(`attempt ${attempt.clientRequestId} -> ${attempt.action}${forge ? ' (forged hint)' : ''}`);
+    if (problem) {
+      attempt.verdict = record({
+        state: attempt.state,
+        client_request_id: attempt.clientRequestId,
+        received: {},
+        receivedAt: Date.now(),
+        elapsedMs: 0,
+        beforeRedirect: true,
+        checks: [{ name: 'discovery', ok: false, detail: problem }],
+        accepted: false,
+        reason: `discovery: ${problem}`,
+        entra_error: entraError('discovery'),
+      });
+      return attempt;
+    }
+    const shape = [forge && 'forged hint', attempt.hint.guest && 'guest', mintedSecondsAgo && `minted ${mintedSecondsAgo} s before`]
+      .filter(Boolean).join(', ');
+    settings.log(`attempt ${attempt.clientRequestId} -> ${attempt.action}${shape ? ` (${shape})` : ''}`);
     return attempt;
   }
 
-  async function providerKeys() {
-    if (!settings.discoveryUrl) throw new Error('discoveryUrl is not configured');
-    const res = await fetch(settings.discoveryUrl, { signal: AbortSignal.timeout(5000) });
-    if (!res.ok) throw new Error(`discovery ${settings.discoveryUrl} answered ${res.status}`);
-    const discovery = await res.json();
-    const keys = await fetch(discovery.jwks_uri, { signal: AbortSignal.timeout(5000) });
-    if (!keys.ok) throw new Error(`jwks_uri ${discovery.jwks_uri} answered ${keys.status}`);
-    return { discovery, jwks: await keys.json() };
-  }
-
-  /** Entra's checks of the id_token the provider sends back. Returns the verdict. */
+  /** Entra's checks of the answer the provider posts back. Returns the verdict. */
   async function judge(fields) {
     const get = (name) => fields.find(([k]) => k === name)?.[1];
     const state = get('state');
@@ -217,14 +393,20 @@ export async function start(options = {}) {
       elapsedMs: attempt ? Date.now() - attempt.startedAt : null,
       checks: [],
     };
+    // What Entra's error names: the token's issuer and kid, read without trusting them.
+    const seen = {};
     // Each check records what was compared; the first failure ends the judgement.
     const check = (name, ok, detail) => {
       verdict.checks.push({ name, ok: Boolean(ok), detail });
-      if (!ok) throw Object.assign(new Error(`${name}: ${detail}`), { verdictReason: true });
+      if (!ok) {
+        verdict.entra_error = entraError(name, seen);
+        throw Object.assign(new Error(`${name}: ${detail}`), { verdictReason: true });
+      }
     };
     try {
-      check('state', attempt, state === undefined ? 'no state returned'
-        : attempt ? 'matches the attempt' : 'state unknown to Entra');
+      check('state', attempt?.discovery, state === undefined ? 'no state returned'
+        : !attempt ? 'state unknown to Entra' : attempt.discovery ? 'matches the attempt'
+          : 'that attempt ended before the redirect');
       if (get('error') !== undefined) {
         verdict.error = get('error');
         verdict.error_description = get('error_description') ?? null;
@@ -232,10 +414,18 @@ export async function start(options = {}) {
       }
       const idToken = get('id_token');
       check('id_token', idToken, idToken ? 'present' : 'no id_token in the response');
-      const { discovery, jwks } = await providerKeys();
+      try {
+        seen.iss = jose.decodeJwt(idToken).iss;
+        seen.kid = jose.decodeProtectedHeader(idToken).kid;
+      } catch { /* the signature check names it */ }
+      const { discovery } = attempt;
+      const keySet = await readMetadata(discovery.jwks_uri, 'key set').catch((e) => ({ problem: e.message }));
+      if (!keySet.problem && !Array.isArray(keySet.value.keys)) keySet.problem = `key set ${discovery.jwks_uri} has no keys array`;
+      check('jwks', !keySet.problem, keySet.problem ?? `${discovery.jwks_uri}, Content-Length ${keySet.contentLength}`);
+      const keys = keySet.value;
       let result;
       try {
-        result = await jose.jwtVerify(idToken, jose.createLocalJWKSet(jwks), {
+        result = await jose.jwtVerify(idToken, jose.createLocalJWKSet(keys), {
           algorithms: ['RS256'],
           clockTolerance: 300,
         });
@@ -246,7 +436,7 @@ export async function start(options = {}) {
       verdict.claims = payload;
       verdict.header = protectedHeader;
       check('signature', true, `${protectedHeader.alg}, kid ${protectedHeader.kid} from ${discovery.jwks_uri}`);
-      const signingJwk = (jwks.keys ?? []).find((k) => k.kid === protectedHeader.kid);
+      const signingJwk = keys.keys.find((k) => k.kid === protectedHeader.kid);
       const x5c = x5cProblem(signingJwk);
       check('x5c', x5c === null, x5c ?? `certificate of key ${protectedHeader.kid} matches it`);
       check('iss', payload.iss === discovery.issuer, `iss ${payload.iss}, discovery issuer ${discovery.issuer}`);
@@ -256,26 +446,27 @@ export async function start(options = {}) {
       check('sub', payload.sub === attempt.hint.payload.sub, `sub ${payload.sub}, hint sub ${attempt.hint.payload.sub}`);
       check('acr', typeof payload.acr === 'string' && settings.acrValues.includes(payload.acr),
         `acr ${JSON.stringify(payload.acr)}, requested ${settings.acrValues.join(' | ')}`);
-      const allowed = Array.isArray(payload.amr) ? payload.amr.filter((v) => settings.amrValues.includes(v)) : [];
-      check('amr', Array.isArray(payload.amr) && allowed.length === 1,
-        `amr ${JSON.stringify(payload.amr)}, wanted an array with one of ${settings.amrValues.join(' ')}`);
+      // Exactly one value, and an allowed one: Microsoft's "only one method claim should be
+      // returned". An array that adds another value (even one outside the list) is refused.
+      const { amr } = payload;
+      check('amr', Array.isArray(amr) && amr.length === 1 && settings.amrValues.includes(amr[0]),
+        `amr ${JSON.stringify(amr)}, wanted an array of exactly one of ${settings.amrValues.join(' ')}`);
       verdict.accepted = true;
       verdict.reason = null;
     } catch (e) {
       verdict.accepted = false;
       verdict.reason = e.verdictReason ? e.message : `internal: ${e.message}`;
     }
-    verdicts.push(verdict);
-    settings.log(`verdict ${verdict.client_request_id}: ${verdict.accepted ? 'accepted' : `rejected: ${verdict.reason}`}`);
-    for (const w of waiters) w();
-    return verdict;
+    return record(verdict);
   }
 
   // ---- pages ----------------------------------------------------------------------------
   const header = '<header style="background:#0f6cbd"><b>Microsoft Entra ID</b> &middot; simulator</header>';
 
   function landing() {
-    const { user, tenantId } = settings;
+    const { tenantId } = settings;
+    const profile = guestProfile(settings.guest);
+    const user = profile?.user ?? settings.user;
     const recent = verdicts.slice(-5).reverse().map((v) => [
       new Date(v.receivedAt).toISOString(), v.accepted ? 'accepted' : `rejected: ${v.reason}`]);
     return page('Entra ID simulator', `${header}<main>
@@ -283,16 +474,20 @@ export async function start(options = {}) {
 <p>A Conditional Access policy asks <b>${esc(user.preferred_username)}</b> for multifactor authentication.
 Choose the external authentication method.</p>
 ${table([
-    ['user', `${user.name} <${user.preferred_username}>`],
+    ['user', `${user.name} <${user.preferred_username}>${profile ? ' (guest)' : ''}`],
     ['tenant (tid)', tenantId],
+    ...(profile ? [['home tenant (idp)', idpFor(profile.homeTenantId)]] : []),
     ['object id (oid)', user.oid],
     ['EAM client_id', settings.clientId],
     ['hint aud (app registration)', settings.audience],
-    ['authorization endpoint', settings.authorizeUrl ?? '(not configured)'],
-    ['discovery', settings.discoveryUrl ?? '(not configured)'],
+    ['hint minted', settings.mintedSecondsAgo ? `${settings.mintedSecondsAgo} s before the redirect` : 'at the redirect'],
+    ['discovery URL', settings.discoveryUrl ?? '(not configured)'],
+    ['authorization endpoint', 'read from discovery at each sign-in'],
   ])}
 <p><a class="btn" id="start" href="/start">Approve with the external method</a>
-<a class="btn alt" id="forge" href="/start?forge=1">Same, with a forged hint</a></p>
+<a class="btn alt" id="guest" href="/start?guest=1">As a guest user</a>
+<a class="btn alt" id="stale" href="/start?minted=400">With a hint minted 400 s ago</a>
+<a class="btn alt" id="forge" href="/start?forge=1">With a forged hint</a></p>
 ${recent.length ? `<h2>Recent verdicts</h2>${table(recent)}` : ''}
 </main>`);
   }
@@ -303,7 +498,7 @@ ${recent.length ? `<h2>Recent verdicts</h2>${table(recent)}` : ''}
     const shown = attempt.params.map(([k, v]) => [k, k === 'id_token_hint' ? short(v, 90) : v]);
     return page('Redirecting to your external authentication method', `${header}<main>
 <h1>Redirecting to your external authentication method…</h1>
-<p>POST ${esc(attempt.action)}${attempt.hint.forged ? ' <b class="bad">(forged hint)</b>' : ''}</p>
+<p>POST ${esc(attempt.action)} (the authorization_endpoint of ${esc(attempt.discovery.url)})${attempt.hint.forged ? ' <b class="bad">(forged hint)</b>' : ''}</p>
 <form id="eam" method="POST" action="${esc(attempt.action)}">
 ${inputs}
 <noscript><button class="btn" type="submit">Continue</button></noscript>
@@ -318,6 +513,8 @@ ${table(shown)}
     return page(v.accepted ? 'accepted' : 'rejected', `${header}<main>
 <h1>External authentication method result</h1>
 <div id="verdict" class="verdict ${v.accepted ? 'ok' : 'bad'}">${v.accepted ? 'accepted' : `rejected: ${esc(v.reason)}`}</div>
+${v.entra_error ? `<p id="entra-error">${esc(v.entra_error)}</p>` : ''}
+${v.beforeRedirect ? '<p>The browser was not sent to the provider.</p>' : ''}
 ${table([
     ['client-request-id', v.client_request_id ?? '(unknown attempt)'],
     ['state', v.state ?? '(none)'],
@@ -330,8 +527,11 @@ ${v.error ? `<h2>error response</h2>${table(Object.entries(v.received))}` : ''}
 </main>`);
   }
 
+  // With a Content-Length, as Microsoft's endpoints answer (writeHead without one would chunk).
   const send = (res, status, type, body, extra = {}) => {
-    res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store', ...extra });
+    res.writeHead(status, {
+      'content-type': type, 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', ...extra,
+    });
     res.end(body);
   };
   const json = (res, status, value) => send(res, status, 'application/json', `${JSON.stringify(value, null, 2)}\n`);
@@ -342,9 +542,18 @@ ${v.error ? `<h2>error response</h2>${table(Object.entries(v.received))}` : ''}
       const path = url.pathname;
       if (req.method === 'GET' && path === '/') return send(res, 200, 'text/html; charset=utf-8', landing());
       if (req.method === 'GET' && path === '/start') {
-        const attempt = await newAttempt({ forge: url.searchParams.get('forge') === '1' });
-        if (url.searchParams.get('format') === 'json') return json(res, 200, attempt);
-        return send(res, 200, 'text/html; charset=utf-8', autoPost(attempt, url.searchParams.get('auto') !== '0'));
+        const q = url.searchParams;
+        const minted = q.get('minted');
+        if (minted !== null && !/^\d{1,6}$/.test(minted)) return send(res, 400, 'text/plain', 'minted: seconds, a whole number\n');
+        const attempt = await newAttempt({
+          forge: q.get('forge') === '1',
+          guest: q.has('guest') ? (q.get('guest') === 'msa' ? 'msa' : q.get('guest') !== '0') : settings.guest,
+          mintedSecondsAgo: minted !== null ? Number(minted) : settings.mintedSecondsAgo,
+        });
+        if (q.get('format') === 'json') return json(res, attempt.action ? 200 : 502, attempt);
+        // Metadata Entra cannot read ends the sign-in here, on Entra's own error page.
+        if (!attempt.action) return send(res, 200, 'text/html; charset=utf-8', verdictPage(attempt.verdict));
+        return send(res, 200, 'text/html; charset=utf-8', autoPost(attempt, q.get('auto') !== '0'));
       }
       if (req.method === 'GET' && path === JWKS_PATH) return json(res, 200, jwks);
       const disco = /^\/([^/]+)\/v2\.0\/\.well-known\/openid-configuration$/.exec(path);
@@ -415,7 +624,6 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
       'client-id': { type: 'string', default: DEFAULTS.clientId },
       audience: { type: 'string', default: DEFAULTS.audience },
       'tenant-id': { type: 'string', default: DEFAULTS.tenantId },
-      'authorize-url': { type: 'string' },
       'discovery-url': { type: 'string' },
     },
   });
@@ -425,7 +633,6 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
     clientId: values['client-id'],
     audience: values.audience,
     tenantId: values['tenant-id'],
-    authorizeUrl: values['authorize-url'],
     discoveryUrl: values['discovery-url'],
     log: (line) => console.error(`simulator: ${line}`),
   });
