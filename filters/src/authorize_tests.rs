@@ -2272,8 +2272,8 @@ fn accepted_entra_request_is_remembered_for_the_response_guard() {
     let remember = out
         .remember
         .expect("an accepted request with a state is remembered");
-    assert_eq!(remember.state, STATE);
     let e = remember.expectation;
+    assert_eq!(e.state.as_deref(), Some(STATE));
     assert_eq!(e.client_id, CLIENT_ID);
     assert_eq!(e.client_request_id.as_deref(), Some(CRID));
     assert_eq!(e.sub, SUB);
@@ -2281,13 +2281,24 @@ fn accepted_entra_request_is_remembered_for_the_response_guard() {
     // claims first, then acr_values, without repeats.
     assert_eq!(e.acr_values, ["possessionorinherence", "knowledge"]);
 
-    // Nothing to remember: no state, an oversized value, a rejected or a non-Entra request.
+    // Without a state it is remembered by its nonce, and no state is expected of the answer.
     let no_state = entra_body_with(&valid_hint(), |p| p.retain(|(n, _)| n != "state"));
+    let remember = run(&policy(), &keys(), &Req::post(no_state), NOW)
+        .remember
+        .expect("remembered by its nonce");
+    assert_eq!(remember.expectation.state, None);
+    assert_eq!(remember.expectation.nonce.as_deref(), Some(NONCE));
+
+    // Nothing to remember: neither state nor nonce, an oversized value, a rejected or a
+    // non-Entra request.
+    let neither = entra_body_with(&valid_hint(), |p| {
+        p.retain(|(n, _)| n != "state" && n != "nonce")
+    });
     let huge_nonce = entra_body_with(&valid_hint(), |p| {
         p.iter_mut().find(|(n, _)| n == "nonce").unwrap().1 = "n".repeat(4096);
     });
     for body in [
-        no_state,
+        neither,
         huge_nonce,
         entra_body("not.a.jws"),
         "client_id=other&state=s".into(),

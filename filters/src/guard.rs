@@ -36,6 +36,8 @@ const MAX_ACR_VALUES: usize = 16;
 /// What Entra will expect of the answer to one request it sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expectation {
+    /// The request's `state`, when it had one: the answer must carry the same.
+    pub state: Option<String>,
     pub client_id: String,
     /// For the log line of the answer; Entra's correlation id.
     pub client_request_id: Option<String>,
@@ -47,31 +49,36 @@ pub struct Expectation {
     pub acr_values: Vec<String>,
 }
 
-/// An accepted Entra request, keyed by its `state` for the proxy's memory.
+/// An accepted Entra request, for the proxy's memory: found again by the answer's `state`, or by
+/// its id_token's `nonce` when the OP dropped or changed the state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Remembered {
-    pub state: String,
     pub expectation: Expectation,
 }
 
 impl Remembered {
-    /// `None` when the request has no single `state` (its answer cannot be matched to it) or
-    /// carries values too large to keep.
+    /// `None` when the request has neither a single `state` nor a single `nonce` (its answer
+    /// cannot be matched to it) or carries values too large to keep.
     pub(crate) fn from_request(params: &Params<'_>, sub: String) -> Option<Self> {
         let single = |name| {
             (params.count(name) == 1)
                 .then(|| params.first(name))
                 .flatten()
         };
-        let state = single("state").filter(|s| !s.is_empty())?;
+        let state = single("state").filter(|s| !s.is_empty());
+        let nonce = single("nonce").filter(|n| !n.is_empty());
+        if state.is_none() && nonce.is_none() {
+            return None;
+        }
         let expectation = Expectation {
+            state: state.map(str::to_string),
             client_id: single("client_id")?.to_string(),
             client_request_id: single("client-request-id").map(str::to_string),
             sub,
-            nonce: single("nonce").map(str::to_string),
+            nonce: nonce.map(str::to_string),
             acr_values: requested_acr(single("claims"), single("acr_values")),
         };
-        let size = state.len()
+        let size = state.map_or(0, str::len)
             + expectation.client_id.len()
             + expectation.sub.len()
             + expectation.nonce.as_ref().map_or(0, String::len)
@@ -85,10 +92,7 @@ impl Remembered {
                 .map(String::len)
                 .sum::<usize>();
         let fits = size <= MAX_REMEMBERED_BYTES && expectation.acr_values.len() <= MAX_ACR_VALUES;
-        fits.then(|| Remembered {
-            state: state.to_string(),
-            expectation,
-        })
+        fits.then_some(Remembered { expectation })
     }
 }
 
@@ -143,8 +147,15 @@ impl Scope {
 /// A claim Entra will refuse. Each has a stable `reason` for logs and metric labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Violation {
-    /// The form carries an id_token but no `state`: Entra cannot match it to its attempt.
+    /// The request had a `state` and the answer has none: Entra cannot match it to its attempt.
     MissingState,
+    /// The answer's `state` is not the request's (the request was found by its nonce).
+    StateMismatch,
+    /// `iss` is not the OP's issuer (its discovery document's).
+    IssuerMismatch,
+    /// `exp` has passed or `iat` is in the future (beyond five minutes of clock skew), or either
+    /// is not a number.
+    TimeInvalid,
     /// Not a compact JWS with a JSON object payload.
     MalformedIdToken,
     /// `aud` is not the request's `client_id` (stateless: not any configured client_id).
@@ -168,6 +179,9 @@ impl Violation {
         use Violation::*;
         match self {
             MissingState => "missing_state",
+            StateMismatch => "state_mismatch",
+            IssuerMismatch => "iss_mismatch",
+            TimeInvalid => "time_invalid",
             MalformedIdToken => "malformed_id_token",
             AudienceMismatch => "aud_mismatch",
             SubjectMismatch => "sub_mismatch",
@@ -182,6 +196,9 @@ impl Violation {
     /// Every `reason()` value, for pre-registering metric label values.
     pub const ALL_REASONS: &'static [&'static str] = &[
         "missing_state",
+        "state_mismatch",
+        "iss_mismatch",
+        "time_invalid",
         "malformed_id_token",
         "aud_mismatch",
         "sub_mismatch",
@@ -197,6 +214,9 @@ impl Violation {
         use Violation::*;
         match self {
             MissingState => "the provider's answer has no state",
+            StateMismatch => "the provider's answer carries another state than the request",
+            IssuerMismatch => "the provider's id_token iss is not the provider's issuer",
+            TimeInvalid => "the provider's id_token is expired or issued in the future",
             MalformedIdToken => "the provider's id_token is not a well-formed JWT",
             AudienceMismatch => "the provider's id_token aud is not the client_id",
             SubjectMismatch => "the provider's id_token sub is not the id_token_hint's sub",
@@ -259,6 +279,13 @@ impl ResponseGuard {
             })
     }
 
+    /// The id_token's `nonce`, unverified: how an answer whose state the OP dropped is matched
+    /// to the request.
+    pub fn nonce_of(post: &EntraFormPost) -> Option<String> {
+        let claims = unverified_claims(post.id_token.as_deref()?)?;
+        claims.get("nonce")?.as_str().map(str::to_string)
+    }
+
     /// Checks the id_token of `post` against `expected` (the remembered request), or only
     /// statelessly when there is none. `None` when the form carries no id_token (an error answer
     /// or another form): there is nothing for Entra to refuse.
@@ -266,6 +293,7 @@ impl ResponseGuard {
         &self,
         post: &EntraFormPost,
         expected: Option<&Expectation>,
+        context: &AnswerContext<'_>,
     ) -> Option<GuardVerdict> {
         let token = post.id_token.as_deref()?;
         let scope = if expected.is_some() {
@@ -274,11 +302,20 @@ impl ResponseGuard {
             Scope::Stateless
         };
         let mut violations = Vec::new();
-        if post.state.as_deref().is_none_or(str::is_empty) {
-            violations.push(Violation::MissingState);
+        // Microsoft returns state only when the request had one: required only then.
+        let sent = post.state.as_deref().filter(|s| !s.is_empty());
+        match (expected.and_then(|e| e.state.as_deref()), sent) {
+            (Some(_), None) => violations.push(Violation::MissingState),
+            (Some(requested), Some(sent)) if requested != sent => {
+                violations.push(Violation::StateMismatch)
+            }
+            _ => {}
         }
         match unverified_claims(token) {
-            Some(claims) => self.check_claims(&claims, expected, &mut violations),
+            Some(claims) => {
+                self.check_claims(&claims, expected, &mut violations);
+                check_issuer_and_time(&claims, context, &mut violations);
+            }
             None => violations.push(Violation::MalformedIdToken),
         }
         Some(GuardVerdict { scope, violations })
@@ -359,6 +396,41 @@ fn unverified_claims(token: &str) -> Option<Map<String, Value>> {
     match serde_json::from_slice(&bytes).ok()? {
         Value::Object(map) => Some(map),
         _ => None,
+    }
+}
+
+/// What the guard knows besides the request: the OP's issuer (from its discovery document;
+/// `None` when it could not be read, then `iss` is not checked) and the time.
+#[derive(Debug, Clone, Copy)]
+pub struct AnswerContext<'a> {
+    pub issuer: Option<&'a str>,
+    /// Unix seconds.
+    pub now: u64,
+}
+
+/// Entra's tolerance for clock skew between it and the OP.
+const CLOCK_SKEW_SECONDS: f64 = 300.0;
+
+fn check_issuer_and_time(
+    claims: &Map<String, Value>,
+    context: &AnswerContext<'_>,
+    violations: &mut Vec<Violation>,
+) {
+    if let Some(issuer) = context.issuer {
+        if claims.get("iss").and_then(Value::as_str) != Some(issuer) {
+            violations.push(Violation::IssuerMismatch);
+        }
+    }
+    let now = context.now as f64;
+    let date = |name: &str| claims.get(name).and_then(Value::as_f64);
+    let in_time = match (date("iat"), date("exp")) {
+        (Some(iat), Some(exp)) => {
+            iat - CLOCK_SKEW_SECONDS <= now && now <= exp + CLOCK_SKEW_SECONDS
+        }
+        _ => false,
+    };
+    if !in_time {
+        violations.push(Violation::TimeInvalid);
     }
 }
 

@@ -30,8 +30,20 @@ fn guard() -> ResponseGuard {
     })
 }
 
+const ISSUER: &str = "https://op.example";
+/// Within the good id_token's iat..exp.
+const NOW: u64 = 1_750_000_100;
+
+fn context() -> AnswerContext<'static> {
+    AnswerContext {
+        issuer: Some(ISSUER),
+        now: NOW,
+    }
+}
+
 fn expectation() -> Expectation {
     Expectation {
+        state: Some(STATE.into()),
         client_id: CLIENT_ID.into(),
         client_request_id: Some("crid".into()),
         sub: SUB.into(),
@@ -80,7 +92,7 @@ fn with(change: impl FnOnce(&mut Value)) -> EntraFormPost {
 
 fn violations(post: &EntraFormPost, expected: Option<&Expectation>) -> Vec<Violation> {
     guard()
-        .check(post, expected)
+        .check(post, expected, &context())
         .expect("an id_token is checked")
         .violations
 }
@@ -171,7 +183,7 @@ fn the_usgov_redirect_uri_is_entra_too() {
 #[test]
 fn a_good_answer_passes_both_ways() {
     let verdict = guard()
-        .check(&post(&good_claims()), Some(&expectation()))
+        .check(&post(&good_claims()), Some(&expectation()), &context())
         .unwrap();
     assert_eq!(
         verdict,
@@ -181,7 +193,9 @@ fn a_good_answer_passes_both_ways() {
         }
     );
     assert!(verdict.passed());
-    let verdict = guard().check(&post(&good_claims()), None).unwrap();
+    let verdict = guard()
+        .check(&post(&good_claims()), None, &context())
+        .unwrap();
     assert_eq!(verdict.scope, Scope::Stateless);
     assert!(verdict.passed());
     // An aud array holding the client_id is the client's too (OIDC Core 3.1.3.7).
@@ -196,7 +210,10 @@ fn an_error_answer_has_nothing_to_check() {
         state: Some(STATE.into()),
         id_token: None,
     };
-    assert_eq!(guard().check(&error, Some(&expectation())), None);
+    assert_eq!(
+        guard().check(&error, Some(&expectation()), &context()),
+        None
+    );
 }
 
 #[test]
@@ -267,7 +284,9 @@ fn violations_are_all_listed_in_check_order() {
         c["acr"] = json!("knowledge");
         c["amr"] = json!(["fido", "otp"]);
     });
-    let verdict = guard().check(&answer, Some(&expectation())).unwrap();
+    let verdict = guard()
+        .check(&answer, Some(&expectation()), &context())
+        .unwrap();
     assert_eq!(
         verdict.violations,
         [
@@ -302,7 +321,88 @@ fn malformed_tokens_and_a_missing_state() {
         state: Some(String::new()),
         ..post(&good_claims())
     };
-    assert_eq!(violations(&empty_state, None), [Violation::MissingState]);
+    assert_eq!(
+        violations(&empty_state, Some(&e)),
+        [Violation::MissingState]
+    );
+    // Microsoft returns state only when it was sent: none required of an unknown request, or of
+    // one that had none.
+    assert_eq!(violations(&empty_state, None), []);
+    let stateless_request = Expectation {
+        state: None,
+        ..expectation()
+    };
+    assert_eq!(violations(&no_state, Some(&stateless_request)), []);
+    // Found by its nonce, with another state than the request's.
+    let other_state = EntraFormPost {
+        state: Some("another".into()),
+        ..post(&good_claims())
+    };
+    assert_eq!(
+        violations(&other_state, Some(&e)),
+        [Violation::StateMismatch]
+    );
+}
+
+#[test]
+fn issuer_and_time_are_checked_when_known() {
+    let e = expectation();
+    assert_eq!(
+        violations(&with(|c| c["iss"] = json!("https://op.example/")), Some(&e)),
+        [Violation::IssuerMismatch]
+    );
+    assert_eq!(
+        violations(&with(|c| c["iss"] = json!("https://op.example/")), None),
+        [Violation::IssuerMismatch],
+        "stateless too"
+    );
+    // Discovery could not be read: iss is not judged.
+    let unknown = AnswerContext {
+        issuer: None,
+        now: NOW,
+    };
+    let other_iss = with(|c| c["iss"] = json!("https://elsewhere"));
+    assert!(guard()
+        .check(&other_iss, Some(&e), &unknown)
+        .unwrap()
+        .passed());
+    let at = |now: u64| AnswerContext {
+        issuer: Some(ISSUER),
+        now,
+    };
+    let good = post(&good_claims());
+    for (now, ok) in [
+        (1_750_000_000 - 300, true),
+        (1_750_000_000 - 301, false),
+        (1_750_000_600 + 300, true),
+        (1_750_000_600 + 301, false),
+    ] {
+        let verdict = guard().check(&good, Some(&e), &at(now)).unwrap();
+        assert_eq!(verdict.passed(), ok, "now = {now}: {verdict:?}");
+        if !ok {
+            assert_eq!(verdict.violations, [Violation::TimeInvalid]);
+        }
+    }
+    for broken in [
+        with(|c| drop(c.as_object_mut().unwrap().remove("exp"))),
+        with(|c| c["iat"] = json!("1750000000")),
+    ] {
+        assert_eq!(violations(&broken, Some(&e)), [Violation::TimeInvalid]);
+    }
+}
+
+#[test]
+fn the_nonce_finds_an_answer_without_state() {
+    let no_state = EntraFormPost {
+        state: None,
+        ..post(&good_claims())
+    };
+    assert_eq!(ResponseGuard::nonce_of(&no_state).as_deref(), Some(NONCE));
+    let error = EntraFormPost {
+        id_token: None,
+        ..no_state
+    };
+    assert_eq!(ResponseGuard::nonce_of(&error), None);
 }
 
 #[test]
@@ -373,6 +473,9 @@ fn reasons_are_distinct_and_listed() {
     use Violation::*;
     let every = [
         MissingState,
+        StateMismatch,
+        IssuerMismatch,
+        TimeInvalid,
         MalformedIdToken,
         AudienceMismatch,
         SubjectMismatch,
@@ -416,7 +519,7 @@ mod properties {
             if let Some(found) = g.find(&page) {
                 prop_assert!(found.redirect_uri == REDIRECT
                     || g.redirect_uris.contains(&found.redirect_uri));
-                let _ = g.check(&found, Some(&expectation()));
+                let _ = g.check(&found, Some(&expectation()), &context());
             }
         }
 

@@ -37,7 +37,8 @@ mod testkeys;
 pub use authorize::{AuthorizeDecision, Authorized, Outcome, Summary, MAX_PARAMETERS};
 pub use error::{AuthorizeError, OAuthError};
 pub use guard::{
-    EntraFormPost, Expectation, GuardVerdict, Remembered, ResponseGuard, Scope, Violation,
+    AnswerContext, EntraFormPost, Expectation, GuardVerdict, Remembered, ResponseGuard, Scope,
+    Violation,
 };
 pub use headers::HeaderPolicy;
 pub use hint::{HintIdentity, HintValidator};

@@ -83,6 +83,11 @@ impl Discovery {
         !found.unlisted.is_empty() && path_is_one_of(&found.unlisted, path)
     }
 
+    /// The OP's issuer, from the last document read.
+    pub fn issuer(&self) -> Option<String> {
+        self.found.load().endpoints.as_ref()?.issuer.clone()
+    }
+
     pub fn first_read_done(&self) -> bool {
         self.first_read_done.load(Ordering::Acquire)
     }

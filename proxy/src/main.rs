@@ -411,17 +411,6 @@ fn run(
 
     warn_about_certificates(&x5c);
     let authorize = &config.authorize;
-    let guard = (authorize.response_guard != config::GuardMode::Off).then(|| {
-        Arc::new(response_guard::Guard {
-            mode: authorize.response_guard,
-            max_body_bytes: authorize.response_guard_max_body_bytes,
-            checks: filters::ResponseGuard::new(&policy),
-            memory: response_guard::Memory::new(
-                authorize.response_guard_max_entries,
-                Duration::from_secs(authorize.response_guard_ttl_seconds),
-            ),
-        })
-    });
     let upstream_client = Arc::new(UpstreamClient::new(
         upstreams,
         UpstreamSettings {
@@ -459,6 +448,18 @@ fn run(
             discovery::DiscoveryRefresher(discovery.clone()),
         ));
     }
+    let guard = (authorize.response_guard != config::GuardMode::Off).then(|| {
+        Arc::new(response_guard::Guard {
+            mode: authorize.response_guard,
+            max_body_bytes: authorize.response_guard_max_body_bytes,
+            checks: filters::ResponseGuard::new(&policy),
+            memory: response_guard::Memory::new(
+                authorize.response_guard_max_entries,
+                Duration::from_secs(authorize.response_guard_ttl_seconds),
+            ),
+            discovery: discovery.clone(),
+        })
+    });
     let proxy = EamProxy {
         policy: Arc::new(policy),
         keys: keys.clone(),

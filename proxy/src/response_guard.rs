@@ -9,18 +9,19 @@
 //! state then says which request it answers.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use filters::render::csp_allowing_auto_post;
-use filters::{Expectation, Remembered, ResponseGuard};
+use filters::{AnswerContext, Expectation, Remembered, ResponseGuard};
 use http::header;
 use pingora::http::{RequestHeader, ResponseHeader};
 use sha2::{Digest, Sha256};
 
 use crate::config::GuardMode;
 use crate::content_coding::Coding;
+use crate::discovery::Discovery;
 use crate::metrics::{Metrics, GUARD_OK, GUARD_VIOLATION};
 
 /// Everything the guard needs at run time; absent when `response_guard = "off"`.
@@ -29,6 +30,8 @@ pub struct Guard {
     pub max_body_bytes: usize,
     pub checks: ResponseGuard,
     pub memory: Memory,
+    /// The OP's issuer comes from its discovery document (`None`: not read, `iss` unchecked).
+    pub discovery: Option<Arc<Discovery>>,
 }
 
 impl Guard {
@@ -36,11 +39,23 @@ impl Guard {
     /// guard enforces and the answer would be refused by Entra.
     pub fn judge(&self, html: &[u8], metrics: &Metrics) -> Option<Bytes> {
         let post = self.checks.find(html)?;
+        let now = Instant::now();
+        // By the answer's state; by its id_token's nonce when the OP dropped or changed it.
         let expected = post
             .state
             .as_deref()
-            .and_then(|state| self.memory.recall(state, Instant::now()));
-        let verdict = self.checks.check(&post, expected.as_ref())?;
+            .filter(|s| !s.is_empty())
+            .and_then(|state| self.memory.recall(Key::State(state), now))
+            .or_else(|| {
+                ResponseGuard::nonce_of(&post)
+                    .and_then(|nonce| self.memory.recall(Key::Nonce(&nonce), now))
+            });
+        let issuer = self.discovery.as_ref().and_then(|d| d.issuer());
+        let context = AnswerContext {
+            issuer: issuer.as_deref(),
+            now: crate::unix_now(),
+        };
+        let verdict = self.checks.check(&post, expected.as_ref(), &context)?;
         let scope = verdict.scope.as_str();
         let (result, reason) = match verdict.first() {
             Some(violation) => (GUARD_VIOLATION, violation.reason()),
@@ -95,17 +110,34 @@ pub fn prepare_held_headers(resp: &mut ResponseHeader) -> pingora::Result<()> {
     Ok(())
 }
 
-/// SHA-256 of the state: the memory's key (fixed size, whatever Entra sends) and, shortened, the
-/// state's name in logs, which never carry the state itself.
-type StateKey = [u8; 32];
-
-fn state_key(state: &str) -> StateKey {
-    Sha256::digest(state.as_bytes()).into()
+/// How a remembered request is found again: by its `state`, or by its `nonce` when the answer
+/// lost the state.
+#[derive(Debug, Clone, Copy)]
+pub enum Key<'a> {
+    State(&'a str),
+    Nonce(&'a str),
 }
 
-/// The first 16 hex digits of the state's SHA-256, for log lines.
+/// SHA-256 of the key (fixed size, whatever Entra sends); state and nonce hashed apart.
+type KeyHash = [u8; 32];
+
+impl Key<'_> {
+    fn hash(self) -> KeyHash {
+        let (domain, value) = match self {
+            Key::State(v) => (b's', v),
+            Key::Nonce(v) => (b'n', v),
+        };
+        let mut h = Sha256::new();
+        h.update([domain]);
+        h.update(value.as_bytes());
+        h.finalize().into()
+    }
+}
+
+/// The first 16 hex digits of the state's SHA-256: the state's name in log lines, which never
+/// carry the state itself.
 pub fn state_hash(state: &str) -> String {
-    state_key(state)[..8]
+    Sha256::digest(state.as_bytes())[..8]
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
@@ -114,23 +146,37 @@ pub fn state_hash(state: &str) -> String {
 struct Entry {
     seq: u64,
     at: Instant,
+    /// The entry that counts the request (its state's, or its nonce's without a state).
+    primary: bool,
     expectation: Expectation,
 }
 
 #[derive(Default)]
 struct Inner {
-    map: HashMap<StateKey, Entry>,
+    map: HashMap<KeyHash, Entry>,
     /// Insertion order, which is also expiry order (one TTL for all). A key remembered again
     /// leaves a stale pair behind, recognised by its `seq`.
-    order: VecDeque<(StateKey, u64)>,
+    order: VecDeque<(KeyHash, u64)>,
     seq: u64,
+    /// Requests remembered (primary entries).
+    requests: usize,
 }
 
-/// Accepted Entra requests by state: at most `max_entries` (oldest evicted first), each for
-/// `ttl`. One replica's memory only: a state accepted by another replica is not here.
+impl Inner {
+    fn remove(&mut self, key: &KeyHash) {
+        if let Some(entry) = self.map.remove(key) {
+            self.requests -= usize::from(entry.primary);
+        }
+    }
+}
+
+/// Accepted Entra requests, by state and by nonce: at most `max_entries` requests (oldest
+/// evicted first), each for `ttl`. One replica's memory only: a request accepted by another
+/// replica is not here.
 pub struct Memory {
     inner: Mutex<Inner>,
-    max_entries: usize,
+    /// Keys held at most: two per request.
+    max_keys: usize,
     ttl: Duration,
 }
 
@@ -138,7 +184,7 @@ impl Memory {
     pub fn new(max_entries: usize, ttl: Duration) -> Memory {
         Memory {
             inner: Mutex::new(Inner::default()),
-            max_entries: max_entries.max(1),
+            max_keys: 2 * max_entries.max(1),
             ttl,
         }
     }
@@ -147,47 +193,62 @@ impl Memory {
     pub fn remember(&self, remembered: Remembered, now: Instant) -> usize {
         let mut inner = self.lock();
         self.purge(&mut inner, now);
-        let key = state_key(&remembered.state);
-        while inner.map.len() >= self.max_entries && !inner.map.contains_key(&key) {
+        let e = &remembered.expectation;
+        let keys: Vec<KeyHash> = [
+            e.state.as_deref().map(Key::State),
+            e.nonce.as_deref().map(Key::Nonce),
+        ]
+        .into_iter()
+        .flatten()
+        .map(Key::hash)
+        .collect();
+        for key in &keys {
+            inner.remove(key);
+        }
+        while inner.map.len() + keys.len() > self.max_keys {
             let Some((old, seq)) = inner.order.pop_front() else {
                 break;
             };
             if inner.map.get(&old).is_some_and(|e| e.seq == seq) {
-                inner.map.remove(&old);
+                inner.remove(&old);
             }
         }
         inner.seq += 1;
         let seq = inner.seq;
-        inner.map.insert(
-            key,
-            Entry {
-                seq,
-                at: now,
-                expectation: remembered.expectation,
-            },
-        );
-        inner.order.push_back((key, seq));
-        // Repeated states leave stale pairs; never let them outgrow the live entries.
-        if inner.order.len() > 2 * self.max_entries {
+        for (i, key) in keys.iter().enumerate() {
+            inner.map.insert(
+                *key,
+                Entry {
+                    seq,
+                    at: now,
+                    primary: i == 0,
+                    expectation: remembered.expectation.clone(),
+                },
+            );
+            inner.order.push_back((*key, seq));
+        }
+        inner.requests += usize::from(!keys.is_empty());
+        // Repeated keys leave stale pairs; never let them outgrow the live entries.
+        if inner.order.len() > 2 * self.max_keys {
             let Inner { map, order, .. } = &mut *inner;
             order.retain(|(k, s)| map.get(k).is_some_and(|e| e.seq == *s));
         }
-        inner.map.len()
+        inner.requests
     }
 
-    /// What was remembered for `state`, if this replica accepted it within the TTL.
-    pub fn recall(&self, state: &str, now: Instant) -> Option<Expectation> {
+    /// What was remembered under `key`, if this replica accepted the request within the TTL.
+    pub fn recall(&self, key: Key<'_>, now: Instant) -> Option<Expectation> {
         let inner = self.lock();
         inner
             .map
-            .get(&state_key(state))
+            .get(&key.hash())
             .filter(|e| now.duration_since(e.at) < self.ttl)
             .map(|e| e.expectation.clone())
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.lock().map.len()
+        self.lock().requests
     }
 
     fn purge(&self, inner: &mut Inner, now: Instant) {
@@ -195,9 +256,7 @@ impl Memory {
             let live = inner.map.get(&key).filter(|e| e.seq == seq);
             match live {
                 Some(e) if now.duration_since(e.at) < self.ttl => break,
-                Some(_) => {
-                    inner.map.remove(&key);
-                }
+                Some(_) => inner.remove(&key),
                 None => {}
             }
             inner.order.pop_front();
@@ -260,15 +319,33 @@ mod tests {
 
     fn remembered(state: &str, sub: &str) -> Remembered {
         Remembered {
-            state: state.into(),
             expectation: Expectation {
+                state: Some(state.into()),
                 client_id: "c".into(),
                 client_request_id: None,
                 sub: sub.into(),
-                nonce: None,
+                nonce: Some(format!("nonce-of-{state}")),
                 acr_values: vec![],
             },
         }
+    }
+
+    #[test]
+    fn a_request_is_found_by_its_state_or_its_nonce() {
+        let memory = Memory::new(10, Duration::from_secs(60));
+        let t0 = Instant::now();
+        assert_eq!(memory.remember(remembered("s1", "alice"), t0), 1);
+        assert_eq!(
+            memory.recall(Key::Nonce("nonce-of-s1"), t0).unwrap().sub,
+            "alice"
+        );
+        // A state is not a nonce: the two are hashed apart.
+        assert!(memory.recall(Key::Nonce("s1"), t0).is_none());
+        let mut stateless = remembered("x", "bob");
+        stateless.expectation.state = None;
+        stateless.expectation.nonce = Some("n2".into());
+        assert_eq!(memory.remember(stateless, t0), 2);
+        assert_eq!(memory.recall(Key::Nonce("n2"), t0).unwrap().sub, "bob");
     }
 
     #[test]
@@ -276,9 +353,11 @@ mod tests {
         let memory = Memory::new(10, Duration::from_secs(60));
         let t0 = Instant::now();
         memory.remember(remembered("s1", "alice"), t0);
-        assert_eq!(memory.recall("s1", t0).unwrap().sub, "alice");
-        assert!(memory.recall("s2", t0).is_none());
-        assert!(memory.recall("s1", t0 + Duration::from_secs(60)).is_none());
+        assert_eq!(memory.recall(Key::State("s1"), t0).unwrap().sub, "alice");
+        assert!(memory.recall(Key::State("s2"), t0).is_none());
+        assert!(memory
+            .recall(Key::State("s1"), t0 + Duration::from_secs(60))
+            .is_none());
         // Expired entries leave at the next remember.
         memory.remember(remembered("s2", "bob"), t0 + Duration::from_secs(61));
         assert_eq!(memory.len(), 1);
@@ -293,9 +372,9 @@ mod tests {
             assert!(n <= 3);
         }
         assert_eq!(memory.len(), 3);
-        assert!(memory.recall("s0", t0).is_none());
-        assert!(memory.recall("s1", t0).is_none());
-        assert!(memory.recall("s4", t0).is_some());
+        assert!(memory.recall(Key::State("s0"), t0).is_none());
+        assert!(memory.recall(Key::State("s1"), t0).is_none());
+        assert!(memory.recall(Key::State("s4"), t0).is_some());
     }
 
     #[test]
@@ -306,8 +385,8 @@ mod tests {
         for i in 0..100 {
             memory.remember(remembered("again", &format!("u{i}")), t0);
         }
-        assert_eq!(memory.recall("again", t0).unwrap().sub, "u99");
-        assert_eq!(memory.recall("keep", t0).unwrap().sub, "a");
+        assert_eq!(memory.recall(Key::State("again"), t0).unwrap().sub, "u99");
+        assert_eq!(memory.recall(Key::State("keep"), t0).unwrap().sub, "a");
         let inner = memory.lock();
         assert!(inner.order.len() <= 4, "{}", inner.order.len());
     }

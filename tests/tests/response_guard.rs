@@ -101,6 +101,14 @@ impl FormPostOp {
             .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect();
         let upstream = Upstream::with_responder(move |request| {
+            if request.path() == DISCOVERY_PATH {
+                // The guard checks iss against the OP's discovery issuer.
+                let doc = json!({
+                    "issuer": "https://op.example",
+                    "authorization_endpoint": "https://op.example/authorize",
+                });
+                return Reply::ok(&doc.to_string()).header("Content-Type", "application/json");
+            }
             if request.method != "POST" {
                 return Reply::ok("not a form_post");
             }
@@ -143,8 +151,14 @@ fn gunzip(body: &[u8]) -> Vec<u8> {
     out
 }
 
+const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
+
 fn proxy(op: &Upstream, mode: &str) -> ProxyProcess {
-    ProxyProcess::start(ProxyConfig::new(op).set("authorize", "response_guard", &toml_str(mode)))
+    ProxyProcess::start(
+        ProxyConfig::new(op)
+            .set("authorize", "response_guard", &toml_str(mode))
+            .set("authorize", "discovery_path", &toml_str(DISCOVERY_PATH)),
+    )
 }
 
 /// Entra's POST, as a browser sends it (a navigation that accepts compressed HTML).
@@ -217,6 +231,19 @@ fn violations() -> Vec<(&'static str, &'static str, Tweak)> {
             "nonce",
             Arc::new(|c: &mut Value| c["nonce"] = json!("replayed")),
         ),
+        (
+            "iss_mismatch",
+            "iss",
+            Arc::new(|c: &mut Value| c["iss"] = json!("https://op.example/other")),
+        ),
+        (
+            "time_invalid",
+            "expired",
+            Arc::new(|c: &mut Value| {
+                c["iat"] = json!(eam_tests::now() - 7200);
+                c["exp"] = json!(eam_tests::now() - 3600);
+            }),
+        ),
     ]
 }
 
@@ -240,7 +267,7 @@ fn a_correct_answer_passes_untouched_in_both_modes() {
         assert_eq!(line["action"], "unchanged");
         // The browser's Accept-Encoding reaches the OP: pages keep their compression.
         assert_eq!(
-            op.upstream.only_request().header("accept-encoding"),
+            the_request(&op.upstream).header("accept-encoding"),
             Some("gzip, br")
         );
     }
@@ -352,6 +379,7 @@ fn an_unknown_state_gets_the_stateless_checks_only() {
         )
     };
     let base = json!({"aud": CLIENT_ID, "sub": "not-the-hint-sub", "nonce": "n",
+        "iss": "https://op.example", "iat": eam_tests::now(), "exp": eam_tests::now() + 600,
         "acr": "knowledge", "amr": ["otp"]});
     let mut wrong_aud = base.clone();
     wrong_aud["aud"] = json!("not-a-configured-client");
@@ -460,7 +488,7 @@ fn off_inspects_nothing_and_keeps_accept_encoding() {
     assert_untouched(&response, &op);
     assert_eq!(guard_count(&proxy, "violation", "sub_mismatch"), 0);
     assert_eq!(
-        op.upstream.only_request().header("accept-encoding"),
+        the_request(&op.upstream).header("accept-encoding"),
         Some("gzip, br")
     );
 }
@@ -475,9 +503,20 @@ fn assets_keep_their_compression() {
             .header("Accept-Encoding", "gzip"),
     );
     assert_eq!(
-        upstream.only_request().header("accept-encoding"),
+        the_request(&upstream).header("accept-encoding"),
         Some("gzip")
     );
+}
+
+/// The one request the test sent, besides the proxy's own discovery reads.
+fn the_request(upstream: &Upstream) -> eam_tests::Recorded {
+    let mut sent: Vec<_> = upstream
+        .requests()
+        .into_iter()
+        .filter(|r| r.path() != DISCOVERY_PATH)
+        .collect();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    sent.remove(0)
 }
 
 fn html(body: &str) -> Reply {
@@ -493,8 +532,8 @@ fn html(body: &str) -> Reply {
 fn enforce_reads_a_page_that_arrives_in_chunks() {
     // No Content-Length: the page is held chunk by chunk until its end, then judged.
     let stateless = |aud: &str| {
-        let claims =
-            json!({"aud": aud, "sub": "s", "acr": "possessionorinherence", "amr": ["fido"]});
+        let claims = json!({"aud": aud, "sub": "s", "acr": "possessionorinherence", "amr": ["fido"],
+                "iss": "https://op.example", "iat": eam_tests::now(), "exp": eam_tests::now() + 600});
         let id_token = sign(SigningKey::Foreign, "op", &claims);
         form_post_page(
             REDIRECT_URI,
@@ -503,7 +542,7 @@ fn enforce_reads_a_page_that_arrives_in_chunks() {
     };
     let good = stateless(CLIENT_ID);
     let bad = stateless("not-a-configured-client");
-    // Over the 1024-byte limit only once it has arrived: the held bytes are released unread.
+    // Over the 1536-byte limit only once it has arrived: the held bytes are released unread.
     let big = format!("{good}<!-- {} -->", "x".repeat(3000));
     let pages = [good.clone(), bad, big.clone()];
     let served = pages.clone();
@@ -514,7 +553,7 @@ fn enforce_reads_a_page_that_arrives_in_chunks() {
     let proxy = ProxyProcess::start(
         ProxyConfig::new(&upstream)
             .set("authorize", "response_guard", &toml_str("enforce"))
-            .set("authorize", "response_guard_max_body_bytes", "1024"),
+            .set("authorize", "response_guard_max_body_bytes", "1536"),
     );
     let resume =
         |n: usize| proxy.send(&Request::get(&format!("/resume/{n}")).header("Accept", "text/html"));
