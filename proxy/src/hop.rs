@@ -53,6 +53,14 @@ pub fn remove_hop_by_hop(resp: &mut ResponseHeader) {
     if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
         return;
     }
+    for name in [&KEEP_ALIVE, &PROXY_CONNECTION, &header::UPGRADE] {
+        if resp.headers.contains_key(name) {
+            resp.remove_header(name);
+        }
+    }
+    if !resp.headers.contains_key(header::CONNECTION) {
+        return;
+    }
     let named: Vec<HeaderName> = resp
         .headers
         .get_all(header::CONNECTION)
@@ -69,10 +77,7 @@ pub fn remove_hop_by_hop(resp: &mut ResponseHeader) {
             .contains(name)
         })
         .collect();
-    for name in named
-        .iter()
-        .chain([&KEEP_ALIVE, &PROXY_CONNECTION, &header::UPGRADE])
-    {
+    for name in &named {
         resp.remove_header(name);
     }
 }

@@ -420,11 +420,12 @@ fn expects_continue(req: &RequestHeader) -> bool {
 
 /// An `EventSource` (and any client of `text/event-stream`) says so in `Accept`.
 fn accepts_event_stream(req: &RequestHeader) -> bool {
-    req.headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.to_ascii_lowercase().contains("text/event-stream"))
+    const EVENT_STREAM: &[u8] = b"text/event-stream";
+    req.headers.get_all(header::ACCEPT).iter().any(|v| {
+        v.as_bytes()
+            .windows(EVENT_STREAM.len())
+            .any(|w| w.eq_ignore_ascii_case(EVENT_STREAM))
+    })
 }
 
 /// How the request's body is framed.
