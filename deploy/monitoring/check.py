@@ -370,7 +370,7 @@ MUTATIONS = [
     ("dashboard", "by (reason)", "by (reasons)", "unknown grouping label"),
     ("dashboard", "rate(process_cpu_seconds_total", "rate(process_open_fds", "rate() of a gauge"),
     ("dashboard", "sum(rate(eam_spoofed_params_removed_total", "sum(rate(eam_requests_total",
-     "a SPEC metric missing from the dashboard"),
+     "a documented metric missing from the dashboard"),
     ("dashboard", "label_values(eam_jwks_keys{", "label_values(eam_jwks_keyz{",
      "misspelt metric in a variable"),
     ("alerts", 'route="authorize", outcome="rejected"', 'route="authorise", outcome="rejected"',

@@ -1,4 +1,4 @@
-//! The authorize decision (SPEC §3): read, strip spoofing, detect, check, validate, rewrite.
+//! The authorize decision (README "How a request is handled"): read, strip spoofing, detect, check, validate, rewrite.
 //!
 //! `Policy::authorize` is the single entry point the proxy calls; it returns what to do with
 //! the request plus a summary for the decision log line and metrics.
@@ -14,7 +14,7 @@ use crate::render::{form_post_error, json_error, ErrorResponse};
 use crate::request::{AuthorizeRequest, Method};
 use crate::rewrite::rewrite_entra;
 
-/// Parameters that must appear at most once in an Entra request (SPEC §3.5).
+/// Parameters that must appear at most once in an Entra request (README "How a request is handled", step 5).
 pub const SINGLE_VALUED: [&str; 11] = [
     "client_id",
     "redirect_uri",
@@ -296,7 +296,7 @@ impl Policy {
         Ok(read)
     }
 
-    /// SPEC §3.5: the parameters of an Entra request are unambiguous and name a configured app.
+    /// README "How a request is handled", step 5: the parameters of an Entra request are unambiguous and name a configured app.
     fn entra_app(
         &self,
         params: &Params<'_>,
@@ -347,7 +347,7 @@ impl Policy {
         validator.validate(token, keys.key_set(&cloud.name).as_deref(), now)
     }
 
-    /// SPEC §3.8: a form_post to Entra when the redirect_uri is exactly one Entra uses for this
+    /// README "How a request is handled", step 8: a form_post to Entra when the redirect_uri is exactly one Entra uses for this
     /// app's cloud (any configured cloud when the app is unknown), JSON otherwise.
     fn entra_error(
         &self,

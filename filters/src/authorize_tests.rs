@@ -1,9 +1,9 @@
-//! Table-driven tests of every rule of SPEC §3 through `Policy::authorize`.
+//! Table-driven tests of every rule of README "How a request is handled" through `Policy::authorize`.
 //!
 //! Each row of a table is one request, mostly hostile or malformed, with the exact outcome the
-//! SPEC demands: the `AuthorizeError` (its `reason()` is a log and metric label, so the string is
+//! the README demands: the `AuthorizeError` (its `reason()` is a log and metric label, so the string is
 //! spelled out too) and the shape of the answer (form_post to Entra, or JSON with its status).
-//! The base hint is Microsoft's sample payload from SPEC §2, with a `tid` that matches its `iss`
+//! The base hint is Microsoft's sample payload (README "7. Rewrite and forward", its example), with a `tid` that matches its `iss`
 //! and time claims relative to a fixed `NOW`.
 
 use std::collections::HashMap;
@@ -85,7 +85,7 @@ fn issuer(host: &str, tid: &str) -> String {
     format!("https://{host}/{tid}/v2.0")
 }
 
-/// Microsoft's sample member-user payload (SPEC §2), pre-expired like the real thing.
+/// Microsoft's sample member-user payload (README "7. Rewrite and forward", its example), pre-expired like the real thing.
 fn claims() -> Map<String, Value> {
     let Value::Object(claims) = json!({
         "ver": "2.0",
@@ -362,7 +362,7 @@ fn forwarded_body(out: &Authorized) -> String {
 // Table machinery
 // ---------------------------------------------------------------------------------------------
 
-/// How a rejection must reach the browser (SPEC §3.8).
+/// How a rejection must reach the browser (README "How a request is handled", step 8).
 #[derive(Debug, Clone)]
 enum Answer {
     /// `200` auto-submitting form to this Entra redirect URI, echoing this `state`.
@@ -561,7 +561,7 @@ fn form_action(html: &str) -> String {
 }
 
 fn assert_answer(name: &str, response: &ErrorResponse, error: E, answer: &Answer) {
-    // SPEC §3.8: only a missing or stale key set is `temporarily_unavailable`.
+    // README "How a request is handled", step 8: only a missing or stale key set is `temporarily_unavailable`.
     let code = if error == E::KeysUnavailable {
         "temporarily_unavailable"
     } else {
@@ -2204,10 +2204,10 @@ fn summary_fields() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Library bugs: SPEC behaviour, ignored until fixed
+// Library bugs: documented behaviour, ignored until fixed
 // ---------------------------------------------------------------------------------------------
 
-/// SPEC §3.8: an Entra request's error is form_posted only when `redirect_uri` is one of *the
+/// README "How a request is handled", step 8: an Entra request's error is form_posted only when `redirect_uri` is one of *the
 /// app's* cloud redirect URIs; §3.5 widens that to every configured cloud only for a
 /// `client_id` no app configures. Here the single `client_id` names the global app.
 #[test]
@@ -2238,7 +2238,7 @@ fn parameter_errors_of_a_configured_app_use_its_own_cloud() {
     ]);
 }
 
-/// SPEC §3.6: `iat - L <= now` and `nbf - L <= now`. NumericDate may be fractional; flooring
+/// README "How a request is handled", step 6: `iat - L <= now` and `nbf - L <= now`. NumericDate may be fractional; flooring
 /// it admits a hint up to one second before its window opens.
 #[test]
 fn fractional_iat_and_nbf_just_beyond_the_leeway() {

@@ -1,4 +1,4 @@
-//! Which authorize requests come from Entra's EAM flow (SPEC §3.3).
+//! Which authorize requests come from Entra's EAM flow (README "How a request is handled", step 3).
 
 use crate::params::Params;
 use crate::policy::{DetectMode, Policy};

@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-/// Parameters whose duplication or absence makes an Entra request ambiguous (SPEC §3.5).
+/// Parameters whose duplication or absence makes an Entra request ambiguous (README "How a request is handled", step 5).
 /// Kept as `&'static str` so errors carry no request data.
 pub type ParamName = &'static str;
 /// A request header's lower-case name.

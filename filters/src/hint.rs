@@ -1,4 +1,4 @@
-//! Validation of Entra's `id_token_hint` (SPEC §3.6).
+//! Validation of Entra's `id_token_hint` (README "How a request is handled", step 6).
 //!
 //! The JWS structure and header are inspected here so that every refusal has its own reason;
 //! the RSA signature is checked by aws-lc with the key parsed once per key set (`keys.rs`).

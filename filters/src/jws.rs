@@ -96,7 +96,7 @@ pub(crate) struct Header<'a> {
     pub crit: bool,
 }
 
-/// The claims the validator reads (SPEC §3.6).
+/// The claims the validator reads (README "How a request is handled", step 6).
 #[derive(Deserialize, Default)]
 #[serde(default)]
 pub(crate) struct Claims<'a> {

@@ -136,7 +136,7 @@ impl KeySet {
         self.keys.keys().map(String::as_str)
     }
 
-    /// SPEC §3.8/§5: a set older than `max_stale_seconds` must not be used.
+    /// README "How a request is handled", step 8, and README `[jwks]`: a set older than `max_stale_seconds` must not be used.
     pub fn is_usable(&self, now: u64, max_stale_seconds: u64) -> bool {
         now.saturating_sub(self.loaded_at) <= max_stale_seconds
     }

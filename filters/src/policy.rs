@@ -49,7 +49,7 @@ impl CloudPolicy {
         fills_template(&self.issuer_template, &["{tid}"], tid, iss)
     }
 
-    /// The built-in clouds of SPEC §2.
+    /// The built-in clouds (README `[clouds.NAME]`).
     pub fn builtin(name: &str) -> Option<CloudPolicy> {
         let host = match name {
             "global" => "login.microsoftonline.com",

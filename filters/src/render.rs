@@ -1,4 +1,4 @@
-//! OAuth error responses (SPEC §3.8): an auto-submitting form_post back to Entra, or JSON.
+//! OAuth error responses (README "How a request is handled", step 8): an auto-submitting form_post back to Entra, or JSON.
 
 use crate::error::AuthorizeError;
 

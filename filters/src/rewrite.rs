@@ -1,4 +1,4 @@
-//! The rewritten Entra request (SPEC §3.7): what the upstream receives for a valid hint.
+//! The rewritten Entra request (README "How a request is handled", step 7): what the upstream receives for a valid hint.
 
 use serde_json::Value;
 

@@ -1,4 +1,4 @@
-//! The TOML configuration (SPEC §6): schema, defaults, and every semantic check.
+//! The TOML configuration (README "Configuration reference"): schema, defaults, and every semantic check.
 //!
 //! Errors name the key path (`apps[1].cloud`, `server.bogus`) and the reason, so that
 //! `eam-proxy --check` can tell an operator exactly what to fix.

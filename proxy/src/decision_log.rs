@@ -1,4 +1,4 @@
-//! The decision log line (SPEC §7): one JSON line per authorize decision, the proxy's audit
+//! The decision log line (README "Operations"): one JSON line per authorize decision, the proxy's audit
 //! trail.
 //!
 //! In JSON mode the line is serialised here, into a reused per-thread buffer, rather than by

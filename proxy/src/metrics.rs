@@ -1,4 +1,4 @@
-//! Prometheus metrics (SPEC §7). Every label value comes from a closed set: routes, outcomes,
+//! Prometheus metrics (README "Operations"). Every label value comes from a closed set: routes, outcomes,
 //! the typed error reasons, response classes and configured cloud names; never request data.
 
 use prometheus::{

@@ -76,7 +76,7 @@ test('(b) a forged hint through eam-proxy ends at Entra as error=invalid_request
   const verdictText = (await page.textContent('#verdict')).trim();
   await browser.shot('entra-verdict');
 
-  // The proxy's answer: an auto-submitting form_post to Entra's redirect_uri (SPEC §3.8).
+  // The proxy's answer: an auto-submitting form_post to Entra's redirect_uri (README "How a request is handled", step 8).
   assert.equal(answer.status(), 200);
   const headers = answer.headers();
   assert.match(headers['content-type'], /^text\/html/);
@@ -181,7 +181,7 @@ test('(c) an ordinary code-flow client signs in through eam-proxy untouched', { 
   t.after(() => stack.close());
   rp.issuer = stack.issuer;
   // Federation flows may carry client-request-id too (detect = client_id leaves them alone);
-  // a spoofed entra_* parameter must be stripped (SPEC §3.2) and nothing else changed.
+  // a spoofed entra_* parameter must be stripped (README "How a request is handled", step 2) and nothing else changed.
   const clientRequestId = randomUUID();
   rp.extraParams = [['client-request-id', clientRequestId], ['entra_sub', 'attacker']];
   const browser = await launch({ outDir });

@@ -3,7 +3,7 @@
 //
 // - generates an RSA key and serves it at /common/discovery/v2.0/keys the way Microsoft does
 //   (kid, x5t, no alg, issuer template https://login.microsoftonline.com/{tenantid}/v2.0);
-// - signs id_token_hints shaped like Microsoft's (SPEC §2): RS256, pre-expired (exp = iat - 1),
+// - signs id_token_hints shaped like Microsoft's (README "6. Validate the hint"): RS256, pre-expired (exp = iat - 1),
 //   aud = the configured audience, iss = https://login.microsoftonline.com/<tid>/v2.0; for a
 //   member of the tenant, or for a B2B guest (iss/tid of the resource tenant, sub/oid of the
 //   guest object there, the home account's UPN, idp naming the home tenant); minted now or
@@ -44,9 +44,9 @@ import {
 export const MSA_TENANT = '9188040d-6c67-4c5b-b112-36a304b66dad';
 
 export const DEFAULTS = Object.freeze({
-  // The client_id the provider issued to Entra (SPEC §6 example value).
+  // The client_id the provider issued to Entra (the example value of README "Configuration reference").
   clientId: '56c2b5e3-c41d-4c14-abcf-72d407f57650',
-  // The Entra app registration's Application ID: what real hints carry in aud (SPEC §2).
+  // The Entra app registration's Application ID: what real hints carry in aud (README `[[apps]]`, `audiences`).
   audience: '600b719b-3766-4dc5-95a6-3c4a8dc31885',
   // The tenant the user signs in to (the resource tenant, for a guest).
   tenantId: '14c2f153-90a7-4689-9db7-9543bf084dad',

@@ -14,7 +14,7 @@ pub const AUTHORIZE_PATH: &str = "/authorize";
 /// The `claims` parameter Entra sends to an EAM (requests an MFA-grade `amr`).
 pub const CLAIMS: &str = r#"{"id_token":{"acr":{"essential":true,"values":["possessionorinherence"]},"amr":{"essential":true,"values":["face","fido","fpt","hwk","iris","otp","pop","retina","sc","sms","swk","tel","vbm"]}}}"#;
 
-/// Parameters the proxy appends for a valid hint, in SPEC §3.7 order.
+/// Parameters the proxy appends for a valid hint, in README "How a request is handled", step 7 order.
 pub const IDENTITY_PARAMS: [&str; 5] = [
     "entra_iss",
     "entra_tid",
@@ -132,7 +132,7 @@ fn values<'a>(pairs: &'a [(String, String)], name: &str) -> Vec<&'a str> {
         .collect()
 }
 
-/// Asserts SPEC §3.7 on the parameters the upstream received for `sent`, whose hint carries
+/// Asserts README "How a request is handled", step 7 on the parameters the upstream received for `sent`, whose hint carries
 /// `claims`: the hint renamed, `prompt=login`, the identity appended, every other parameter kept
 /// with its value and in its order.
 pub fn assert_entra_rewrite(received: &[(String, String)], sent: &EntraRequest, claims: &Value) {

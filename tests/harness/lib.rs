@@ -27,7 +27,7 @@ pub use upstream::{Recorded, Reply, Upstream};
 /// The client_id the OP issued to Entra: the one `[[apps]]` of every test configuration.
 pub const CLIENT_ID: &str = "56c2b5e3-c41d-4c14-abcf-72d407f57650";
 /// The hint audience: the EAM app registration's Application ID, distinct from `CLIENT_ID`
-/// as it often is in practice (SPEC §2).
+/// as it often is in practice (README `[[apps]]`, `audiences`).
 pub const AUDIENCE: &str = "600b719b-3766-4dc5-95a6-3c4a8dc31885";
 /// Entra's redirect_uri in the global cloud: the only form_post target of the tests' apps.
 pub const REDIRECT_URI: &str =

@@ -1,4 +1,4 @@
-//! SPEC §6: `eam-proxy --check` validates a configuration and names the offending key.
+//! README "Configuration reference": `eam-proxy --check` validates a configuration and names the offending key.
 
 use eam_tests::{check_config, closed_port, Keys, ProxyConfig};
 

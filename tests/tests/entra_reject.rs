@@ -1,4 +1,4 @@
-//! SPEC §3.1, §3.5, §3.6, §3.8: an Entra request that fails a check never reaches the upstream;
+//! README "How a request is handled", steps 1, 5, 6 and 8: an Entra request that fails a check never reaches the upstream;
 //! Entra gets an OAuth error it can act on, and the log names the reason without the token.
 
 use eam_tests::hints::{issuer, public_jwk, sign_hs256, unsigned};
@@ -24,7 +24,7 @@ fn csp_sources<'a>(csp: &'a str, name: &str) -> Option<Vec<&'a str>> {
     })
 }
 
-/// Asserts a form_post error page (SPEC §3.8) and returns its form's fields.
+/// Asserts a form_post error page (README "How a request is handled", step 8) and returns its form's fields.
 fn assert_form_post_error(response: &Response, expected_error: &str) -> Vec<(String, String)> {
     assert_eq!(response.status, 200, "{}", response.describe());
     let content_type = response.header("content-type").unwrap_or_default();

@@ -1,4 +1,4 @@
-//! SPEC §3.7: a valid hint is rewritten and forwarded, whatever the framing of the request.
+//! README "How a request is handled", step 7: a valid hint is rewritten and forwarded, whatever the framing of the request.
 
 use eam_tests::http::{Connection, CONTINUE_TIMEOUT};
 use eam_tests::upstream::DEFAULT_BODY;

@@ -1,4 +1,4 @@
-//! SPEC §4 / issue 6: the proxy sets `X-Forwarded-For`, `-Proto` and `-Host`. A client cannot
+//! README "Pass-through" / issue 6: the proxy sets `X-Forwarded-For`, `-Proto` and `-Host`. A client cannot
 //! forge them; a direct peer listed in `server.trusted_proxies` (a cloud load balancer) has its
 //! chain extended and its proto/host kept. Issue 16: the other headers frameworks route on
 //! (`server.routing_headers`) are removed unless the peer is trusted, and names with `_` always

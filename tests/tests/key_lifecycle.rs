@@ -1,4 +1,4 @@
-//! SPEC §3.6, §3.8, §5, issue 3: key sets that survive Microsoft's key rotation and outages;
+//! README "How a request is handled", steps 6 and 8, and README `[jwks]`, issue 3: key sets that survive Microsoft's key rotation and outages;
 //! several clouds, apps and tenants; key-set configuration errors.
 //!
 //! Every test runs the real binary against [`KeyServer`]s that count their fetches and can be

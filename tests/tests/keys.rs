@@ -1,4 +1,4 @@
-//! SPEC §5, §7: key sets from a URL, readiness, and the answer when no key set is usable.
+//! README `[jwks]` and "Operations": key sets from a URL, readiness, and the answer when no key set is usable.
 
 use std::time::Duration;
 

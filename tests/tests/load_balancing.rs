@@ -1,4 +1,4 @@
-//! SPEC §4 / issue 6: several upstream addresses are balanced round-robin with active health
+//! README "Pass-through" / issue 6: several upstream addresses are balanced round-robin with active health
 //! checks; an instance that dies is skipped within one health-check interval and brought back
 //! when it returns.
 //!

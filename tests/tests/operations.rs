@@ -1,4 +1,4 @@
-//! SPEC §7: what operators rely on. Metrics parsed by a real Prometheus text-format parser,
+//! README "Operations": what operators rely on. Metrics parsed by a real Prometheus text-format parser,
 //! SIGTERM under load, and the zero-downtime upgrade.
 
 use std::collections::HashMap;

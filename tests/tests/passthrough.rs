@@ -1,4 +1,4 @@
-//! SPEC §4: everything that is not an authorize request reaches the upstream unchanged, and
+//! README "Pass-through": everything that is not an authorize request reaches the upstream unchanged, and
 //! upstream failures are told apart (502 down, 504 too slow).
 
 use std::time::{Duration, Instant};

@@ -1,4 +1,4 @@
-//! SPEC §3.2, §3.4: `entra_*` parameters are removed from every authorize request, so that the
+//! README "How a request is handled", steps 2 and 4: `entra_*` parameters are removed from every authorize request, so that the
 //! upstream can trust the ones it receives; non-Entra requests are otherwise left byte for byte.
 
 use eam_tests::{

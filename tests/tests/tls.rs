@@ -1,4 +1,4 @@
-//! SPEC §4 / issue 6: TLS on the listener (HTTP/1.1 and HTTP/2 by ALPN, certificate rotation
+//! README "Pass-through" / issue 6: TLS on the listener (HTTP/1.1 and HTTP/2 by ALPN, certificate rotation
 //! without a restart) and TLS to the upstream (SNI, verification against a CA file).
 //!
 //! Certificates come from a throwaway CA made with the `openssl` command; the clients are `curl`

@@ -207,7 +207,7 @@ fn issuer(host: &str, tid: &str) -> String {
     format!("https://{host}/{tid}/v2.0")
 }
 
-/// Microsoft's sample member-user payload (SPEC §2), pre-expired like the real thing.
+/// Microsoft's sample member-user payload (README "7. Rewrite and forward", its example), pre-expired like the real thing.
 pub fn claims() -> Map<String, Value> {
     let Value::Object(claims) = json!({
         "ver": "2.0",
@@ -780,7 +780,7 @@ pub struct Pair {
     pub at: u8,
 }
 
-/// Entra's auto-submitted form for one of the apps, as in SPEC §1.
+/// Entra's auto-submitted form for one of the apps (README "How a request is handled").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntraBase {
     /// `CLIENT_ID`, `USGOV_CLIENT_ID`, `CHINA_CLIENT_ID` or an unknown client (`% 4`), with

@@ -29,7 +29,7 @@ use crate::request::{AuthorizeRequest, Field, Framing, Method};
 // The authorize decision
 // ---------------------------------------------------------------------------------------------
 
-/// Checks one decision of [`Policy::authorize`] against SPEC §3, from what the upstream would
+/// Checks one decision of [`Policy::authorize`] against README "How a request is handled", from what the upstream would
 /// receive:
 ///
 /// - only a GET or a POST is forwarded, with one `Content-Type` naming no charset but UTF-8 (a
@@ -278,7 +278,7 @@ fn check_kept(kept: &[&Param<'_>], sent: &Params<'_>, what: &str) {
     }
 }
 
-/// [`check_decision`], plus the time window of SPEC §3.6 for an accepted hint at `now`.
+/// [`check_decision`], plus the time window of README "How a request is handled", step 6 for an accepted hint at `now`.
 pub fn check_decision_at(policy: &Policy, req: &AuthorizeRequest<'_>, out: &Authorized, now: u64) {
     check_decision(policy, req, out);
     if out.summary.outcome != Outcome::Accepted {
@@ -547,7 +547,7 @@ fn check_reject(
 
     assert!(
         expect_page,
-        "{error:?}: a form_post page although SPEC §3.8 calls for JSON (entra = {}, delivery = \
+        "{error:?}: a form_post page although the README (step 8, \"Reject\") calls for JSON (entra = {}, delivery = \
          {:?}, redirect_uri = {:?})",
         summary.entra,
         policy.authorize.error_delivery,

@@ -172,7 +172,7 @@ proptest! {
 }
 
 /// The fixture is what it claims: each hint gets its documented answer from the base policy,
-/// as a POST and as a GET, so the property test above reaches every check of SPEC §3.6.
+/// as a POST and as a GET, so the property test above reaches every check of README "How a request is handled", step 6.
 #[test]
 fn fixture_hints_get_their_documented_answers() {
     for hint in fixture::hints() {
