@@ -112,12 +112,7 @@ pub struct Rules {
 
 /// `https`, or with `allow_http` plain `http` to a loopback host (as a warning).
 fn scheme_check(id: &'static str, what: &str, url: &url::Url, rules: Rules) -> Option<Check> {
-    let loopback = match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    };
+    let loopback = crate::policy::is_loopback_url(url);
     match url.scheme() {
         "https" => None,
         "http" if rules.allow_http && loopback => Some(Check::warn(

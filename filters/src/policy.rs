@@ -204,6 +204,18 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     memchr::memchr_iter(first, haystack).find(|&at| haystack[at..].starts_with(needle))
 }
 
+/// The one loopback rule, wherever plain `http://` is tolerated (a key-set URL in the
+/// configuration, the doctor's `--allow-http`, a redirect URI in an error page's CSP):
+/// `localhost`, 127.0.0.0/8 and `::1`.
+pub fn is_loopback_url(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 /// Whether `path` reaches one of `paths` in some server's reading (`Policy::is_authorize_path`).
 pub fn path_is_one_of(paths: &[String], path: &str) -> bool {
     if paths.iter().any(|p| p == path) {

@@ -174,13 +174,9 @@ pub fn escape_html(input: &str) -> String {
 /// A redirect URI that can stand verbatim in a CSP `form-action` source and an HTML attribute:
 /// `https://` (or loopback `http://`) with no characters that would end or split a directive.
 pub fn is_csp_safe_uri(uri: &str) -> bool {
-    let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
-        .iter()
-        .any(|host| {
-            uri.strip_prefix(host)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '/']))
-        });
-    let scheme_ok = uri.starts_with("https://") || loopback;
+    let scheme_ok = uri.starts_with("https://")
+        || (uri.starts_with("http://")
+            && url::Url::parse(uri).is_ok_and(|u| crate::policy::is_loopback_url(&u)));
     scheme_ok
         && uri
             .chars()
@@ -312,6 +308,9 @@ mod tests {
         assert!(!is_csp_safe_uri("http://127.0.0.1.nip.io/cb"));
         assert!(is_csp_safe_uri("http://localhost:8080/cb"));
         assert!(is_csp_safe_uri("http://[::1]/cb"));
+        // The same loopback rule as the configuration's and the doctor's: all of 127.0.0.0/8.
+        assert!(is_csp_safe_uri("http://127.0.0.2:9000/cb"));
+        assert!(!is_csp_safe_uri("http://128.0.0.1/cb"));
         assert!(!is_csp_safe_uri("https://a.example/cb; script-src *"));
         assert!(!is_csp_safe_uri("https://a.example/c b"));
         assert!(!is_csp_safe_uri("https://a.example/\"x"));

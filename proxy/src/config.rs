@@ -912,13 +912,7 @@ fn check_jwks_url(key: &str, raw: &str) -> Result<(), ConfigError> {
     match url.scheme() {
         "https" => Ok(()),
         "http" => {
-            let loopback = match url.host() {
-                Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-                Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-                Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-                None => false,
-            };
-            if loopback {
+            if filters::policy::is_loopback_url(&url) {
                 Ok(())
             } else {
                 Err(err(
