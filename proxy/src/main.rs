@@ -287,10 +287,7 @@ fn health_check(
         } else {
             TcpHealthCheck::new()
         };
-        // The check must trust what requests trust, or a healthy upstream is never used.
-        check.peer_template.options.verify_cert = upstream.verify;
-        check.peer_template.options.verify_hostname = upstream.verify;
-        check.peer_template.options.ca = ca;
+        upstream_client::trust(&mut check.peer_template.options, upstream.verify, ca);
         return Ok(check);
     }
     let host = upstream
@@ -303,9 +300,7 @@ fn health_check(
     if upstream.tls {
         check.peer_template.sni = sni.to_string();
     }
-    check.peer_template.options.verify_cert = upstream.verify;
-    check.peer_template.options.verify_hostname = upstream.verify;
-    check.peer_template.options.ca = ca;
+    upstream_client::trust(&mut check.peer_template.options, upstream.verify, ca);
     check.validator = Some(Box::new(|response| {
         if response.status.is_success() {
             Ok(())

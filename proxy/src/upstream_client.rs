@@ -13,6 +13,7 @@ use pingora::lb::selection::RoundRobin;
 use pingora::lb::LoadBalancer;
 use pingora::prelude::*;
 use pingora::protocols::tls::CaType;
+use pingora::upstreams::peer::PeerOptions;
 
 /// How the proxy reaches the upstream OP.
 pub struct UpstreamSettings {
@@ -29,6 +30,14 @@ pub struct UpstreamSettings {
     pub send_timeout: Duration,
     /// Between reads of a tunnel or an event stream, either side.
     pub stream_idle_timeout: Duration,
+}
+
+/// The upstream's TLS trust: the same for proxied requests, the proxy's own, and the health
+/// checks (a check that trusted less would mark a healthy upstream down).
+pub fn trust(options: &mut PeerOptions, verify: bool, ca: Option<Arc<CaType>>) {
+    options.verify_cert = verify;
+    options.verify_hostname = verify;
+    options.ca = ca;
 }
 
 /// How long a pooled upstream connection may idle.
@@ -79,9 +88,7 @@ impl UpstreamClient {
         options.read_timeout = Some(s.read_timeout);
         options.write_timeout = Some(s.send_timeout);
         options.idle_timeout = Some(IDLE_TIMEOUT);
-        options.verify_cert = s.verify;
-        options.verify_hostname = s.verify;
-        options.ca = s.ca.clone();
+        trust(options, s.verify, s.ca.clone());
         Ok(peer)
     }
 
