@@ -323,6 +323,16 @@ impl Policy {
                 return Err(AuthorizeError::MissingParameter(name));
             }
         }
+        let request_object = |p: &Params<'_>| {
+            p.iter().any(|param| {
+                ["request", "request_uri"]
+                    .iter()
+                    .any(|n| param.name.eq_ignore_ascii_case(n))
+            })
+        };
+        if request_object(params) || post_query.is_some_and(request_object) {
+            return Err(AuthorizeError::RequestObject);
+        }
         let client_id = params.first("client_id").unwrap_or_default();
         self.app(client_id).ok_or(AuthorizeError::UnknownClient)
     }

@@ -1507,6 +1507,30 @@ fn entra_parameters() {
                 .query(&format!("client_id={CLIENT_ID}&id_token_hint=e30.e30.e30")),
             )
             .form_post(E::ParameterInQuery("client_id"), "parameter_in_query"),
+        // A request object or a PAR reference would override the checked parameters at the OP
+        // (OIDC Core 6.1), entra_* included; Entra sends neither.
+        case("Entra POST with a request object")
+            .params(|p| {
+                p.push((
+                    "request".into(),
+                    "e30.eyJlbnRyYV9zdWIiOiJ2aWN0aW0ifQ.".into(),
+                ))
+            })
+            .form_post(E::RequestObject, "request_object"),
+        case("Entra POST with a PAR request_uri")
+            .params(|p| {
+                p.push((
+                    "request_uri".into(),
+                    "urn:ietf:params:oauth:request_uri:x".into(),
+                ))
+            })
+            .form_post(E::RequestObject, "request_object"),
+        case("Entra POST with request_uri in another case")
+            .params(|p| p.push(("Request_Uri".into(), "https://rp.example/r".into())))
+            .form_post(E::RequestObject, "request_object"),
+        case("Entra POST with request in the query")
+            .req(spoofed_query("request", "e30.e30."))
+            .form_post(E::RequestObject, "request_object"),
         case("POST whose client-request-id is only in the query, detect = client_request_id")
             .policy(|p| p.authorize.detect = DetectMode::ClientRequestId)
             .req(

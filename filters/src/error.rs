@@ -50,6 +50,10 @@ pub enum AuthorizeError {
     /// A POST that also carries an OAuth parameter in its query string: which one wins
     /// depends on the upstream, so the request is ambiguous.
     ParameterInQuery(ParamName),
+    /// `request` or `request_uri` (a JAR request object, a PAR reference) on an Entra request:
+    /// the OP would take parameters from it over the checked ones (OIDC Core 6.1), `entra_*`
+    /// included, and Entra never sends either.
+    RequestObject,
 
     // --- id_token_hint ---
     /// No usable key set for the app's cloud (never loaded, or stale).
@@ -109,6 +113,7 @@ impl AuthorizeError {
             MissingParameter(_) => "missing_parameter",
             DuplicateParameter(_) => "duplicate_parameter",
             ParameterInQuery(_) => "parameter_in_query",
+            RequestObject => "request_object",
             KeysUnavailable => "keys_unavailable",
             MalformedToken => "malformed_token",
             AlgorithmNotAllowed => "alg_not_allowed",
@@ -147,6 +152,7 @@ impl AuthorizeError {
         "missing_parameter",
         "duplicate_parameter",
         "parameter_in_query",
+        "request_object",
         "keys_unavailable",
         "malformed_token",
         "alg_not_allowed",
@@ -209,6 +215,7 @@ impl AuthorizeError {
             MissingParameter(name) => format!("missing {name}"),
             DuplicateParameter(name) => format!("{name} must not be repeated"),
             ParameterInQuery(name) => format!("{name} must not appear in the query of a POST"),
+            RequestObject => "request and request_uri are not accepted".into(),
             KeysUnavailable => "signing keys for id_token_hint are not available".into(),
             MalformedToken => "id_token_hint is not a well-formed JWS".into(),
             AlgorithmNotAllowed => "id_token_hint must be signed with RS256".into(),
@@ -262,6 +269,7 @@ mod tests {
             MissingParameter("x"),
             DuplicateParameter("x"),
             ParameterInQuery("x"),
+            RequestObject,
             KeysUnavailable,
             MalformedToken,
             AlgorithmNotAllowed,
