@@ -386,12 +386,8 @@ fn audience_contains(claims: &Map<String, Value>, accept: impl Fn(&str) -> bool)
 
 /// The payload of a compact JWS, read without verifying anything (see the module docs).
 fn unverified_claims(token: &str) -> Option<Map<String, Value>> {
-    let mut parts = token.split('.');
-    let (Some(_header), Some(payload), Some(_signature), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return None;
-    };
+    // The hint's splitter: three non-empty parts (an unsigned token is malformed to Entra too).
+    let payload = crate::jws::CompactJws::split(token).ok()?.payload;
     let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
     match serde_json::from_slice(&bytes).ok()? {
         Value::Object(map) => Some(map),

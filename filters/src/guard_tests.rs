@@ -301,7 +301,16 @@ fn violations_are_all_listed_in_check_order() {
 #[test]
 fn malformed_tokens_and_a_missing_state() {
     let e = expectation();
-    for bad in ["", "a.b", "a.b.c.d.e", "a.!!!.c", "a.bnVsbA.c", "a.WzFd.c"] {
+    // e30.e30. is unsigned (alg none): malformed to Entra as to the hint's validator.
+    for bad in [
+        "",
+        "a.b",
+        "a.b.c.d.e",
+        "a.!!!.c",
+        "a.bnVsbA.c",
+        "a.WzFd.c",
+        "e30.e30.",
+    ] {
         let answer = EntraFormPost {
             id_token: Some(bad.into()),
             ..post(&good_claims())
