@@ -213,9 +213,7 @@ impl Policy {
         summary.entra = true;
         // The app named by a single client_id decides where errors may go, even when other
         // checks of the request fail.
-        let named_app = (main.count("client_id") == 1)
-            .then(|| main.first("client_id").and_then(|id| self.app(id)))
-            .flatten();
+        let named_app = main.only("client_id").and_then(|id| self.app(id));
         summary.cloud = named_app.map(|app| self.cloud_of(app).name.clone());
         let identity = self.entra_app(&main, post_query.as_ref()).and_then(|app| {
             summary.hint_checked = true;
@@ -365,11 +363,7 @@ impl Policy {
         params: &Params<'_>,
         error: AuthorizeError,
     ) -> ErrorResponse {
-        let unique = |name| {
-            (params.count(name) == 1)
-                .then(|| params.first(name))
-                .flatten()
-        };
+        let unique = |name| params.only(name);
         let allowed = |uri: &str| match app {
             Some(app) => self.cloud_of(app).redirect_uris.iter().any(|u| u == uri),
             None => self

@@ -60,11 +60,7 @@ impl Remembered {
     /// `None` when the request has neither a single `state` nor a single `nonce` (its answer
     /// cannot be matched to it) or carries values too large to keep.
     pub(crate) fn from_request(params: &Params<'_>, sub: String) -> Option<Self> {
-        let single = |name| {
-            (params.count(name) == 1)
-                .then(|| params.first(name))
-                .flatten()
-        };
+        let single = |name| params.only(name);
         let state = single("state").filter(|s| !s.is_empty());
         let nonce = single("nonce").filter(|n| !n.is_empty());
         if state.is_none() && nonce.is_none() {

@@ -115,6 +115,13 @@ impl<'a> Params<'a> {
             .map(|p| p.value.as_ref())
     }
 
+    /// The value of `name` when it appears exactly once: a repeated parameter names nothing.
+    pub fn only(&self, name: &str) -> Option<&str> {
+        let mut values = self.pairs.iter().filter(|p| p.name == name);
+        let value = values.next()?;
+        values.next().is_none().then_some(value.value.as_ref())
+    }
+
     /// Every value of `name`, in order.
     pub fn all<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s str> + 's {
         self.pairs
@@ -293,6 +300,15 @@ mod tests {
             .iter()
             .map(|p| (p.name.to_string(), p.value.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn only_names_a_value_that_appears_once() {
+        let params = Params::parse(b"a=1&b=2&b=3&c=").unwrap();
+        assert_eq!(params.only("a"), Some("1"));
+        assert_eq!(params.only("b"), None, "repeated");
+        assert_eq!(params.only("c"), Some(""));
+        assert_eq!(params.only("d"), None, "absent");
     }
 
     #[test]
