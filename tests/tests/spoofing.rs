@@ -187,21 +187,25 @@ fn metric(proxy: &ProxyProcess, name: &str) -> String {
         .to_string()
 }
 
-#[test]
-fn the_ops_discovered_authorize_and_par_paths_are_filtered_too() {
-    let upstream = op_with_discovery(true);
+/// The proxy configured for `/authorize`, reading the discovery of `op_with_discovery`; ready
+/// once its first read ended, `/readyz` then saying `readyz_says`.
+fn reading_discovery(serves_discovery: bool, readyz_says: &str) -> (Upstream, ProxyProcess) {
+    let upstream = op_with_discovery(serves_discovery);
     let proxy = ProxyProcess::start(ProxyConfig::new(&upstream).set(
         "authorize",
         "discovery_path",
         "\"/.well-known/openid-configuration\"",
     ));
     let ready = proxy.wait_readyz(200, std::time::Duration::from_secs(10));
-    assert!(
-        ready
-            .text()
-            .contains("NOT in authorize.paths, filtered while discovery is read: /auth, /request"),
-        "{}",
-        ready.text()
+    assert!(ready.text().contains(readyz_says), "{}", ready.text());
+    (upstream, proxy)
+}
+
+#[test]
+fn the_ops_discovered_authorize_and_par_paths_are_filtered_too() {
+    let (upstream, proxy) = reading_discovery(
+        true,
+        "NOT in authorize.paths, filtered while discovery is read: /auth, /request",
     );
     assert_eq!(metric(&proxy, "eam_discovery_up"), "1");
     assert_eq!(metric(&proxy, "eam_authorize_paths_unlisted"), "2");
@@ -240,19 +244,9 @@ fn the_ops_discovered_authorize_and_par_paths_are_filtered_too() {
 
 #[test]
 fn without_discovery_the_configured_paths_are_filtered_and_readyz_says_so() {
-    let upstream = op_with_discovery(false);
-    let proxy = ProxyProcess::start(ProxyConfig::new(&upstream).set(
-        "authorize",
-        "discovery_path",
-        "\"/.well-known/openid-configuration\"",
-    ));
-    let ready = proxy.wait_readyz(200, std::time::Duration::from_secs(10));
-    assert!(
-        ready
-            .text()
-            .contains("unavailable (not a JSON object); filtering the configured paths only"),
-        "{}",
-        ready.text()
+    let (upstream, proxy) = reading_discovery(
+        false,
+        "unavailable (not a JSON object); filtering the configured paths only",
     );
     assert_eq!(metric(&proxy, "eam_discovery_up"), "0");
     proxy.send(&Request::get(&format!("/authorize?{SPOOFED}")));
