@@ -262,12 +262,19 @@ impl EamProxy {
             }
         }
         inject::prepare_request(&mut upstream)?;
-        self.remove_client_headers(session, &mut upstream);
-        self.set_forwarded_headers(session, &mut upstream)?;
+        self.set_upstream_headers(session, &mut upstream)?;
+        Ok(upstream)
+    }
+
+    /// What every request the upstream gets carries, proxied or the proxy's own: no client
+    /// routing headers, the proxy's `X-Forwarded-*`, and `upstream.host_header` if set.
+    fn set_upstream_headers(&self, session: &Session, upstream: &mut RequestHeader) -> Result<()> {
+        self.remove_client_headers(session, upstream);
+        self.set_forwarded_headers(session, upstream)?;
         if let Some(host) = &self.upstream.settings.host_header {
             upstream.insert_header(header::HOST, host.as_str())?;
         }
-        Ok(upstream)
+        Ok(())
     }
 
     /// Whether the response guard reads this answer, and how (`response_guard::candidate`).
@@ -663,12 +670,7 @@ impl ProxyHttp for EamProxy {
         if session.is_http2() && upstream_request.version == http::Version::HTTP_11 {
             hop::join_cookies(upstream_request)?;
         }
-        self.remove_client_headers(session, upstream_request);
-        self.set_forwarded_headers(session, upstream_request)?;
-        if let Some(host) = &self.upstream.settings.host_header {
-            upstream_request.insert_header(header::HOST, host.as_str())?;
-        }
-        Ok(())
+        self.set_upstream_headers(session, upstream_request)
     }
 
     async fn request_body_filter(
