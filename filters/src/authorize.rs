@@ -11,43 +11,35 @@ use crate::keys::KeyLookup;
 use crate::params::{is_plain_name, Params};
 use crate::policy::{AppPolicy, ErrorDelivery, Policy};
 use crate::render::{form_post_error, json_error, ErrorResponse};
-use crate::request::{AuthorizeRequest, Method};
+use crate::request::{AuthorizeRequest, Framing, Method};
 use crate::rewrite::rewrite_entra;
 
-/// Parameters that must appear at most once in an Entra request (README "How a request is handled", step 5).
-pub const SINGLE_VALUED: [&str; 11] = [
-    "client_id",
-    "redirect_uri",
-    "response_type",
-    "response_mode",
-    "scope",
-    "state",
-    "nonce",
-    "claims",
-    "prompt",
-    "id_token_hint",
-    "client-request-id",
-];
-/// All of them are single-valued.
-const REQUIRED: [&str; 3] = ["client_id", "redirect_uri", "id_token_hint"];
+/// Whether an Entra request must carry a single-valued parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    Required,
+    Optional,
+}
 
-/// The position of `name` in `SINGLE_VALUED`: a `match` compiles to a length switch, where a
-/// search of the array would compare every name with every pair.
+/// The one table of the OAuth parameters an Entra request carries at most once (README "How a
+/// request is handled", step 5), in the order their checks run: the reason a request gets does
+/// not depend on the order of its pairs.
+pub const SINGLE_VALUED: [(&str, Presence); 11] = [
+    ("client_id", Presence::Required),
+    ("redirect_uri", Presence::Required),
+    ("response_type", Presence::Optional),
+    ("response_mode", Presence::Optional),
+    ("scope", Presence::Optional),
+    ("state", Presence::Optional),
+    ("nonce", Presence::Optional),
+    ("claims", Presence::Optional),
+    ("prompt", Presence::Optional),
+    ("id_token_hint", Presence::Required),
+    ("client-request-id", Presence::Optional),
+];
+
 fn single_valued_index(name: &str) -> Option<usize> {
-    Some(match name {
-        "client_id" => 0,
-        "redirect_uri" => 1,
-        "response_type" => 2,
-        "response_mode" => 3,
-        "scope" => 4,
-        "state" => 5,
-        "nonce" => 6,
-        "claims" => 7,
-        "prompt" => 8,
-        "id_token_hint" => 9,
-        "client-request-id" => 10,
-        _ => return None,
-    })
+    SINGLE_VALUED.iter().position(|(n, _)| *n == name)
 }
 
 /// Parameters an authorize request may carry, query and body together: Entra sends eleven, an
@@ -85,6 +77,8 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    pub const ALL: [Outcome; 3] = [Outcome::Passed, Outcome::Accepted, Outcome::Rejected];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Passed => "passed",
@@ -94,7 +88,8 @@ impl Outcome {
     }
 }
 
-/// What happened, for the decision log line and the metrics. Holds no token.
+/// What happened, for the decision log line and the metrics: a record, never read to decide
+/// what happens next. Holds no token.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
     pub outcome: Outcome,
@@ -104,10 +99,6 @@ pub struct Summary {
     pub hint_checked: bool,
     /// Spoofed reserved parameters removed.
     pub stripped: usize,
-    /// The cloud of the matched app.
-    pub cloud: Option<String>,
-    /// The `kid` of a hint refused as `unknown_kid`: the key a refetch should bring.
-    pub unknown_kid: Option<String>,
     pub client_id: Option<String>,
     pub client_request_id: Option<String>,
     pub tid: Option<String>,
@@ -121,13 +112,67 @@ impl Summary {
     }
 }
 
+/// The ruling on an authorize request, whatever it is (forward, pass, refuse), with its record.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Authorized {
+pub struct Ruling {
     pub decision: AuthorizeDecision,
     pub summary: Summary,
     /// For an accepted Entra request with a `state`: what the response guard expects of the
     /// OP's answer.
     pub remember: Option<Remembered>,
+    /// Refused for want of a key: the fetch that may let the request through.
+    pub keys_wanted: Option<KeyFetch>,
+}
+
+/// A fetch of Microsoft's keys the decision waits for: the hint names a `kid` the cloud's key set
+/// lacks (Microsoft rotated its keys), or the cloud has no usable set (the last refresh failed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyFetch {
+    /// The cloud's name, as configured.
+    pub cloud: String,
+    /// The `kid` the set should bring; `None` when the whole set is missing.
+    pub kid: Option<String>,
+}
+
+/// What the proxy does next with an authorize request. As quinn-proto does, the core says which
+/// I/O it lacks; the proxy carries it out and asks again with [`Progress`] updated.
+// Returned and matched at once, never stored: boxing the ruling would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Read the body, at most `limit` bytes (more is refused as too large, the rest unread).
+    ReadBody { limit: usize },
+    /// Fetch this key set, then ask again.
+    FetchKeys(KeyFetch),
+    /// The final word.
+    Done(Ruling),
+}
+
+/// The I/O done so far for one request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// `AuthorizeRequest::body` holds the whole body (or what was read of a too large one).
+    pub body_read: bool,
+    /// A key fetch was made for this request (whatever it brought): do not ask again.
+    pub keys_fetched: bool,
+}
+
+impl Ruling {
+    /// A ruling to fill in: the record as the decision goes, then the decision itself.
+    fn blank() -> Ruling {
+        Ruling {
+            decision: AuthorizeDecision::PassThrough,
+            summary: Summary::default(),
+            remember: None,
+            keys_wanted: None,
+        }
+    }
+
+    fn refuse(&mut self, error: AuthorizeError, response: ErrorResponse) {
+        self.summary.outcome = Outcome::Rejected;
+        self.summary.error = Some(error);
+        self.decision = AuthorizeDecision::Reject(response);
+    }
 }
 
 /// The parameters of a request after reading: those that carry the request, and for a POST
@@ -138,32 +183,43 @@ struct ReadParams<'a> {
 }
 
 impl Policy {
-    pub fn authorize(
+    /// The next step for an authorize request: its head is judged before any body is read
+    /// ([`Policy::admit`]); then the whole request; a refusal for want of keys is held back once
+    /// for a fetch.
+    pub fn step(
         &self,
         req: &AuthorizeRequest<'_>,
         keys: &dyn KeyLookup,
         now: u64,
-    ) -> Authorized {
-        let mut summary = Summary::default();
-        let mut remember = None;
-        let decision = match self.decide(req, keys, now, &mut summary, &mut remember) {
-            Ok(decision) => decision,
-            Err((error, response)) => {
-                summary.outcome = Outcome::Rejected;
-                summary.error = Some(error);
-                AuthorizeDecision::Reject(response)
+        progress: Progress,
+    ) -> Step {
+        if !progress.body_read {
+            if let Err(error) = self.admit(req) {
+                let mut ruling = Ruling::blank();
+                ruling.refuse(error, json_error(error));
+                return Step::Done(ruling);
             }
-        };
-        Authorized {
-            decision,
-            summary,
-            remember,
+            if req.framing != Framing::None {
+                return Step::ReadBody {
+                    limit: self.authorize.max_body_bytes,
+                };
+            }
+        }
+        let ruling = self.authorize(req, keys, now);
+        match &ruling.keys_wanted {
+            Some(fetch) if !progress.keys_fetched => Step::FetchKeys(fetch.clone()),
+            _ => Step::Done(ruling),
         }
     }
 
-    /// `max_body_bytes` applies to authorize bodies only; the proxy enforces it while reading.
-    pub fn body_fits(&self, len: usize) -> bool {
-        len <= self.authorize.max_body_bytes
+    /// The ruling on a request read whole, with the keys at hand.
+    pub fn authorize(&self, req: &AuthorizeRequest<'_>, keys: &dyn KeyLookup, now: u64) -> Ruling {
+        let mut ruling = Ruling::blank();
+        match self.decide(req, keys, now, &mut ruling) {
+            Ok(decision) => ruling.decision = decision,
+            Err((error, response)) => ruling.refuse(error, response),
+        }
+        ruling
     }
 
     fn decide(
@@ -171,9 +227,9 @@ impl Policy {
         req: &AuthorizeRequest<'_>,
         keys: &dyn KeyLookup,
         now: u64,
-        summary: &mut Summary,
-        remember: &mut Option<Remembered>,
+        ruling: &mut Ruling,
     ) -> Result<AuthorizeDecision, (AuthorizeError, ErrorResponse)> {
+        let summary = &mut ruling.summary;
         let ReadParams {
             mut main,
             mut post_query,
@@ -214,20 +270,16 @@ impl Policy {
         // The app named by a single client_id decides where errors may go, even when other
         // checks of the request fail.
         let named_app = main.only("client_id").and_then(|id| self.app(id));
-        summary.cloud = named_app.map(|app| self.cloud_of(app).name.clone());
         let identity = self.entra_app(&main, post_query.as_ref()).and_then(|app| {
             summary.hint_checked = true;
             self.validate_hint(app, &main, keys, now)
+                .inspect_err(|error| {
+                    ruling.keys_wanted = self.key_fetch(app, &main, *error);
+                })
         });
         let identity = match identity {
             Ok(identity) => identity,
             Err(error) => {
-                if error == AuthorizeError::UnknownKid {
-                    summary.unknown_kid = main
-                        .first("id_token_hint")
-                        .and_then(kid_of)
-                        .map(|k| capped(&k));
-                }
                 let response = self.entra_error(named_app, &main, error);
                 return Err((error, response));
             }
@@ -243,7 +295,7 @@ impl Policy {
             preferred_username,
             ..
         } = identity;
-        *remember = Remembered::from_request(&main, sub);
+        ruling.remember = Remembered::from_request(&main, sub);
         summary.tid = Some(tid);
         summary.oid = Some(oid);
         summary.preferred_username = preferred_username;
@@ -271,7 +323,7 @@ impl Policy {
                 main: query.unwrap_or_default(),
                 post_query: None,
             },
-            Method::Post if !self.body_fits(req.body.len()) => {
+            Method::Post if req.body.len() > self.authorize.max_body_bytes => {
                 return Err(AuthorizeError::BodyTooLarge)
             }
             Method::Post => ReadParams {
@@ -308,7 +360,7 @@ impl Policy {
                 counts[i] += 1;
             }
         }
-        for (name, count) in SINGLE_VALUED.into_iter().zip(counts) {
+        for ((name, _), count) in SINGLE_VALUED.into_iter().zip(counts) {
             if count > 1 {
                 return Err(AuthorizeError::DuplicateParameter(name));
             }
@@ -316,8 +368,8 @@ impl Policy {
                 return Err(AuthorizeError::ParameterInQuery(name));
             }
         }
-        for name in REQUIRED {
-            if single_valued_index(name).is_none_or(|i| counts[i] == 0) {
+        for ((name, presence), count) in SINGLE_VALUED.into_iter().zip(counts) {
+            if presence == Presence::Required && count == 0 {
                 return Err(AuthorizeError::MissingParameter(name));
             }
         }
@@ -355,6 +407,27 @@ impl Policy {
         validator.validate(token, keys.key_set(&cloud.name).as_deref(), now)
     }
 
+    /// The fetch that may turn a refusal for want of a key into a ruling on the hint itself.
+    fn key_fetch(
+        &self,
+        app: &AppPolicy,
+        params: &Params<'_>,
+        error: AuthorizeError,
+    ) -> Option<KeyFetch> {
+        let kid = match error {
+            AuthorizeError::UnknownKid => params
+                .first("id_token_hint")
+                .and_then(kid_of)
+                .map(|k| capped(&k)),
+            AuthorizeError::KeysUnavailable => None,
+            _ => return None,
+        };
+        Some(KeyFetch {
+            cloud: self.cloud_of(app).name.clone(),
+            kid,
+        })
+    }
+
     /// README "How a request is handled", step 8: a form_post to Entra when the redirect_uri is exactly one Entra uses for this
     /// app's cloud (any configured cloud when the app is unknown), JSON otherwise.
     fn entra_error(
@@ -389,7 +462,9 @@ impl Policy {
 fn name_reads_alike(name: &str) -> bool {
     is_plain_name(name)
         && (!name.bytes().any(|b| b.is_ascii_uppercase())
-            || !SINGLE_VALUED.iter().any(|s| s.eq_ignore_ascii_case(name)))
+            || !SINGLE_VALUED
+                .iter()
+                .any(|(s, _)| s.eq_ignore_ascii_case(name)))
 }
 
 fn capped(value: &str) -> String {

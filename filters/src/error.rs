@@ -6,76 +6,111 @@
 
 use std::fmt;
 
+/// An enum of refusals whose every variant has its stable reason written beside it, once: the
+/// macro makes the enum, `reason()`, `ALL_REASONS` (to pre-register metric labels) and
+/// `EXAMPLES` (one value of each variant, with an example payload, for tests and fuzzing).
+macro_rules! reasons {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $($(#[$doc:meta])* $variant:ident $(($payload:ty = $example:expr))? => $reason:literal,)*
+        }
+    ) => {
+        $(#[$meta])*
+        $vis enum $name {
+            $($(#[$doc])* $variant $(($payload))?,)*
+        }
+
+        impl $name {
+            /// Stable identifier for logs and metric labels.
+            pub fn reason(self) -> &'static str {
+                match self {
+                    $($name::$variant { .. } => $reason,)*
+                }
+            }
+
+            /// Every `reason()` value, for pre-registering metric label values.
+            pub const ALL_REASONS: &'static [&'static str] = &[$($reason),*];
+
+            /// One value of each variant, in declaration order.
+            pub const EXAMPLES: &'static [$name] = &[$($name::$variant $(($example))?),*];
+        }
+    };
+}
+pub(crate) use reasons;
+
 /// Parameters whose duplication or absence makes an Entra request ambiguous (README "How a request is handled", step 5).
 /// Kept as `&'static str` so errors carry no request data.
 pub type ParamName = &'static str;
 /// A request header's lower-case name.
 pub type HeaderName = &'static str;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AuthorizeError {
-    // --- request shape (every authorize request) ---
-    /// A POST body larger than `server.max_body_bytes`.
-    BodyTooLarge,
-    /// A POST whose content type is not `application/x-www-form-urlencoded`.
-    UnsupportedContentType,
-    /// Malformed percent-encoding or bytes that are not UTF-8.
-    MalformedEncoding,
-    /// A method other than GET or POST: an OP may route it (HEAD, PUT…) to its authorize
-    /// handler with parameters the proxy never read.
-    MethodNotAllowed,
-    /// A GET with a body, announced or arriving in HTTP/2 DATA frames: Rack, werkzeug and
-    /// Express read form parameters from the body of any method.
-    UnexpectedBody,
-    /// `Content-Type` or `Content-Encoding` repeated or unreadable: frameworks differ in which
-    /// one they use.
-    RepeatedHeader(HeaderName),
-    /// A `charset` other than UTF-8 on the `Content-Type`: servlet containers decode a form's
-    /// names with it, Django even a GET's query.
-    UnsupportedCharset,
-    /// A `Content-Encoding` other than `identity`: Express inflates a deflated form.
-    UnsupportedContentEncoding,
-    /// More parameters than any authorize request needs: PHP, qs and others silently drop the
-    /// ones past their limit.
-    TooManyParameters,
-    /// A parameter name that frameworks rewrite or read as structure (anything but ASCII
-    /// letters, digits, `_` and `-`), or a single-valued OAuth name in another letter case.
-    AmbiguousParameterName,
+reasons! {
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum AuthorizeError {
+        // --- request shape (every authorize request) ---
+        /// A POST body larger than `server.max_body_bytes`.
+        BodyTooLarge => "body_too_large",
+        /// A POST whose content type is not `application/x-www-form-urlencoded`.
+        UnsupportedContentType => "unsupported_content_type",
+        /// Malformed percent-encoding or bytes that are not UTF-8.
+        MalformedEncoding => "malformed_encoding",
+        /// A method other than GET or POST: an OP may route it (HEAD, PUT…) to its authorize
+        /// handler with parameters the proxy never read.
+        MethodNotAllowed => "method_not_allowed",
+        /// A GET with a body, announced or arriving in HTTP/2 DATA frames: Rack, werkzeug and
+        /// Express read form parameters from the body of any method.
+        UnexpectedBody => "unexpected_body",
+        /// `Content-Type` or `Content-Encoding` repeated or unreadable: frameworks differ in which
+        /// one they use.
+        RepeatedHeader(HeaderName = "content-type") => "repeated_header",
+        /// A `charset` other than UTF-8 on the `Content-Type`: servlet containers decode a form's
+        /// names with it, Django even a GET's query.
+        UnsupportedCharset => "unsupported_charset",
+        /// A `Content-Encoding` other than `identity`: Express inflates a deflated form.
+        UnsupportedContentEncoding => "unsupported_content_encoding",
+        /// More parameters than any authorize request needs: PHP, qs and others silently drop the
+        /// ones past their limit.
+        TooManyParameters => "too_many_parameters",
+        /// A parameter name that frameworks rewrite or read as structure (anything but ASCII
+        /// letters, digits, `_` and `-`), or a single-valued OAuth name in another letter case.
+        AmbiguousParameterName => "ambiguous_parameter_name",
 
-    // --- Entra request parameters ---
-    /// Detected as Entra, but no `[[apps]]` entry has this `client_id`.
-    UnknownClient,
-    MissingParameter(ParamName),
-    DuplicateParameter(ParamName),
-    /// A POST that also carries an OAuth parameter in its query string: which one wins
-    /// depends on the upstream, so the request is ambiguous.
-    ParameterInQuery(ParamName),
-    /// `request` or `request_uri` (a JAR request object, a PAR reference) on an Entra request:
-    /// the OP would take parameters from it over the checked ones (OIDC Core 6.1), `entra_*`
-    /// included, and Entra never sends either.
-    RequestObject,
+        // --- Entra request parameters ---
+        /// Detected as Entra, but no `[[apps]]` entry has this `client_id`.
+        UnknownClient => "unknown_client",
+        MissingParameter(ParamName = "client_id") => "missing_parameter",
+        DuplicateParameter(ParamName = "client_id") => "duplicate_parameter",
+        /// A POST that also carries an OAuth parameter in its query string: which one wins
+        /// depends on the upstream, so the request is ambiguous.
+        ParameterInQuery(ParamName = "client_id") => "parameter_in_query",
+        /// `request` or `request_uri` (a JAR request object, a PAR reference) on an Entra request:
+        /// the OP would take parameters from it over the checked ones (OIDC Core 6.1), `entra_*`
+        /// included, and Entra never sends either.
+        RequestObject => "request_object",
 
-    // --- id_token_hint ---
-    /// No usable key set for the app's cloud (never loaded, or stale).
-    KeysUnavailable,
-    MalformedToken,
-    AlgorithmNotAllowed,
-    MissingKid,
-    UnknownKid,
-    BadSignature,
-    MalformedClaims,
-    MissingTenant,
-    InvalidTenant,
-    MsaTenant,
-    TenantNotAllowed,
-    IssuerMismatch,
-    KeyIssuerMismatch,
-    AudienceMismatch,
-    MissingTimeClaim,
-    NotYetValid,
-    Expired,
-    MissingSubject,
-    MissingObjectId,
+        // --- id_token_hint ---
+        /// No usable key set for the app's cloud (never loaded, or stale).
+        KeysUnavailable => "keys_unavailable",
+        MalformedToken => "malformed_token",
+        AlgorithmNotAllowed => "alg_not_allowed",
+        MissingKid => "missing_kid",
+        UnknownKid => "unknown_kid",
+        BadSignature => "bad_signature",
+        MalformedClaims => "malformed_claims",
+        MissingTenant => "missing_tid",
+        InvalidTenant => "invalid_tid",
+        MsaTenant => "msa_tenant",
+        TenantNotAllowed => "tenant_not_allowed",
+        IssuerMismatch => "issuer_mismatch",
+        KeyIssuerMismatch => "key_issuer_mismatch",
+        AudienceMismatch => "audience_mismatch",
+        MissingTimeClaim => "missing_time_claim",
+        NotYetValid => "not_yet_valid",
+        Expired => "expired",
+        MissingSubject => "missing_sub",
+        MissingObjectId => "missing_oid",
+    }
 }
 
 /// The OAuth 2.0 error code a rejection carries.
@@ -95,85 +130,6 @@ impl OAuthError {
 }
 
 impl AuthorizeError {
-    /// Stable identifier for logs and metric labels.
-    pub fn reason(self) -> &'static str {
-        use AuthorizeError::*;
-        match self {
-            BodyTooLarge => "body_too_large",
-            UnsupportedContentType => "unsupported_content_type",
-            MalformedEncoding => "malformed_encoding",
-            MethodNotAllowed => "method_not_allowed",
-            UnexpectedBody => "unexpected_body",
-            RepeatedHeader(_) => "repeated_header",
-            UnsupportedCharset => "unsupported_charset",
-            UnsupportedContentEncoding => "unsupported_content_encoding",
-            TooManyParameters => "too_many_parameters",
-            AmbiguousParameterName => "ambiguous_parameter_name",
-            UnknownClient => "unknown_client",
-            MissingParameter(_) => "missing_parameter",
-            DuplicateParameter(_) => "duplicate_parameter",
-            ParameterInQuery(_) => "parameter_in_query",
-            RequestObject => "request_object",
-            KeysUnavailable => "keys_unavailable",
-            MalformedToken => "malformed_token",
-            AlgorithmNotAllowed => "alg_not_allowed",
-            MissingKid => "missing_kid",
-            UnknownKid => "unknown_kid",
-            BadSignature => "bad_signature",
-            MalformedClaims => "malformed_claims",
-            MissingTenant => "missing_tid",
-            InvalidTenant => "invalid_tid",
-            MsaTenant => "msa_tenant",
-            TenantNotAllowed => "tenant_not_allowed",
-            IssuerMismatch => "issuer_mismatch",
-            KeyIssuerMismatch => "key_issuer_mismatch",
-            AudienceMismatch => "audience_mismatch",
-            MissingTimeClaim => "missing_time_claim",
-            NotYetValid => "not_yet_valid",
-            Expired => "expired",
-            MissingSubject => "missing_sub",
-            MissingObjectId => "missing_oid",
-        }
-    }
-
-    /// Every `reason()` value, for pre-registering metric label values.
-    pub const ALL_REASONS: &'static [&'static str] = &[
-        "body_too_large",
-        "unsupported_content_type",
-        "malformed_encoding",
-        "method_not_allowed",
-        "unexpected_body",
-        "repeated_header",
-        "unsupported_charset",
-        "unsupported_content_encoding",
-        "too_many_parameters",
-        "ambiguous_parameter_name",
-        "unknown_client",
-        "missing_parameter",
-        "duplicate_parameter",
-        "parameter_in_query",
-        "request_object",
-        "keys_unavailable",
-        "malformed_token",
-        "alg_not_allowed",
-        "missing_kid",
-        "unknown_kid",
-        "bad_signature",
-        "malformed_claims",
-        "missing_tid",
-        "invalid_tid",
-        "msa_tenant",
-        "tenant_not_allowed",
-        "issuer_mismatch",
-        "key_issuer_mismatch",
-        "audience_mismatch",
-        "missing_time_claim",
-        "not_yet_valid",
-        "expired",
-        "missing_sub",
-        "missing_oid",
-    ];
-
     pub fn oauth_error(self) -> OAuthError {
         match self {
             AuthorizeError::KeysUnavailable => OAuthError::TemporarilyUnavailable,
@@ -252,45 +208,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn all_reasons_lists_every_variant_once() {
-        use AuthorizeError::*;
-        let every = [
-            BodyTooLarge,
-            UnsupportedContentType,
-            MalformedEncoding,
-            MethodNotAllowed,
-            UnexpectedBody,
-            RepeatedHeader("x"),
-            UnsupportedCharset,
-            UnsupportedContentEncoding,
-            TooManyParameters,
-            AmbiguousParameterName,
-            UnknownClient,
-            MissingParameter("x"),
-            DuplicateParameter("x"),
-            ParameterInQuery("x"),
-            RequestObject,
-            KeysUnavailable,
-            MalformedToken,
-            AlgorithmNotAllowed,
-            MissingKid,
-            UnknownKid,
-            BadSignature,
-            MalformedClaims,
-            MissingTenant,
-            InvalidTenant,
-            MsaTenant,
-            TenantNotAllowed,
-            IssuerMismatch,
-            KeyIssuerMismatch,
-            AudienceMismatch,
-            MissingTimeClaim,
-            NotYetValid,
-            Expired,
-            MissingSubject,
-            MissingObjectId,
-        ];
-        let reasons: Vec<_> = every.iter().map(|e| e.reason()).collect();
+    fn every_variant_has_a_distinct_reason() {
+        let reasons: Vec<_> = AuthorizeError::EXAMPLES
+            .iter()
+            .map(|e| e.reason())
+            .collect();
         assert_eq!(reasons, AuthorizeError::ALL_REASONS);
         let mut dedup = reasons.clone();
         dedup.sort();

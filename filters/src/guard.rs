@@ -18,6 +18,7 @@ use html5gum::{DefaultEmitter, Token, Tokenizer};
 use serde_json::{Map, Value};
 
 use crate::acr_request::requested_in_claims;
+use crate::error::reasons;
 use crate::params::Params;
 use crate::policy::Policy;
 use crate::render::{form_post_fields, ErrorResponse};
@@ -132,6 +133,8 @@ pub enum Scope {
 }
 
 impl Scope {
+    pub const ALL: [Scope; 2] = [Scope::Full, Scope::Stateless];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::Full => "full",
@@ -140,71 +143,39 @@ impl Scope {
     }
 }
 
-/// A claim Entra will refuse. Each has a stable `reason` for logs and metric labels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Violation {
-    /// The request had a `state` and the answer has none: Entra cannot match it to its attempt.
-    MissingState,
-    /// The answer's `state` is not the request's (the request was found by its nonce).
-    StateMismatch,
-    /// `iss` is not the OP's issuer (its discovery document's).
-    IssuerMismatch,
-    /// `exp` has passed or `iat` is in the future (beyond five minutes of clock skew), or either
-    /// is not a number.
-    TimeInvalid,
-    /// Not a compact JWS with a JSON object payload.
-    MalformedIdToken,
-    /// `aud` is not the request's `client_id` (stateless: not any configured client_id).
-    AudienceMismatch,
-    /// `sub` is not the hint's `sub`.
-    SubjectMismatch,
-    /// The request's `nonce` is not echoed.
-    NonceMismatch,
-    /// `acr` is absent or not a single string.
-    AcrNotSingle,
-    /// `acr` is not among the requested values.
-    AcrNotRequested,
-    /// `amr` is not an array of exactly one value.
-    AmrNotSingle,
-    /// The one `amr` value is not in Microsoft's list.
-    AmrNotAllowed,
+reasons! {
+    /// A claim Entra will refuse. Each has a stable `reason` for logs and metric labels.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum Violation {
+        /// The request had a `state` and the answer has none: Entra cannot match it to its attempt.
+        MissingState => "missing_state",
+        /// The answer's `state` is not the request's (the request was found by its nonce).
+        StateMismatch => "state_mismatch",
+        /// `iss` is not the OP's issuer (its discovery document's).
+        IssuerMismatch => "iss_mismatch",
+        /// `exp` has passed or `iat` is in the future (beyond five minutes of clock skew), or either
+        /// is not a number.
+        TimeInvalid => "time_invalid",
+        /// Not a compact JWS with a JSON object payload.
+        MalformedIdToken => "malformed_id_token",
+        /// `aud` is not the request's `client_id` (stateless: not any configured client_id).
+        AudienceMismatch => "aud_mismatch",
+        /// `sub` is not the hint's `sub`.
+        SubjectMismatch => "sub_mismatch",
+        /// The request's `nonce` is not echoed.
+        NonceMismatch => "nonce_mismatch",
+        /// `acr` is absent or not a single string.
+        AcrNotSingle => "acr_not_single",
+        /// `acr` is not among the requested values.
+        AcrNotRequested => "acr_not_requested",
+        /// `amr` is not an array of exactly one value.
+        AmrNotSingle => "amr_not_single",
+        /// The one `amr` value is not in Microsoft's list.
+        AmrNotAllowed => "amr_not_allowed",
+    }
 }
 
 impl Violation {
-    pub fn reason(self) -> &'static str {
-        use Violation::*;
-        match self {
-            MissingState => "missing_state",
-            StateMismatch => "state_mismatch",
-            IssuerMismatch => "iss_mismatch",
-            TimeInvalid => "time_invalid",
-            MalformedIdToken => "malformed_id_token",
-            AudienceMismatch => "aud_mismatch",
-            SubjectMismatch => "sub_mismatch",
-            NonceMismatch => "nonce_mismatch",
-            AcrNotSingle => "acr_not_single",
-            AcrNotRequested => "acr_not_requested",
-            AmrNotSingle => "amr_not_single",
-            AmrNotAllowed => "amr_not_allowed",
-        }
-    }
-
-    /// Every `reason()` value, for pre-registering metric label values.
-    pub const ALL_REASONS: &'static [&'static str] = &[
-        "missing_state",
-        "state_mismatch",
-        "iss_mismatch",
-        "time_invalid",
-        "malformed_id_token",
-        "aud_mismatch",
-        "sub_mismatch",
-        "nonce_mismatch",
-        "acr_not_single",
-        "acr_not_requested",
-        "amr_not_single",
-        "amr_not_allowed",
-    ];
-
     /// The `error_description` Entra receives in `enforce`: names the claim, never its value.
     pub fn description(self) -> &'static str {
         use Violation::*;

@@ -478,31 +478,6 @@ fn denial_is_an_access_denied_form_post_with_the_state() {
 }
 
 #[test]
-fn reasons_are_distinct_and_listed() {
-    use Violation::*;
-    let every = [
-        MissingState,
-        StateMismatch,
-        IssuerMismatch,
-        TimeInvalid,
-        MalformedIdToken,
-        AudienceMismatch,
-        SubjectMismatch,
-        NonceMismatch,
-        AcrNotSingle,
-        AcrNotRequested,
-        AmrNotSingle,
-        AmrNotAllowed,
-    ];
-    let reasons: Vec<_> = every.iter().map(|v| v.reason()).collect();
-    assert_eq!(reasons, Violation::ALL_REASONS);
-    let mut dedup = reasons.clone();
-    dedup.sort();
-    dedup.dedup();
-    assert_eq!(dedup.len(), reasons.len());
-}
-
-#[test]
 fn requested_acr_reads_claims_and_acr_values() {
     let claims = r#"{"id_token":{"acr":{"essential":true,"values":["a","b"]}}}"#;
     assert_eq!(requested_acr(Some(claims), Some("b c")), ["a", "b", "c"]);

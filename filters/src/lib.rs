@@ -34,7 +34,9 @@ pub mod invariants;
 #[cfg(test)]
 mod testkeys;
 
-pub use authorize::{AuthorizeDecision, Authorized, Outcome, Summary, MAX_PARAMETERS};
+pub use authorize::{
+    AuthorizeDecision, KeyFetch, Outcome, Progress, Ruling, Step, Summary, MAX_PARAMETERS,
+};
 pub use error::{AuthorizeError, OAuthError};
 pub use guard::{
     AnswerContext, EntraFormPost, Expectation, GuardVerdict, Remembered, ResponseGuard, Scope,

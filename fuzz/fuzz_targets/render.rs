@@ -13,38 +13,13 @@ const PARAMS: [&str; 4] = ["state", "client_id", "redirect_uri", "id_token_hint"
 
 fn error(byte: u8) -> AuthorizeError {
     use AuthorizeError::*;
-    const FIXED: [AuthorizeError; 23] = [
-        BodyTooLarge,
-        UnsupportedContentType,
-        MalformedEncoding,
-        UnknownClient,
-        KeysUnavailable,
-        MalformedToken,
-        AlgorithmNotAllowed,
-        MissingKid,
-        UnknownKid,
-        BadSignature,
-        MalformedClaims,
-        MissingTenant,
-        InvalidTenant,
-        MsaTenant,
-        TenantNotAllowed,
-        IssuerMismatch,
-        KeyIssuerMismatch,
-        AudienceMismatch,
-        MissingTimeClaim,
-        NotYetValid,
-        Expired,
-        MissingSubject,
-        MissingObjectId,
-    ];
     let i = usize::from(byte);
     let name = PARAMS[(i / 3) % PARAMS.len()];
-    match i % 32 {
-        29 => MissingParameter(name),
-        30 => DuplicateParameter(name),
-        31 => ParameterInQuery(name),
-        n => FIXED[n % FIXED.len()],
+    match AuthorizeError::EXAMPLES[i % AuthorizeError::EXAMPLES.len()] {
+        MissingParameter(_) => MissingParameter(name),
+        DuplicateParameter(_) => DuplicateParameter(name),
+        ParameterInQuery(_) => ParameterInQuery(name),
+        other => other,
     }
 }
 

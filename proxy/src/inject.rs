@@ -16,7 +16,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use sha2::{Digest, Sha256};
 
 use crate::hop;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, X5cResult};
 use crate::upstream_client::Fetched;
 
 /// A larger "key set" is not one; it passes through unchanged.
@@ -112,7 +112,7 @@ fn rewritable(head: &ResponseHeader, path: &str, metrics: &Metrics) -> bool {
     };
     let encoding = value(header::CONTENT_ENCODING);
     if encoding.as_deref().is_some_and(|e| e != "identity") {
-        metrics.x5c_result("encoded");
+        metrics.x5c_result(X5cResult::Encoded);
         tracing::warn!(
             path,
             "key set is compressed despite accept-encoding: identity; passed through without x5c"
@@ -120,7 +120,7 @@ fn rewritable(head: &ResponseHeader, path: &str, metrics: &Metrics) -> bool {
         return false;
     }
     if !value(header::CONTENT_TYPE).is_some_and(|t| t.contains("json")) {
-        metrics.x5c_result("invalid_body");
+        metrics.x5c_result(X5cResult::InvalidBody);
         tracing::warn!(
             path,
             "key set response is not JSON; passed through without x5c"
@@ -135,7 +135,11 @@ fn rewrite(original: &[u8], route: &X5cRoute, metrics: &Metrics) -> Option<Bytes
     match inject(original, &route.chains) {
         Ok(result) => {
             for (kid, outcome) in &result.keys {
-                metrics.x5c_result(outcome.as_str());
+                metrics.x5c_result(match outcome {
+                    KeyOutcome::Injected => X5cResult::Injected,
+                    KeyOutcome::Present => X5cResult::Present,
+                    KeyOutcome::NoMatch => X5cResult::NoMatch,
+                });
                 match outcome {
                     KeyOutcome::NoMatch => tracing::warn!(
                         path = route.path,
@@ -149,7 +153,7 @@ fn rewrite(original: &[u8], route: &X5cRoute, metrics: &Metrics) -> Option<Bytes
             result.body.map(Bytes::from)
         }
         Err(e) => {
-            metrics.x5c_result("invalid_body");
+            metrics.x5c_result(X5cResult::InvalidBody);
             tracing::warn!(
                 path = route.path,
                 reason = e.reason(),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
-use filters::{KeyLookup, KeySet};
+use filters::{KeyFetch, KeyLookup, KeySet};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use rand::Rng;
@@ -116,7 +116,7 @@ impl KeyStore {
     /// Called when a hint names a `kid` the current set lacks (Microsoft rotated its keys), or
     /// (`kid` = `None`) when no usable set exists. Concurrent callers share one fetch; fetches
     /// are at least `min_refetch` apart, so a flood of made-up kids costs the key endpoint
-    /// nothing. Returns whether what was missing is now published, so deciding again can help.
+    /// nothing. Returns whether what was missing is now published.
     pub async fn refetch_on_demand(&self, kid: Option<&str>) -> bool {
         // Another request's fetch may have published it since this one decided.
         if self.has(kid) {
@@ -206,6 +206,13 @@ pub struct KeyStores(pub Vec<Arc<KeyStore>>);
 impl KeyStores {
     pub fn get(&self, cloud: &str) -> Option<&Arc<KeyStore>> {
         self.0.iter().find(|s| s.cloud == cloud)
+    }
+
+    /// The fetch a decision waits for (`KeyStore::refetch_on_demand`).
+    pub async fn fetch(&self, wanted: &KeyFetch) {
+        if let Some(store) = self.get(&wanted.cloud) {
+            store.refetch_on_demand(wanted.kid.as_deref()).await;
+        }
     }
 }
 

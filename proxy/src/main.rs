@@ -9,6 +9,8 @@ mod deadline;
 mod decision_log;
 mod discovery;
 mod doctor;
+mod failure;
+mod forwarded;
 mod heap;
 mod hop;
 mod inject;

@@ -6,32 +6,80 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use filters::{AuthorizeError, Violation};
+use filters::{AuthorizeError, Outcome, Scope, Violation};
 
-pub const ROUTE_AUTHORIZE: &str = "authorize";
-pub const ROUTE_OTHER: &str = "other";
+/// A label enum: each variant's label is written once, and `ALL` pre-creates every series.
+macro_rules! labels {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident = $label:literal),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($variant),*
+        }
 
-/// Request outcomes: the three authorize outcomes of `filters::Outcome`, plus what can happen
-/// to any request at the proxy itself.
-const OUTCOMES: [&str; 5] = ["passed", "accepted", "rejected", "proxied", "failed"];
-const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"];
-/// x5c injection results: per key (`injected`, `present`, `no_match`) and per key-set
-/// response that was passed through unchanged (`invalid_body`, `too_large`, `encoded`).
-pub const X5C_RESULTS: [&str; 6] = [
-    "injected",
-    "present",
-    "no_match",
-    "invalid_body",
-    "too_large",
-    "encoded",
-];
-/// `eam_response_guard_total` series other than violations: checked and passed (fully or with
-/// the stateless checks only), or not inspected.
-pub const GUARD_OK: &str = "ok";
-pub const GUARD_VIOLATION: &str = "violation";
-pub const GUARD_SKIPPED: &str = "skipped";
-pub const GUARD_OK_REASONS: [&str; 2] = ["full", "stateless"];
-pub const GUARD_SKIPPED_REASONS: [&str; 3] = ["too_large", "unknown_encoding", "undecodable"];
+        impl $name {
+            // Not every set is pre-created whole (a guard result goes with its own reasons).
+            #[allow(dead_code)]
+            pub const ALL: &[$name] = &[$($name::$variant),*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $label),*
+                }
+            }
+        }
+    };
+}
+
+labels! {
+    /// Where a request went: the authorize decision, or straight through.
+    Route { Authorize = "authorize", Other = "other" }
+}
+
+labels! {
+    /// What became of a request that was not an authorize decision (those count as
+    /// `filters::Outcome`).
+    Forwarding { Proxied = "proxied", Failed = "failed" }
+}
+
+labels! {
+    /// x5c injection results: per key (`injected`, `present`, `no_match`) and per key-set
+    /// response that was passed through unchanged (`invalid_body`, `too_large`, `encoded`).
+    X5cResult {
+        Injected = "injected",
+        Present = "present",
+        NoMatch = "no_match",
+        InvalidBody = "invalid_body",
+        TooLarge = "too_large",
+        Encoded = "encoded",
+    }
+}
+
+labels! {
+    /// `eam_response_guard_total{result}`: checked and passed, refused, or not inspected.
+    GuardResult { Ok = "ok", Violation = "violation", Skipped = "skipped" }
+}
+
+labels! {
+    /// Why a page that may be a form_post was not inspected.
+    GuardSkip {
+        TooLarge = "too_large",
+        UnknownEncoding = "unknown_encoding",
+        Undecodable = "undecodable",
+    }
+}
+
+labels! {
+    /// Upstream answers by status class, and requests that got none.
+    UpstreamClass {
+        Informational = "1xx",
+        Success = "2xx",
+        Redirection = "3xx",
+        ClientError = "4xx",
+        ServerError = "5xx",
+        Error = "error",
+    }
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -166,29 +214,34 @@ impl Metrics {
         ))?;
 
         // Pre-create every series so dashboards and alerts see zeros, not gaps.
-        for route in [ROUTE_AUTHORIZE, ROUTE_OTHER] {
-            request_duration.with_label_values(&[route]);
-            for outcome in OUTCOMES {
-                requests.with_label_values(&[route, outcome]);
+        for route in Route::ALL {
+            request_duration.with_label_values(&[route.as_str()]);
+            let authorize = Outcome::ALL.iter().map(|o| o.as_str());
+            let forwarding = Forwarding::ALL.iter().map(|f| f.as_str());
+            for outcome in authorize.chain(forwarding) {
+                requests.with_label_values(&[route.as_str(), outcome]);
             }
         }
         for reason in AuthorizeError::ALL_REASONS {
             hint_rejections.with_label_values(&[reason]);
         }
-        for result in X5C_RESULTS {
-            x5c_injections.with_label_values(&[result]);
+        for result in X5cResult::ALL {
+            x5c_injections.with_label_values(&[result.as_str()]);
         }
-        for reason in GUARD_OK_REASONS {
-            response_guard.with_label_values(&[GUARD_OK, reason]);
+        let guard = |result: GuardResult, reason: &str| {
+            response_guard.with_label_values(&[result.as_str(), reason]);
+        };
+        for scope in Scope::ALL {
+            guard(GuardResult::Ok, scope.as_str());
         }
         for reason in Violation::ALL_REASONS {
-            response_guard.with_label_values(&[GUARD_VIOLATION, reason]);
+            guard(GuardResult::Violation, reason);
         }
-        for reason in GUARD_SKIPPED_REASONS {
-            response_guard.with_label_values(&[GUARD_SKIPPED, reason]);
+        for skip in GuardSkip::ALL {
+            guard(GuardResult::Skipped, skip.as_str());
         }
-        for class in CLASSES {
-            upstream_responses.with_label_values(&[class]);
+        for class in UpstreamClass::ALL {
+            upstream_responses.with_label_values(&[class.as_str()]);
         }
         for cloud in clouds {
             for result in ["success", "failure"] {
@@ -219,19 +272,41 @@ impl Metrics {
 
     pub fn upstream_status(&self, status: u16) {
         let class = match status {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
+            100..=199 => UpstreamClass::Informational,
+            200..=299 => UpstreamClass::Success,
+            300..=399 => UpstreamClass::Redirection,
+            400..=499 => UpstreamClass::ClientError,
+            _ => UpstreamClass::ServerError,
         };
-        self.upstream_responses.with_label_values(&[class]).inc();
+        self.upstream_class(class);
     }
 
-    /// Counts one x5c injection result; `result` is one of [`X5C_RESULTS`].
-    pub fn x5c_result(&self, result: &str) {
-        debug_assert!(X5C_RESULTS.contains(&result));
-        self.x5c_injections.with_label_values(&[result]).inc();
+    pub fn upstream_class(&self, class: UpstreamClass) {
+        self.upstream_responses
+            .with_label_values(&[class.as_str()])
+            .inc();
+    }
+
+    pub fn x5c_result(&self, result: X5cResult) {
+        self.x5c_injections
+            .with_label_values(&[result.as_str()])
+            .inc();
+    }
+
+    pub fn request(&self, route: Route, outcome: &str) {
+        self.requests
+            .with_label_values(&[route.as_str(), outcome])
+            .inc();
+    }
+
+    pub fn guard(&self, result: GuardResult, reason: &str) {
+        self.response_guard
+            .with_label_values(&[result.as_str(), reason])
+            .inc();
+    }
+
+    pub fn guard_skipped(&self, skip: GuardSkip) {
+        self.guard(GuardResult::Skipped, skip.as_str());
     }
 
     /// The text exposition format, with its content type.

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use crate::config::GuardMode;
 use crate::content_coding::Coding;
 use crate::discovery::Discovery;
-use crate::metrics::{Metrics, GUARD_OK, GUARD_VIOLATION};
+use crate::metrics::{GuardResult, GuardSkip, Metrics};
 
 /// Everything the guard needs at run time; absent when `response_guard = "off"`.
 pub struct Guard {
@@ -58,13 +58,11 @@ impl Guard {
         let verdict = self.checks.check(&post, expected.as_ref(), &context)?;
         let scope = verdict.scope.as_str();
         let (result, reason) = match verdict.first() {
-            Some(violation) => (GUARD_VIOLATION, violation.reason()),
-            None => (GUARD_OK, scope),
+            Some(violation) => (GuardResult::Violation, violation.reason()),
+            None => (GuardResult::Ok, scope),
         };
-        metrics
-            .response_guard
-            .with_label_values(&[result, reason])
-            .inc();
+        metrics.guard(result, reason);
+        let result = result.as_str();
         let replace = self.mode == GuardMode::Enforce && !verdict.passed();
         let field = |f: fn(&filters::Expectation) -> Option<&str>| {
             expected
@@ -275,7 +273,7 @@ pub enum Candidate {
     /// Not a page that can be a form_post to Entra.
     No,
     /// A page the guard cannot read: counted, passed unchanged.
-    Skip(&'static str),
+    Skip(GuardSkip),
     Inspect(Coding),
 }
 
@@ -290,7 +288,7 @@ pub fn candidate(req: &RequestHeader, resp: &ResponseHeader, max_body_bytes: usi
         return Candidate::No;
     }
     let Some(coding) = Coding::of(resp) else {
-        return Candidate::Skip("unknown_encoding");
+        return Candidate::Skip(GuardSkip::UnknownEncoding);
     };
     let announced = resp
         .headers
@@ -298,19 +296,97 @@ pub fn candidate(req: &RequestHeader, resp: &ResponseHeader, max_body_bytes: usi
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<usize>().ok());
     if announced.is_some_and(|len| len > max_body_bytes) {
-        return Candidate::Skip("too_large");
+        return Candidate::Skip(GuardSkip::TooLarge);
     }
     Candidate::Inspect(coding)
+}
+
+impl Guard {
+    /// Whether the guard reads this answer; a page it holds back (`enforce`) gets the headers
+    /// of a page replaced late.
+    pub fn inspect(
+        &self,
+        req: &RequestHeader,
+        resp: &mut ResponseHeader,
+        metrics: &Metrics,
+    ) -> pingora::Result<Option<Inspection>> {
+        Ok(match candidate(req, resp, self.max_body_bytes) {
+            Candidate::No => None,
+            Candidate::Skip(skip) => {
+                metrics.guard_skipped(skip);
+                None
+            }
+            Candidate::Inspect(coding) => {
+                let hold = self.mode == GuardMode::Enforce;
+                if hold {
+                    prepare_held_headers(resp)?;
+                }
+                Some(Inspection {
+                    buf: Vec::new(),
+                    coding,
+                    hold,
+                })
+            }
+        })
+    }
 }
 
 /// The body of one inspected response, as it streams by.
 pub struct Inspection {
     /// The body as it came, in its coding.
-    pub buf: Vec<u8>,
-    pub coding: Coding,
+    buf: Vec<u8>,
+    coding: Coding,
     /// `enforce`: chunks are held back until the verdict, so a violating page never reaches the
     /// browser. `monitor` copies them and lets them through at once.
-    pub hold: bool,
+    hold: bool,
+}
+
+impl Inspection {
+    /// Takes one chunk of the body (`body` is what goes on to the client); false once the
+    /// inspection is over: judged at the end, or too large to be a form_post.
+    pub fn feed(
+        &mut self,
+        guard: &Guard,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        metrics: &Metrics,
+    ) -> bool {
+        if let Some(chunk) = body.as_ref() {
+            if self.buf.len() + chunk.len() > guard.max_body_bytes {
+                // Too large to be a form_post: let it through unread, held bytes first.
+                metrics.guard_skipped(GuardSkip::TooLarge);
+                if self.hold {
+                    let mut all = std::mem::take(&mut self.buf);
+                    all.extend_from_slice(chunk);
+                    *body = Some(Bytes::from(all));
+                }
+                return false;
+            }
+            self.buf.extend_from_slice(chunk);
+            if self.hold {
+                *body = None;
+            }
+        }
+        if !end_of_stream {
+            return true;
+        }
+        let buf = std::mem::take(&mut self.buf);
+        let verdict = match self.coding.decode(&buf, guard.max_body_bytes) {
+            Some(html) => guard.judge(&html, metrics),
+            None => {
+                // Not valid in its coding, or larger decoded than a form_post can be.
+                metrics.guard_skipped(GuardSkip::Undecodable);
+                None
+            }
+        };
+        match verdict {
+            // The header left with the OP's Content-Encoding: the replacement wears it too.
+            Some(replacement) => *body = Some(Bytes::from(self.coding.encode(&replacement))),
+            None if self.hold => *body = Some(Bytes::from(buf)),
+            None => {}
+        }
+        false
+    }
 }
 
 #[cfg(test)]
@@ -431,12 +507,12 @@ mod tests {
         ];
         assert_eq!(
             candidate(&get, &response(200, &unknown), 100),
-            Candidate::Skip("unknown_encoding")
+            Candidate::Skip(GuardSkip::UnknownEncoding)
         );
         let big = [("content-type", "TEXT/HTML"), ("content-length", "101")];
         assert_eq!(
             candidate(&get, &response(200, &big), 100),
-            Candidate::Skip("too_large")
+            Candidate::Skip(GuardSkip::TooLarge)
         );
     }
 }

@@ -9,10 +9,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use filters::render::json_error;
 use filters::{
-    AuthorizeDecision, AuthorizeError, AuthorizeRequest, ErrorResponse, Field, Framing,
-    HeaderPolicy, Method, Policy, Summary, FORM_CONTENT_TYPE,
+    AuthorizeDecision, AuthorizeRequest, ErrorResponse, Field, Framing, HeaderPolicy, Method,
+    Policy, Progress, Ruling, Step, Summary, FORM_CONTENT_TYPE,
 };
 use http::header;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -20,14 +19,15 @@ use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora::ErrorSource;
 
-use crate::config::GuardMode;
 use crate::decision_log::DecisionLog;
 use crate::discovery::Discovery;
+use crate::failure;
+use crate::forwarded::{self, Peer};
 use crate::hop;
 use crate::inject::{self, X5cRoute};
 use crate::keystore::KeyStores;
-use crate::metrics::{Metrics, GUARD_SKIPPED, ROUTE_AUTHORIZE, ROUTE_OTHER};
-use crate::response_guard::{self, Candidate, Guard, Inspection};
+use crate::metrics::{Forwarding, Metrics, Route, UpstreamClass, X5cResult};
+use crate::response_guard::{Guard, Inspection};
 use crate::unix_now;
 use crate::upstream_client::UpstreamClient;
 
@@ -55,7 +55,7 @@ pub struct EamProxy {
 
 pub struct RequestCtx {
     started: Instant,
-    route: &'static str,
+    route: Route,
     /// Set once an authorize decision is made (and counted).
     decided: bool,
     /// Replacement body for the upstream (authorize POSTs only).
@@ -77,12 +77,17 @@ pub struct RequestCtx {
 }
 
 impl EamProxy {
-    /// Reads an authorize request's body: bounded by `max_body_bytes` (past it, the bytes read
-    /// so far go to `filters`, which refuses them as too large) and, as a whole, by
+    /// Reads an authorize request's body: bounded by `limit` (past it, the bytes read so far go
+    /// to `filters`, which refuses them as too large) and, as a whole, by
     /// `client_read_timeout_ms`: a per-read timeout alone would let a client trickle one byte
     /// at a time for hours. Failures are the client's (408, or a silent close). A POST's body
     /// is kept for the upstream (retry buffering); a GET's is read only to see that it is empty.
-    async fn read_body(&self, session: &mut Session, method: Method) -> Result<Bytes> {
+    async fn read_body(
+        &self,
+        session: &mut Session,
+        method: Method,
+        limit: usize,
+    ) -> Result<Bytes> {
         if expects_continue(session.req_header()) && method == Method::Post {
             send_continue(session).await?;
         }
@@ -108,7 +113,7 @@ impl EamProxy {
                     }
                     (Some(_), Some(body)) => body.extend_from_slice(&chunk),
                 }
-                if !self.policy.body_fits(len) {
+                if len > limit {
                     break;
                 }
             }
@@ -129,43 +134,91 @@ impl EamProxy {
             e.as_down();
             e
         })?;
-        if !self.policy.body_fits(body.len()) {
+        if body.len() > limit {
             // Refused as too large, the rest unread: not worth draining for a keep-alive.
             session.set_keepalive(None);
         }
         Ok(body)
     }
 
-    /// Refuses an authorize request without reading its body (the connection is not reused).
-    async fn refuse(
-        &self,
-        session: &mut Session,
-        error: AuthorizeError,
-        started: Instant,
-    ) -> Result<bool> {
-        let summary = Summary {
-            outcome: filters::Outcome::Rejected,
-            error: Some(error),
-            ..Summary::default()
-        };
-        self.record_decision(&summary, started);
-        session.set_keepalive(None);
-        respond(session, json_error(error)).await?;
-        Ok(true)
-    }
-
     /// The decision's log line and counters.
     fn record_decision(&self, summary: &Summary, started: Instant) {
         let m = &self.metrics;
-        m.requests
-            .with_label_values(&[ROUTE_AUTHORIZE, summary.outcome.as_str()])
-            .inc();
+        m.request(Route::Authorize, summary.outcome.as_str());
         if let Some(reason) = summary.reason() {
             m.hint_rejections.with_label_values(&[reason]).inc();
         }
         m.spoofed_params_removed.inc_by(summary.stripped as u64);
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         self.decision_log.write(summary, latency_ms);
+    }
+
+    /// Asks `filters` for the next step until it rules, carrying out the I/O it asks for: the
+    /// body, a key fetch. Returns the ruling and the body read.
+    async fn rule(&self, session: &mut Session) -> Result<(Ruling, Bytes)> {
+        let framing = framing(session);
+        let mut body = Bytes::new();
+        let mut progress = Progress::default();
+        loop {
+            let began = Instant::now();
+            let request = authorize_request(session.req_header(), framing, &body);
+            let method = request.method;
+            match self.policy.step(&request, &self.keys, unix_now(), progress) {
+                Step::ReadBody { limit } => {
+                    body = self.read_body(session, method, limit).await?;
+                    progress.body_read = true;
+                }
+                Step::FetchKeys(wanted) => {
+                    self.keys.fetch(&wanted).await;
+                    progress.keys_fetched = true;
+                }
+                Step::Done(ruling) => {
+                    if ruling.summary.hint_checked {
+                        let elapsed = began.elapsed().as_secs_f64();
+                        self.metrics.hint_validation.observe(elapsed);
+                    }
+                    if !progress.body_read && framing != Framing::None {
+                        // Refused on its head, its body unread: the connection is not reused.
+                        session.set_keepalive(None);
+                    }
+                    return Ok((ruling, body));
+                }
+            }
+        }
+    }
+
+    /// Carries out a ruling: records it, remembers what the response guard will expect, and
+    /// answers the client or sets what the upstream gets. True when answered here.
+    async fn act(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        ruling: Ruling,
+        body: Bytes,
+    ) -> Result<bool> {
+        self.record_decision(&ruling.summary, ctx.started);
+        if let (Some(guard), Some(remembered)) = (&self.guard, ruling.remember) {
+            let remembered = guard.memory.remember(remembered, Instant::now());
+            self.metrics
+                .response_guard_remembered
+                .set(remembered as i64);
+        }
+        let post = session.req_header().method == http::Method::POST;
+        match ruling.decision {
+            AuthorizeDecision::PassThrough => ctx.new_body = post.then_some(body),
+            AuthorizeDecision::Forward {
+                query,
+                body: new_body,
+            } => {
+                ctx.new_query = query;
+                ctx.new_body = post.then(|| new_body.map(Bytes::from).unwrap_or(body));
+            }
+            AuthorizeDecision::Reject(response) => {
+                respond(session, response).await?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }
 
@@ -214,7 +267,7 @@ impl EamProxy {
         {
             Ok(Some(fetched)) => fetched,
             Ok(None) => {
-                self.metrics.x5c_result("too_large");
+                self.metrics.x5c_result(X5cResult::TooLarge);
                 tracing::warn!(
                     path,
                     "key set larger than 1 MiB; passed through without x5c"
@@ -269,133 +322,27 @@ impl EamProxy {
     /// What every request the upstream gets carries, proxied or the proxy's own: no client
     /// routing headers, the proxy's `X-Forwarded-*`, and `upstream.host_header` if set.
     fn set_upstream_headers(&self, session: &Session, upstream: &mut RequestHeader) -> Result<()> {
-        self.remove_client_headers(session, upstream);
-        self.set_forwarded_headers(session, upstream)?;
+        let peer = self.peer(session);
+        forwarded::remove_client_headers(upstream, &self.headers, peer);
+        forwarded::forwarded(session.req_header(), peer).apply(upstream)?;
         if let Some(host) = &self.upstream.settings.host_header {
             upstream.insert_header(header::HOST, host.as_str())?;
         }
         Ok(())
     }
 
-    /// Whether the response guard reads this answer, and how (`response_guard::candidate`).
-    fn choose_inspection(
-        &self,
-        session: &Session,
-        upstream_response: &mut ResponseHeader,
-        guard: &Guard,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        match response_guard::candidate(
-            session.req_header(),
-            upstream_response,
-            guard.max_body_bytes,
-        ) {
-            Candidate::No => {}
-            Candidate::Skip(reason) => self.count_guard_skip(reason),
-            Candidate::Inspect(coding) => {
-                let hold = guard.mode == GuardMode::Enforce;
-                if hold {
-                    response_guard::prepare_held_headers(upstream_response)?;
-                }
-                ctx.inspection = Some(Inspection {
-                    buf: Vec::new(),
-                    coding,
-                    hold,
-                });
-            }
-        }
-        Ok(())
-    }
-
-    fn count_guard_skip(&self, reason: &'static str) {
-        self.metrics
-            .response_guard
-            .with_label_values(&[GUARD_SKIPPED, reason])
-            .inc();
-    }
-
-    fn peer_is_trusted(&self, session: &Session) -> bool {
-        session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .is_some_and(|a| self.trusted_proxies.iter().any(|net| net.contains(&a.ip())))
-    }
-
-    /// Removes the client headers that frameworks route on or read the client's identity from
-    /// (`filters::headers`), on every path.
-    fn remove_client_headers(&self, session: &Session, upstream: &mut RequestHeader) {
-        let trusted = self.peer_is_trusted(session);
-        let drops = |name: &header::HeaderName| self.headers.drops(name.as_str(), trusted);
-        // Most requests carry none: allocate only for those that do.
-        if !upstream.headers.keys().any(drops) {
-            return;
-        }
-        let dropped: Vec<header::HeaderName> = upstream
-            .headers
-            .keys()
-            .filter(|n| drops(n))
-            .cloned()
-            .collect();
-        for name in dropped {
-            upstream.remove_header(&name);
-        }
-    }
-
-    /// `X-Forwarded-*` as the upstream should see them. From a trusted proxy the chain is
-    /// extended and its proto/host kept; from anyone else they are replaced, so a client cannot
-    /// forge its address.
-    fn set_forwarded_headers(&self, session: &Session, upstream: &mut RequestHeader) -> Result<()> {
-        let peer = session
+    fn peer(&self, session: &Session) -> Peer {
+        let ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        let trusted = self.peer_is_trusted(session);
-        let incoming = |name: header::HeaderName| {
-            trusted
-                .then(|| header_str(session.req_header(), name))
-                .flatten()
-                .map(str::to_string)
-        };
-        // A balancer may add its own field line: the chain is every line, in order.
-        let chain = trusted
-            .then(|| {
-                let lines: Vec<&str> = session
-                    .req_header()
-                    .headers
-                    .get_all(X_FORWARDED_FOR)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .collect();
-                (!lines.is_empty()).then(|| lines.join(", "))
-            })
-            .flatten();
-        let peer = peer.map(|ip| ip.to_string());
-        let forwarded_for = match (chain, peer) {
-            (Some(chain), Some(ip)) => Some(format!("{chain}, {ip}")),
-            (chain, ip) => ip.or(chain),
-        };
-        match forwarded_for {
-            Some(value) => upstream.insert_header(X_FORWARDED_FOR, value)?,
-            None => drop(upstream.remove_header(&X_FORWARDED_FOR)),
+        Peer {
+            ip,
+            trusted: ip.is_some_and(|ip| self.trusted_proxies.iter().any(|net| net.contains(&ip))),
+            tls: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
         }
-        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        let proto = incoming(X_FORWARDED_PROTO)
-            .unwrap_or_else(|| if tls { "https" } else { "http" }.into());
-        upstream.insert_header(X_FORWARDED_PROTO, proto)?;
-        let host = incoming(X_FORWARDED_HOST)
-            .or_else(|| header_str(session.req_header(), header::HOST).map(str::to_string))
-            .or_else(|| session.req_header().uri.authority().map(|a| a.to_string()));
-        match host {
-            Some(host) => upstream.insert_header(X_FORWARDED_HOST, host)?,
-            None => drop(upstream.remove_header(&X_FORWARDED_HOST)),
-        }
-        Ok(())
     }
 }
-
-const X_FORWARDED_FOR: header::HeaderName = header::HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: header::HeaderName = header::HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: header::HeaderName = header::HeaderName::from_static("x-forwarded-host");
 
 /// Writes a complete response; the connection stays usable when the request was read whole.
 async fn respond(session: &mut Session, response: ErrorResponse) -> Result<()> {
@@ -504,7 +451,7 @@ impl ProxyHttp for EamProxy {
         crate::deadline::head_read();
         RequestCtx {
             started: Instant::now(),
-            route: ROUTE_OTHER,
+            route: Route::Other,
             decided: false,
             new_body: None,
             new_query: None,
@@ -539,80 +486,10 @@ impl ProxyHttp for EamProxy {
             self.prepare_pass_through(session, ctx).await?;
             return Ok(false);
         }
-        ctx.route = ROUTE_AUTHORIZE;
+        ctx.route = Route::Authorize;
         ctx.decided = true;
-        let started = ctx.started;
-        let framing = framing(session);
-        let head = authorize_request(session.req_header(), framing, b"");
-        let method = head.method;
-        if let Err(error) = self.policy.admit(&head) {
-            return self.refuse(session, error, started).await;
-        }
-        let body = match framing {
-            Framing::None => Bytes::new(),
-            _ => self.read_body(session, method).await?,
-        };
-        let request = authorize_request(session.req_header(), framing, &body);
-        let decide = || {
-            let began = Instant::now();
-            let authorized = self.policy.authorize(&request, &self.keys, unix_now());
-            if authorized.summary.hint_checked {
-                self.metrics
-                    .hint_validation
-                    .observe(began.elapsed().as_secs_f64());
-            }
-            authorized
-        };
-        let mut authorized = decide();
-        // A new kid means Microsoft rotated its keys; no usable set means the last refresh
-        // failed. Either way one coalesced, rate-limited fetch may fix it, then decide again.
-        let refetch_may_help = matches!(
-            authorized.summary.error,
-            Some(AuthorizeError::UnknownKid | AuthorizeError::KeysUnavailable)
-        );
-        if refetch_may_help {
-            let store = authorized
-                .summary
-                .cloud
-                .as_deref()
-                .and_then(|c| self.keys.get(c));
-            if let Some(store) = store {
-                if store
-                    .refetch_on_demand(authorized.summary.unknown_kid.as_deref())
-                    .await
-                {
-                    authorized = decide();
-                }
-            }
-        }
-        self.record_decision(&authorized.summary, started);
-        if let (Some(guard), Some(remembered)) = (&self.guard, authorized.remember.take()) {
-            let remembered = guard.memory.remember(remembered, Instant::now());
-            self.metrics
-                .response_guard_remembered
-                .set(remembered as i64);
-        }
-        match authorized.decision {
-            AuthorizeDecision::PassThrough => {
-                if method == Method::Post {
-                    ctx.new_body = Some(body);
-                }
-            }
-            AuthorizeDecision::Forward {
-                query,
-                body: new_body,
-            } => {
-                ctx.new_query = query;
-                if method == Method::Post {
-                    ctx.new_body = Some(new_body.map(Bytes::from).unwrap_or(body));
-                }
-            }
-            AuthorizeDecision::Reject(response) => {
-                respond(session, response).await?;
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        let (ruling, body) = self.rule(session).await?;
+        self.act(session, ctx, ruling, body).await
     }
 
     async fn upstream_peer(
@@ -715,7 +592,8 @@ impl ProxyHttp for EamProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(guard) = &self.guard {
-            self.choose_inspection(session, upstream_response, guard, ctx)?;
+            ctx.inspection =
+                guard.inspect(session.req_header(), upstream_response, &self.metrics)?;
         }
         // Pingora's HTTP/2 server drops hop-by-hop fields and never chunks: HTTP/1 only.
         if !session.is_http2() {
@@ -737,54 +615,23 @@ impl ProxyHttp for EamProxy {
         let (Some(guard), Some(inspection)) = (&self.guard, ctx.inspection.as_mut()) else {
             return Ok(None);
         };
-        if let Some(chunk) = body.as_ref() {
-            if inspection.buf.len() + chunk.len() > guard.max_body_bytes {
-                // Too large to be a form_post: let it through unread, held bytes first.
-                self.count_guard_skip("too_large");
-                if inspection.hold {
-                    let mut all = std::mem::take(&mut inspection.buf);
-                    all.extend_from_slice(chunk);
-                    *body = Some(Bytes::from(all));
-                }
-                ctx.inspection = None;
-                return Ok(None);
-            }
-            inspection.buf.extend_from_slice(chunk);
-            if inspection.hold {
-                *body = None;
-            }
-        }
-        if let Some(inspection) = ctx.inspection.take_if(|_| end_of_stream) {
-            let coding = inspection.coding;
-            let verdict = match coding.decode(&inspection.buf, guard.max_body_bytes) {
-                Some(html) => guard.judge(&html, &self.metrics),
-                None => {
-                    // Not valid in its coding, or larger decoded than a form_post can be.
-                    self.count_guard_skip("undecodable");
-                    None
-                }
-            };
-            match verdict {
-                // The header left with the OP's Content-Encoding: the replacement wears it too.
-                Some(replacement) => *body = Some(Bytes::from(coding.encode(&replacement))),
-                None if inspection.hold => *body = Some(Bytes::from(inspection.buf)),
-                None => {}
-            }
+        if !inspection.feed(guard, body, end_of_stream, &self.metrics) {
+            ctx.inspection = None;
         }
         Ok(None)
     }
 
     async fn logging(&self, _session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
         if !ctx.decided {
-            let outcome = if error.is_some() { "failed" } else { "proxied" };
-            self.metrics
-                .requests
-                .with_label_values(&[ctx.route, outcome])
-                .inc();
+            let outcome = match error {
+                Some(_) => Forwarding::Failed,
+                None => Forwarding::Proxied,
+            };
+            self.metrics.request(ctx.route, outcome.as_str());
         }
         self.metrics
             .request_duration
-            .with_label_values(&[ctx.route])
+            .with_label_values(&[ctx.route.as_str()])
             .observe(ctx.started.elapsed().as_secs_f64());
     }
 
@@ -834,7 +681,7 @@ impl ProxyHttp for EamProxy {
                 "client stalled its upload: nothing received within client_body_timeout_ms"
             );
             if let Err(write_error) = session
-                .respond_error_with_body(408, Bytes::from_static(b"request timeout\n"))
+                .respond_error_with_body(408, Bytes::from_static(failure::body(408).as_bytes()))
                 .await
             {
                 tracing::debug!(%write_error, "could not send error response");
@@ -844,28 +691,9 @@ impl ProxyHttp for EamProxy {
                 can_reuse_downstream: false,
             };
         }
-        let code = match e.etype() {
-            ErrorType::HTTPStatus(code) => *code,
-            etype => match e.esource() {
-                ErrorSource::Upstream => match etype {
-                    ErrorType::ConnectTimedout
-                    | ErrorType::ReadTimedout
-                    | ErrorType::WriteTimedout => 504,
-                    _ => 502,
-                },
-                ErrorSource::Downstream => match etype {
-                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
-                    ErrorType::ReadTimedout => 408,
-                    _ => 400,
-                },
-                ErrorSource::Internal | ErrorSource::Unset => 500,
-            },
-        };
+        let code = failure::status(e.esource(), e.etype());
         if e.esource() == &ErrorSource::Upstream {
-            self.metrics
-                .upstream_responses
-                .with_label_values(&["error"])
-                .inc();
+            self.metrics.upstream_class(UpstreamClass::Error);
         }
         if e.esource() == &ErrorSource::Downstream {
             // The client's doing (slow, gone, malformed): not an operator's error.
@@ -875,13 +703,7 @@ impl ProxyHttp for EamProxy {
             if matches!(code, 502 | 504) {
                 tracing::warn!(status = code, error = %e, "upstream request failed");
             }
-            let body = match code {
-                502 => "upstream unavailable\n",
-                504 => "upstream timed out\n",
-                408 => "request timeout\n",
-                400 => "bad request\n",
-                _ => "internal error\n",
-            };
+            let body = failure::body(code);
             if let Err(write_error) = session
                 .respond_error_with_body(code, Bytes::from_static(body.as_bytes()))
                 .await

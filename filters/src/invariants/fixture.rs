@@ -8,7 +8,7 @@ use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{json, Map, Value};
 
-use crate::authorize::Authorized;
+use crate::authorize::Ruling;
 use crate::keys::KeySet;
 use crate::policy::{
     AppPolicy, AuthorizeSettings, CloudPolicy, DetectMode, ErrorDelivery, ExtraClaim, Policy,
@@ -837,7 +837,7 @@ impl BuiltRequest {
     }
 
     /// Decides the request against the fixed key set and checks every invariant.
-    pub fn check(&self) -> Authorized {
+    pub fn check(&self) -> Ruling {
         let req = self.as_request();
         let out = self.policy.authorize(&req, keys(), self.now);
         super::check_decision_at(self.policy, &req, &out, self.now);

@@ -16,7 +16,7 @@ use base64::Engine;
 use serde_json::{Map, Value};
 
 use crate::authorize::{
-    AuthorizeDecision, Authorized, Outcome, Summary, MAX_PARAMETERS, SINGLE_VALUED,
+    AuthorizeDecision, Outcome, Ruling, Summary, MAX_PARAMETERS, SINGLE_VALUED,
 };
 use crate::error::AuthorizeError;
 use crate::keys::KeySet;
@@ -50,12 +50,21 @@ use crate::request::{AuthorizeRequest, Field, Framing, Method};
 /// - a rejection forwards nothing; a form_post goes only to a configured Entra redirect URI (of
 ///   the app's cloud when the app is known) and its page passes [`check_page`]; a JSON answer
 ///   carries the error's own status and fixed description.
-pub fn check_decision(policy: &Policy, req: &AuthorizeRequest<'_>, out: &Authorized) {
+pub fn check_decision(policy: &Policy, req: &AuthorizeRequest<'_>, out: &Ruling) {
     let summary = &out.summary;
     assert_eq!(
         summary.error.is_some(),
         summary.outcome == Outcome::Rejected,
         "an error is reported exactly when the request is rejected: {summary:?}"
+    );
+    assert!(
+        out.keys_wanted.is_none()
+            || matches!(
+                summary.error,
+                Some(AuthorizeError::UnknownKid | AuthorizeError::KeysUnavailable)
+            ),
+        "a key fetch is asked for only when a key is missing: {:?}",
+        out.keys_wanted
     );
     let (query, body): (Option<&[u8]>, &[u8]) = match &out.decision {
         AuthorizeDecision::Reject(response) => {
@@ -125,7 +134,7 @@ pub fn check_decision(policy: &Policy, req: &AuthorizeRequest<'_>, out: &Authori
     }
     if req.method == Method::Post {
         assert!(
-            policy.body_fits(req.body.len()),
+            req.body.len() <= policy.authorize.max_body_bytes,
             "a body over max_body_bytes was forwarded"
         );
     }
@@ -247,7 +256,7 @@ fn check_reads_alike(p: &Param<'_>) {
     );
     let lower = name.to_ascii_lowercase();
     assert!(
-        lower == name || !SINGLE_VALUED.contains(&lower.as_str()),
+        lower == name || !SINGLE_VALUED.iter().any(|(n, _)| *n == lower),
         "{name:?} was forwarded: a case-insensitive framework reads it as {lower}"
     );
     assert!(
@@ -279,7 +288,7 @@ fn check_kept(kept: &[&Param<'_>], sent: &Params<'_>, what: &str) {
 }
 
 /// [`check_decision`], plus the time window of README "How a request is handled", step 6 for an accepted hint at `now`.
-pub fn check_decision_at(policy: &Policy, req: &AuthorizeRequest<'_>, out: &Authorized, now: u64) {
+pub fn check_decision_at(policy: &Policy, req: &AuthorizeRequest<'_>, out: &Ruling, now: u64) {
     check_decision(policy, req, out);
     if out.summary.outcome != Outcome::Accepted {
         return;

@@ -251,10 +251,11 @@ fn check_decision_catches_a_forged_forward() {
     let policy = fixture::policy(0);
     let body = "client_id=other&entra_sub=attacker";
     let req = AuthorizeRequest::post(Some(FORM), None, body.as_bytes());
-    let forged = Authorized {
+    let forged = Ruling {
         decision: AuthorizeDecision::PassThrough,
         summary: Summary::default(),
         remember: None,
+        keys_wanted: None,
     };
     let caught = std::panic::catch_unwind(|| check_decision(&policy, &req, &forged));
     assert!(
