@@ -8,6 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use pkcs1::der::Encode;
 use serde::Deserialize;
+use serde_json::{Map, Value};
 
 use crate::policy::fills_template;
 
@@ -76,20 +77,64 @@ impl std::error::Error for KeySetError {}
 
 #[derive(Deserialize)]
 struct Jwks {
-    keys: Vec<serde_json::Value>,
+    keys: Vec<Value>,
 }
 
-/// Only the members we read; everything else in a JWK is ignored.
-#[derive(Deserialize)]
-struct RsaJwk {
-    kty: String,
-    #[serde(rename = "use")]
-    use_: Option<String>,
-    alg: Option<String>,
-    kid: Option<String>,
-    n: Option<String>,
-    e: Option<String>,
-    issuer: Option<String>,
+/// The members of a JWK the proxy reads, read one way for Microsoft's keys and for the OP's
+/// (x5c injection); everything else in a JWK is ignored.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Jwk<'a> {
+    pub kty: Option<&'a str>,
+    pub use_: Option<&'a str>,
+    pub alg: Option<&'a str>,
+    pub kid: Option<&'a str>,
+    pub n: Option<&'a str>,
+    pub e: Option<&'a str>,
+    /// Microsoft's per-key issuer template.
+    pub issuer: Option<&'a str>,
+}
+
+impl<'a> Jwk<'a> {
+    /// `None` when a member it reads is there but not a string: such a key is not used.
+    pub fn read(jwk: &'a Map<String, Value>) -> Option<Jwk<'a>> {
+        let member = |name: &str| match jwk.get(name) {
+            None => Some(None),
+            Some(Value::String(s)) => Some(Some(s.as_str())),
+            Some(_) => None,
+        };
+        Some(Jwk {
+            kty: member("kty")?,
+            use_: member("use")?,
+            alg: member("alg")?,
+            kid: member("kid")?,
+            n: member("n")?,
+            e: member("e")?,
+            issuer: member("issuer")?,
+        })
+    }
+
+    pub fn is_rsa(&self) -> bool {
+        self.kty == Some("RSA")
+    }
+
+    /// A key for RS256 signatures: `use` absent or `sig`, and `alg` (optional in Microsoft's
+    /// sets) absent or `RS256`.
+    pub fn is_rs256_signing_key(&self) -> bool {
+        self.is_rsa()
+            && self.use_.is_none_or(|u| u == "sig")
+            && self.alg.is_none_or(|a| a == "RS256")
+    }
+
+    /// `n` and `e` as big-endian integers without leading zero bytes; `None` when either is
+    /// missing, not base64url (padding tolerated) or zero.
+    pub fn rsa_numbers(&self) -> Option<(Vec<u8>, Vec<u8>)> {
+        let number = |b64: Option<&str>| {
+            let bytes = URL_SAFE_NO_PAD.decode(b64?.trim_end_matches('=')).ok()?;
+            let first = bytes.iter().position(|&b| b != 0)?;
+            Some(bytes[first..].to_vec())
+        };
+        Some((number(self.n)?, number(self.e)?))
+    }
 }
 
 impl KeySet {
@@ -100,10 +145,11 @@ impl KeySet {
             serde_json::from_slice(json).map_err(|e| KeySetError::NotAJwks(e.to_string()))?;
         let total = jwks.keys.len();
         let mut keys = HashMap::with_capacity(total);
-        for value in jwks.keys {
-            let Some((kid, key)) = serde_json::from_value::<RsaJwk>(value)
-                .ok()
-                .and_then(usable_rsa_key)
+        for value in &jwks.keys {
+            let Some((kid, key)) = value
+                .as_object()
+                .and_then(Jwk::read)
+                .and_then(|jwk| usable_rsa_key(&jwk))
             else {
                 continue;
             };
@@ -146,18 +192,14 @@ impl KeySet {
     }
 }
 
-fn usable_rsa_key(jwk: RsaJwk) -> Option<(String, VerifyingKey)> {
-    let sig_use = jwk.use_.as_deref().is_none_or(|u| u == "sig");
-    // `alg` is optional in Microsoft's sets; when present it must be the one we verify with.
-    let rs256 = jwk.alg.as_deref().is_none_or(|a| a == "RS256");
-    if jwk.kty != "RSA" || !sig_use || !rs256 {
+fn usable_rsa_key(jwk: &Jwk<'_>) -> Option<(String, VerifyingKey)> {
+    if !jwk.is_rs256_signing_key() {
         return None;
     }
-    let kid = jwk.kid.filter(|k| !k.is_empty())?;
-    let n = URL_SAFE_NO_PAD.decode(jwk.n?).ok()?;
-    let e = URL_SAFE_NO_PAD.decode(jwk.e?).ok()?;
-    let significant = n.iter().skip_while(|b| **b == 0).count();
-    if significant * 8 < MIN_MODULUS_BITS || e.is_empty() {
+    let kid = jwk.kid.filter(|k| !k.is_empty())?.to_string();
+    let (n, e) = jwk.rsa_numbers()?;
+    // Whole bytes: aws-lc refuses a modulus still below 2048 bits when it parses the key.
+    if n.len() * 8 < MIN_MODULUS_BITS {
         return None;
     }
     let der = pkcs1::RsaPublicKey {
@@ -171,7 +213,7 @@ fn usable_rsa_key(jwk: RsaJwk) -> Option<(String, VerifyingKey)> {
         kid,
         VerifyingKey {
             key,
-            issuer: jwk.issuer,
+            issuer: jwk.issuer.map(str::to_string),
         },
     ))
 }

@@ -13,6 +13,8 @@ use sha2::{Digest, Sha256};
 use x509_cert::der::asn1::ObjectIdentifier;
 use x509_cert::der::{Decode, Encode};
 
+use crate::keys::Jwk;
+
 /// A certificate ending within this many seconds of `now` is reported as a warning.
 pub const EXPIRY_WARNING_SECONDS: u64 = 30 * 24 * 3600;
 
@@ -84,19 +86,15 @@ impl RsaPublic {
         }
     }
 
-    /// `n` and `e` of an RSA JWK.
+    /// `n` and `e` of an RSA JWK (`keys::Jwk`). The signing-key rule is not applied: a
+    /// certificate whose key it is decides that the key gets `x5c`.
     pub fn from_jwk(jwk: &Map<String, Value>) -> Result<RsaPublic, X5cError> {
-        if jwk.get("kty").and_then(Value::as_str) != Some("RSA") {
+        let jwk = Jwk::read(jwk).ok_or(X5cError::MalformedJwk)?;
+        if !jwk.is_rsa() {
             return Err(X5cError::JwkNotRsa);
         }
-        let member = |name: &str| {
-            jwk.get(name)
-                .and_then(Value::as_str)
-                .and_then(|s| URL_SAFE_NO_PAD.decode(s.trim_end_matches('=')).ok())
-                .filter(|b| b.iter().any(|&x| x != 0))
-                .ok_or(X5cError::MalformedJwk)
-        };
-        Ok(RsaPublic::new(&member("n")?, &member("e")?))
+        let (n, e) = jwk.rsa_numbers().ok_or(X5cError::MalformedJwk)?;
+        Ok(RsaPublic::new(&n, &e))
     }
 
     /// Modulus size in bits.
