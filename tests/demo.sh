@@ -13,22 +13,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-missing=()
-for tool in cmake perl make cc node npm; do
-  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "demo: installing ${missing[*]}" >&2
-  packages=()
-  for tool in "${missing[@]}"; do
-    case "$tool" in cc) packages+=(gcc libc6-dev) ;; node) packages+=(nodejs) ;; *) packages+=("$tool") ;; esac
-  done
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${packages[@]}" >/dev/null
-fi
-# oidc-provider 9 needs URL.parse and crypto.hash: Node.js 20.18 or later.
-if ! node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 18) ? 0 : 1)'; then
+who=demo
+# shellcheck source=tests/lib/deps.sh
+. tests/lib/deps.sh
+want_tools cmake perl make cc node npm
+install_wanted
+if ! node_new_enough; then
   echo "demo: Node.js $(node --version) is too old: tests/e2e needs 20.18 or later" >&2
   exit 1
 fi
@@ -36,7 +26,7 @@ fi
 echo "demo: building eam-proxy (cargo build --locked -p eam-proxy)" >&2
 cargo build --locked -q -p eam-proxy
 echo "demo: installing the Node packages of tests/e2e (npm ci)" >&2
-(cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+npm_ci tests/e2e
 
 run_dir=$(mktemp -d)
 node_pid=""

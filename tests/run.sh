@@ -18,34 +18,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-sudo=""
-[ "$(id -u)" -eq 0 ] || sudo="sudo"
-apt_updated=0
-apt_install() {
-  if [ "$apt_updated" = 0 ]; then
-    $sudo apt-get update -qq
-    apt_updated=1
-  fi
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-}
+who=tests/run.sh
+# shellcheck source=tests/lib/deps.sh
+. tests/lib/deps.sh
 
 # Pingora needs cmake (zlib-ng) and perl + make (vendored OpenSSL); the end-to-end tests call
 # curl, openssl and python3; tests/e2e needs Node.js and Debian's chromium.
-packages=()
-for tool in cmake perl make cc curl openssl python3 node npm; do
-  command -v "$tool" >/dev/null 2>&1 && continue
-  case "$tool" in
-    cc) packages+=(gcc libc6-dev) ;;
-    node) packages+=(nodejs) ;;
-    *) packages+=("$tool") ;;
-  esac
-done
-[ -x /usr/bin/chromium ] || [ -n "${CHROMIUM_PATH:-}" ] || [ "${EAM_SKIP_E2E:-0}" = 1 ] ||
-  packages+=(chromium)
-if [ ${#packages[@]} -gt 0 ]; then
-  echo "tests/run.sh: installing ${packages[*]}" >&2
-  apt_install "${packages[@]}"
-fi
+want_tools cmake perl make cc curl openssl python3 node npm
+[ "${EAM_SKIP_E2E:-0}" = 1 ] || want_chromium
+install_wanted
 # The parser zoo: Tomcat, Jetty, PHP, Rack, Express, Django, werkzeug, Go (idempotent).
 [ "${EAM_SKIP_ZOO:-0}" = 1 ] || bash tests/zoo/install.sh
 # The fidelity suite: nginx-light, chromium, a venv of pinned clients (idempotent).
@@ -112,11 +93,11 @@ fi
 
 # tests/e2e: node's TAP reporter closes with `# pass N`, `# fail N`, `# cancelled N`, `# skipped N`.
 e2e() {
-  if ! node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 18) ? 0 : 1)'; then
+  if ! node_new_enough; then
     echo "tests/e2e needs Node.js 20.18 or later, found $(node --version)"
     return 1
   fi
-  (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error) || return 1
+  npm_ci tests/e2e || return 1
   local out rc
   out=$(mktemp)
   set +e

@@ -4,25 +4,16 @@
 // hint minted 30 s before the POST (browser-flow-guest/).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import path from 'node:path';
 import { decodeJwt } from 'jose';
-import { startStack, OUT_DIR } from './lib/stack.mjs';
-import { launch } from './lib/browser.mjs';
+import { approveAndConsent, atProviderLogin, browserForTest, entraVerdict } from './lib/flow.mjs';
 import { DEFAULTS, idpFor, issuerFor } from './simulator.mjs';
 
 /** The checks of an accepted verdict, in the order Entra runs them. */
 const ALL_CHECKS = ['state', 'id_token', 'jwks', 'signature', 'x5c', 'iss', 'aud', 'nonce', 'sub', 'acr', 'amr'];
 
 test('browser: Entra EAM sign-in through eam-proxy is accepted by Entra', { timeout: 90_000 }, async (t) => {
-  const outDir = path.join(OUT_DIR, 'browser-flow');
-  const stack = await startStack({ outDir });
-  t.after(() => stack.close());
-  const browser = await launch({ outDir });
-  t.after(() => browser.close());
+  const { stack, browser, page, sim, op, proxy } = await browserForTest(t, 'browser-flow');
   {
-    const { page } = browser;
-    const { sim, op, proxy } = stack;
-
     // 1. Entra: the user must complete MFA and picks the external method.
     await page.goto(sim.url);
     await page.getByText('Sign in: another factor is required').waitFor();
@@ -44,8 +35,7 @@ test('browser: Entra EAM sign-in through eam-proxy is accepted by Entra', { time
     const autoPostShot = true;
 
     // 3. The provider's login page, reached through the proxy, shows the validated identity.
-    await page.waitForURL((url) => url.pathname.startsWith('/interaction/'));
-    await page.getByText("Verify it's you").waitFor();
+    await atProviderLogin(page);
     assert.equal(new URL(page.url()).origin, proxy.url, 'the browser talks to the provider through the proxy');
     assert.match(await page.textContent('main'), /testuser2@contoso\.com/);
     await browser.shot('provider-login');
@@ -58,15 +48,12 @@ test('browser: Entra EAM sign-in through eam-proxy is accepted by Entra', { time
     await page.click('#allow');
 
     // 5. oidc-provider's form_post lands on Entra's redirect_uri: the verdict.
-    await page.waitForURL((url) => url.href.startsWith(sim.redirectUri));
-    const verdictText = await page.textContent('#verdict');
-    await browser.shot('entra-verdict');
-    assert.equal(verdictText.trim(), 'accepted');
+    const { verdictText, attempt } = await entraVerdict(browser, sim);
+    assert.equal(verdictText, 'accepted');
     assert.ok(autoPostShot, 'the auto-POST page was photographed');
 
     // Entra's side: one attempt, posted to the authorization_endpoint of the provider's
     // discovery document (read through the proxy), accepted, every check passed, queryable as JSON.
-    const [attempt] = [...sim.attempts.values()];
     assert.equal(attempt.discovery.url, stack.discoveryUrl);
     assert.equal(attempt.action, stack.authorizeUrl);
     const verdict = await (await fetch(`${sim.url}/api/verdicts/${encodeURIComponent(attempt.state)}`)).json();
@@ -120,13 +107,7 @@ test('browser: Entra EAM sign-in through eam-proxy is accepted by Entra', { time
 });
 
 test('browser: a B2B guest\'s hint minted 30 s before the POST is accepted end to end', { timeout: 90_000 }, async (t) => {
-  const outDir = path.join(OUT_DIR, 'browser-flow-guest');
-  const stack = await startStack({ outDir });
-  t.after(() => stack.close());
-  const browser = await launch({ outDir });
-  t.after(() => browser.close());
-  const { page } = browser;
-  const { sim, op, proxy } = stack;
+  const { browser, page, sim, op, proxy } = await browserForTest(t, 'browser-flow-guest');
   const guest = DEFAULTS.guest;
   // Entra's page may wait before it posts: the hint's window runs from iat, not from the POST.
   sim.configure({ guest: true, mintedSecondsAgo: 30 });
@@ -135,20 +116,14 @@ test('browser: a B2B guest\'s hint minted 30 s before the POST is accepted end t
   await page.getByText(guest.user.preferred_username).first().waitFor();
   await browser.shot('entra-simulator');
   await page.click('#start');
-  await page.waitForURL((url) => url.pathname.startsWith('/interaction/'));
-  await page.getByText("Verify it's you").waitFor();
+  await atProviderLogin(page);
   // The provider's login page names the guest by the home account's UPN.
   assert.ok((await page.textContent('h1')).includes(guest.user.preferred_username));
   await browser.shot('provider-login');
-  await page.click('#approve');
-  await page.getByText('know it').waitFor();
-  await page.click('#allow');
-  await page.waitForURL((url) => url.href.startsWith(sim.redirectUri));
-  const verdictText = (await page.textContent('#verdict')).trim();
-  await browser.shot('entra-verdict');
+  await approveAndConsent(page);
+  const { verdictText, attempt, verdict } = await entraVerdict(browser, sim);
 
   // The hint: a guest's, minted 30 s before Entra's redirect, pre-expired.
-  const [attempt] = [...sim.attempts.values()];
   const hint = attempt.hint.payload;
   assert.equal(attempt.hint.guest, true);
   assert.ok(Math.floor(attempt.startedAt / 1000) - hint.iat >= 30, `iat ${hint.iat}, redirect at ${attempt.startedAt}`);
@@ -174,7 +149,6 @@ test('browser: a B2B guest\'s hint minted 30 s before the POST is accepted end t
   assert.equal(got.get('entra_preferred_username'), guest.user.preferred_username);
 
   // Entra accepted the id_token issued for the guest object's sub.
-  const verdict = sim.verdicts.find((v) => v.state === attempt.state);
   assert.equal(verdict.accepted, true, verdict.reason);
   assert.equal(verdictText, 'accepted');
   assert.deepEqual(verdict.checks.map((c) => c.name), ALL_CHECKS);

@@ -4,8 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import path from 'node:path';
-import { startStack, OUT_DIR, proxyBinary } from './lib/stack.mjs';
+import { proxyBinary, stackForTest } from './lib/stack.mjs';
 
 /**
  * Runs the doctor on the stack's proxy configuration; resolves with its exit code and JSON
@@ -29,8 +28,7 @@ const OP_PATHS = ['/auth', '/request'];
 
 test('doctor: oidc-provider without x5c fails on the missing certificate and names the fix', { timeout: 60_000 }, async (t) => {
   // Configured as the doctor asks: the provider's authorization and PAR endpoints listed.
-  const stack = await startStack({ outDir: path.join(OUT_DIR, 'doctor-no-x5c'), x5c: false, authorizePaths: OP_PATHS });
-  t.after(() => stack.close());
+  const stack = await stackForTest(t, 'doctor-no-x5c', { x5c: false, authorizePaths: OP_PATHS });
   const { code, failed, check } = await doctor(stack);
   assert.equal(code, 1);
   assert.deepEqual(failed.map((c) => c.id), ['jwks.x5c'], JSON.stringify(failed, null, 2));
@@ -51,8 +49,7 @@ test('doctor: oidc-provider without x5c fails on the missing certificate and nam
 });
 
 test('doctor: oidc-provider with x5c injection configured passes', { timeout: 60_000 }, async (t) => {
-  const stack = await startStack({ outDir: path.join(OUT_DIR, 'doctor-x5c'), authorizePaths: OP_PATHS });
-  t.after(() => stack.close());
+  const stack = await stackForTest(t, 'doctor-x5c', { authorizePaths: OP_PATHS });
   const { code, report, failed, check } = await doctor(stack);
   assert.equal(code, 0, JSON.stringify(failed, null, 2));
   assert.equal(report.summary.failed, 0);
@@ -63,8 +60,7 @@ test('doctor: oidc-provider with x5c injection configured passes', { timeout: 60
 });
 
 test('doctor: the proxy configured for /authorize while the provider serves /auth fails on it and names the fix', { timeout: 60_000 }, async (t) => {
-  const stack = await startStack({ outDir: path.join(OUT_DIR, 'doctor-paths') });
-  t.after(() => stack.close());
+  const stack = await stackForTest(t, 'doctor-paths');
   const { code, failed, check } = await doctor(stack);
   assert.equal(code, 1);
   assert.deepEqual(failed.map((c) => c.id), ['discovery.authorization_endpoint'], JSON.stringify(failed, null, 2));

@@ -13,33 +13,22 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import path from 'node:path';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import * as jose from 'jose';
-import { startStack, OUT_DIR, CODE_CLIENT } from './lib/stack.mjs';
-import { launch } from './lib/browser.mjs';
+import { CODE_CLIENT } from './lib/stack.mjs';
+import { approveAndConsent, atProviderLogin, browserForTest, entraVerdict } from './lib/flow.mjs';
 import { closeServer, esc, listen, page as htmlPage, table } from './lib/util.mjs';
 
 test('(a) without eam-proxy the provider rejects the Entra request with invalid_request', { timeout: 90_000 }, async (t) => {
-  const outDir = path.join(OUT_DIR, 'negative-a-no-proxy');
-  const stack = await startStack({ withProxy: false, outDir });
-  t.after(() => stack.close());
-  const browser = await launch({ outDir });
-  t.after(() => browser.close());
-  const { page } = browser;
-  const { sim, op } = stack;
+  const { stack, browser, page, sim, op } = await browserForTest(t, 'negative-a-no-proxy', { withProxy: false });
 
   await page.goto(sim.url);
   await browser.shot('entra-simulator');
   await page.click('#start');
   // oidc-provider answers the error to Entra's (registered) redirect_uri with form_post.
-  await page.waitForURL((url) => url.href.startsWith(sim.redirectUri));
-  const verdictText = (await page.textContent('#verdict')).trim();
-  await browser.shot('entra-verdict');
+  const { verdictText, attempt, verdict } = await entraVerdict(browser, sim);
 
-  const [attempt] = [...sim.attempts.values()];
   assert.equal(attempt.action, stack.authorizeUrl, "posted to the provider's own discovered endpoint");
-  const verdict = sim.verdicts.find((v) => v.state === attempt.state);
   assert.ok(verdict, 'Entra received an answer for its attempt');
   assert.equal(verdict.accepted, false);
   assert.equal(verdict.error, 'invalid_request');
@@ -57,13 +46,7 @@ test('(a) without eam-proxy the provider rejects the Entra request with invalid_
 });
 
 test('(b) a forged hint through eam-proxy ends at Entra as error=invalid_request with state, at once', { timeout: 90_000 }, async (t) => {
-  const outDir = path.join(OUT_DIR, 'negative-b-forged-hint');
-  const stack = await startStack({ outDir });
-  t.after(() => stack.close());
-  const browser = await launch({ outDir });
-  t.after(() => browser.close());
-  const { page } = browser;
-  const { sim, op, proxy } = stack;
+  const { stack, browser, page, sim, op, proxy } = await browserForTest(t, 'negative-b-forged-hint');
 
   await page.goto(sim.url);
   await browser.shot('entra-simulator');
@@ -71,10 +54,8 @@ test('(b) a forged hint through eam-proxy ends at Entra as error=invalid_request
   const started = Date.now();
   await page.click('#forge');
   const answer = await proxyAnswer;
-  await page.waitForURL((url) => url.href.startsWith(sim.redirectUri));
-  const elapsed = Date.now() - started;
-  const verdictText = (await page.textContent('#verdict')).trim();
-  await browser.shot('entra-verdict');
+  const { verdictText, landedAt, attempt, verdict } = await entraVerdict(browser, sim);
+  const elapsed = landedAt - started;
 
   // The proxy's answer: an auto-submitting form_post to Entra's redirect_uri (README "How a request is handled", step 8).
   assert.equal(answer.status(), 200);
@@ -84,9 +65,7 @@ test('(b) a forged hint through eam-proxy ends at Entra as error=invalid_request
   assert.equal(headers['x-frame-options'], 'DENY');
   assert.match(headers['content-security-policy'], /form-action/);
 
-  const [attempt] = [...sim.attempts.values()];
   assert.equal(attempt.hint.forged, true);
-  const verdict = sim.verdicts.find((v) => v.state === attempt.state);
   assert.ok(verdict, 'the error came back with the state Entra sent');
   assert.equal(verdict.received.state, attempt.state);
   assert.equal(verdict.accepted, false);
@@ -174,20 +153,16 @@ async function startRelyingParty() {
 }
 
 test('(c) an ordinary code-flow client signs in through eam-proxy untouched', { timeout: 90_000 }, async (t) => {
-  const outDir = path.join(OUT_DIR, 'negative-c-code-flow');
   const rp = await startRelyingParty();
   t.after(() => rp.close());
-  const stack = await startStack({ outDir, codeRedirectUris: [rp.redirectUri] });
-  t.after(() => stack.close());
+  const { stack, browser, page, op, proxy } = await browserForTest(t, 'negative-c-code-flow', {
+    codeRedirectUris: [rp.redirectUri],
+  });
   rp.issuer = stack.issuer;
   // Federation flows may carry client-request-id too (detect = client_id leaves them alone);
   // a spoofed entra_* parameter must be stripped (README "How a request is handled", step 2) and nothing else changed.
   const clientRequestId = randomUUID();
   rp.extraParams = [['client-request-id', clientRequestId], ['entra_sub', 'attacker']];
-  const browser = await launch({ outDir });
-  t.after(() => browser.close());
-  const { page } = browser;
-  const { op, proxy } = stack;
 
   await page.goto(`${rp.url}/login`);
   await page.waitForURL((url) => url.pathname.startsWith('/interaction/'));
@@ -228,27 +203,15 @@ test('(c) an ordinary code-flow client signs in through eam-proxy untouched', { 
 });
 
 test('(d) without x5c injection Entra refuses the id_token: the signing key has no certificate', { timeout: 90_000 }, async (t) => {
-  const outDir = path.join(OUT_DIR, 'negative-d-no-x5c');
-  const stack = await startStack({ outDir, x5c: false });
-  t.after(() => stack.close());
-  const browser = await launch({ outDir });
-  t.after(() => browser.close());
-  const { page } = browser;
-  const { sim, op, proxy } = stack;
+  const { browser, page, sim, op, proxy } = await browserForTest(t, 'negative-d-no-x5c', { x5c: false });
 
   await page.goto(sim.url);
   await page.click('#start');
-  await page.waitForURL((url) => url.pathname.startsWith('/interaction/'));
-  await page.click('#approve');
-  await page.getByText('know it').waitFor();
-  await page.click('#allow');
-  await page.waitForURL((url) => url.href.startsWith(sim.redirectUri));
-  const verdictText = (await page.textContent('#verdict')).trim();
-  await browser.shot('entra-verdict');
+  await atProviderLogin(page);
+  await approveAndConsent(page);
+  const { verdictText, attempt, verdict } = await entraVerdict(browser, sim);
 
   // Everything else held: the hint was accepted, the user signed in, a signed id_token came back.
-  const [attempt] = [...sim.attempts.values()];
-  const verdict = sim.verdicts.find((v) => v.state === attempt.state);
   assert.equal(proxy.decisions().find((d) => d.client_request_id === attempt.clientRequestId)?.outcome, 'accepted');
   assert.equal(op.logins.length, 1);
   assert.equal(verdict.accepted, false);
@@ -260,22 +223,13 @@ test('(d) without x5c injection Entra refuses the id_token: the signing key has 
 });
 
 test('(e) a hint minted 400 s before the POST ends at Entra as expired, with state, at once', { timeout: 90_000 }, async (t) => {
-  const outDir = path.join(OUT_DIR, 'negative-e-stale-hint');
-  const stack = await startStack({ outDir });
-  t.after(() => stack.close());
-  const browser = await launch({ outDir });
-  t.after(() => browser.close());
-  const { page } = browser;
-  const { sim, op, proxy } = stack;
+  const { browser, page, sim, op, proxy } = await browserForTest(t, 'negative-e-stale-hint');
 
   await page.goto(sim.url);
   await page.click('#stale'); // Entra's page, posted 400 s after the hint was minted
-  await page.waitForURL((url) => url.href.startsWith(sim.redirectUri));
-  const verdictText = (await page.textContent('#verdict')).trim();
-  await browser.shot('entra-verdict');
+  const { verdictText, attempt, verdict } = await entraVerdict(browser, sim);
 
   // A genuine Microsoft-shaped hint, only too old: the proxy's window ends at iat + 300 s.
-  const [attempt] = [...sim.attempts.values()];
   assert.equal(attempt.hint.forged, false);
   assert.equal(attempt.hint.mintedSecondsAgo, 400);
   assert.equal(attempt.hint.payload.exp, attempt.hint.payload.iat - 1);
@@ -287,7 +241,6 @@ test('(e) a hint minted 400 s before the POST ends at Entra as expired, with sta
   assert.equal(decision.reason, 'expired');
 
   // The proxy's form_post error reached Entra with its state, naming the expiry.
-  const verdict = sim.verdicts.find((v) => v.state === attempt.state);
   assert.ok(verdict, 'the error came back with the state Entra sent');
   assert.equal(verdict.accepted, false);
   assert.equal(verdict.error, 'invalid_request');

@@ -26,10 +26,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { createHash } from 'node:crypto';
-import path from 'node:path';
 import * as oidc from 'openid-client';
 import { decodeProtectedHeader } from 'jose';
-import { startStack, OUT_DIR, CODE_CLIENT } from './lib/stack.mjs';
+import { CODE_CLIENT, stackForTest } from './lib/stack.mjs';
 import { Agent } from './lib/agent.mjs';
 import { AUTHORIZATION_PATH, JWKS_PATH } from './provider.mjs';
 import { closeServer, listen, waitFor } from './lib/util.mjs';
@@ -78,11 +77,9 @@ function delta(before, after, name) {
 }
 
 test('openid-client: code flow with PKCE and PAR through eam-proxy, untouched', { timeout: 90_000 }, async (t) => {
-  const outDir = path.join(OUT_DIR, 'openid-client-flow');
   const callback = await startCallback();
   t.after(() => callback.close());
-  const stack = await startStack({ outDir, codeRedirectUris: [callback.redirectUri] });
-  t.after(() => stack.close());
+  const stack = await stackForTest(t, 'openid-client-flow', { codeRedirectUris: [callback.redirectUri] });
   const { op, proxy, signing } = stack;
   const proxyOrigin = proxy.url;
   assert.equal(stack.issuer, proxyOrigin, "the provider's issuer is the proxy's URL");

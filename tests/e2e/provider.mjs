@@ -28,12 +28,10 @@
 //                --entra-client-id <id> --entra-redirect-uri http://127.0.0.1:8400/common/federation/externalauthprovider
 import http from 'node:http';
 import { randomBytes } from 'node:crypto';
-import { pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
 import * as jose from 'jose';
 import Provider, { interactionPolicy } from 'oidc-provider';
 import {
-  closeServer, esc, formPairs, listen, page, readBody, short, table,
+  closeServer, esc, formPairs, listen, page, readBody, short, standalone, table,
 } from './lib/util.mjs';
 
 export const ACR_VALUES = ['possessionorinherence', 'knowledgeorpossession', 'knowledgeorinherence'];
@@ -338,31 +336,18 @@ ${table([...rows, ['prompt', params.prompt ?? '(none)'], ['client-request-id', p
 }
 
 // ---- standalone ----------------------------------------------------------------------------
-if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  const { values } = parseArgs({
-    options: {
-      host: { type: 'string', default: '127.0.0.1' },
-      port: { type: 'string', default: '0' },
-      issuer: { type: 'string' },
-      'entra-client-id': { type: 'string' },
-      'entra-redirect-uri': { type: 'string', multiple: true },
-      'code-client-id': { type: 'string' },
-      'code-client-secret': { type: 'string' },
-      'code-redirect-uri': { type: 'string', multiple: true },
-    },
-  });
-  const op = await start({
-    host: values.host,
-    port: Number(values.port),
-    issuer: values.issuer,
-    entraClient: values['entra-client-id'] ? { clientId: values['entra-client-id'], redirectUris: values['entra-redirect-uri'] ?? [] } : undefined,
-    codeClient: values['code-client-id'] ? {
-      clientId: values['code-client-id'], clientSecret: values['code-client-secret'], redirectUris: values['code-redirect-uri'] ?? [],
-    } : undefined,
-    log: (line) => console.error(`provider: ${line}`),
-  });
-  console.log(JSON.stringify({ url: op.url, issuer: op.issuer }));
-  const stop = () => op.close().then(() => process.exit(0));
-  process.on('SIGINT', stop);
-  process.on('SIGTERM', stop);
-}
+await standalone(import.meta.url, 'provider', {
+  issuer: { type: 'string' },
+  'entra-client-id': { type: 'string' },
+  'entra-redirect-uri': { type: 'string', multiple: true },
+  'code-client-id': { type: 'string' },
+  'code-client-secret': { type: 'string' },
+  'code-redirect-uri': { type: 'string', multiple: true },
+}, (values, common) => start({
+  ...common,
+  issuer: values.issuer,
+  entraClient: values['entra-client-id'] ? { clientId: values['entra-client-id'], redirectUris: values['entra-redirect-uri'] ?? [] } : undefined,
+  codeClient: values['code-client-id'] ? {
+    clientId: values['code-client-id'], clientSecret: values['code-client-secret'], redirectUris: values['code-redirect-uri'] ?? [],
+  } : undefined,
+}), (op) => ({ url: op.url, issuer: op.issuer }));

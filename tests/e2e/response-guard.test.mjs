@@ -7,9 +7,7 @@
 //  - enforce with a correct login: the id_token passes untouched and Entra accepts it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import path from 'node:path';
-import { startStack, OUT_DIR } from './lib/stack.mjs';
-import { launch } from './lib/browser.mjs';
+import { approveAndConsent, atProviderLogin, browserForTest, entraVerdict } from './lib/flow.mjs';
 
 const CASES = [
   {
@@ -51,33 +49,18 @@ function guardLines(proxy) {
 }
 
 /** Entra page -> proxy -> login -> consent -> whatever the browser then posts to Entra. */
-async function signIn({ mode, tamper, outDir }) {
-  const stack = await startStack({ outDir, responseGuard: mode, tamper });
-  const browser = await launch({ outDir });
-  const { page } = browser;
-  const { sim } = stack;
+async function signIn(t, name, { mode, tamper }) {
+  const { stack, browser, page, sim } = await browserForTest(t, name, { responseGuard: mode, tamper });
   await page.goto(sim.url);
   await page.click('#start');
-  await page.waitForURL((url) => url.pathname.startsWith('/interaction/'));
-  await page.getByText("Verify it's you").waitFor();
-  await page.click('#approve');
-  await page.getByText('know it').waitFor();
-  await page.click('#allow');
-  await page.waitForURL((url) => url.href.startsWith(sim.redirectUri));
-  const verdictText = (await page.textContent('#verdict')).trim();
-  await browser.shot('entra-verdict');
-  const [attempt] = [...sim.attempts.values()];
-  const verdict = sim.verdicts.find((v) => v.state === attempt.state);
-  return {
-    stack, browser, attempt, verdict, verdictText,
-    async close() { await browser.close(); await stack.close(); },
-  };
+  await atProviderLogin(page);
+  await approveAndConsent(page);
+  return { stack, ...(await entraVerdict(browser, sim)) };
 }
 
 for (const c of CASES) {
   test(`monitor: a ${c.name} id_token reaches Entra, which refuses it, and the proxy counted it`, { timeout: 90_000 }, async (t) => {
-    const run = await signIn({ mode: 'monitor', tamper: c.tamper, outDir: path.join(OUT_DIR, `guard-monitor-${c.name}`) });
-    t.after(() => run.close());
+    const run = await signIn(t, `guard-monitor-${c.name}`, { mode: 'monitor', tamper: c.tamper });
     const { verdict, attempt, stack } = run;
 
     assert.ok(verdict, 'Entra received an answer with its state');
@@ -100,8 +83,7 @@ for (const c of CASES) {
   });
 
   test(`enforce: a ${c.name} id_token becomes access_denied with the state at Entra`, { timeout: 90_000 }, async (t) => {
-    const run = await signIn({ mode: 'enforce', tamper: c.tamper, outDir: path.join(OUT_DIR, `guard-enforce-${c.name}`) });
-    t.after(() => run.close());
+    const run = await signIn(t, `guard-enforce-${c.name}`, { mode: 'enforce', tamper: c.tamper });
     const { verdict, attempt, stack, verdictText } = run;
 
     assert.ok(verdict, 'Entra received an answer with its state');
@@ -120,8 +102,7 @@ for (const c of CASES) {
 }
 
 test('enforce: a correct id_token passes untouched and Entra accepts it', { timeout: 90_000 }, async (t) => {
-  const run = await signIn({ mode: 'enforce', outDir: path.join(OUT_DIR, 'guard-enforce-correct') });
-  t.after(() => run.close());
+  const run = await signIn(t, 'guard-enforce-correct', { mode: 'enforce' });
   const { verdict, stack, verdictText } = run;
 
   assert.equal(verdictText, 'accepted');

@@ -33,11 +33,9 @@
 //              ?format=json for the attempt as JSON, ?auto=0 to stop before the POST)
 import http from 'node:http';
 import { createHash, X509Certificate } from 'node:crypto';
-import { pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
 import * as jose from 'jose';
 import {
-  closeServer, esc, formPairs, guid, listen, opaque, page, readBody, short, table,
+  closeServer, esc, formPairs, guid, listen, opaque, page, readBody, short, standalone, table,
 } from './lib/util.mjs';
 
 /** The Microsoft-account (MSA) tenant: the home tenant of a personal account invited as a guest. */
@@ -616,28 +614,15 @@ ${v.error ? `<h2>error response</h2>${table(Object.entries(v.received))}` : ''}
 }
 
 // ---- standalone ----------------------------------------------------------------------------
-if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  const { values } = parseArgs({
-    options: {
-      host: { type: 'string', default: '127.0.0.1' },
-      port: { type: 'string', default: '0' },
-      'client-id': { type: 'string', default: DEFAULTS.clientId },
-      audience: { type: 'string', default: DEFAULTS.audience },
-      'tenant-id': { type: 'string', default: DEFAULTS.tenantId },
-      'discovery-url': { type: 'string' },
-    },
-  });
-  const sim = await start({
-    host: values.host,
-    port: Number(values.port),
-    clientId: values['client-id'],
-    audience: values.audience,
-    tenantId: values['tenant-id'],
-    discoveryUrl: values['discovery-url'],
-    log: (line) => console.error(`simulator: ${line}`),
-  });
-  console.log(JSON.stringify({ url: sim.url, redirect_uri: sim.redirectUri, jwks_url: sim.jwksUrl }));
-  const stop = () => sim.close().then(() => process.exit(0));
-  process.on('SIGINT', stop);
-  process.on('SIGTERM', stop);
-}
+await standalone(import.meta.url, 'simulator', {
+  'client-id': { type: 'string', default: DEFAULTS.clientId },
+  audience: { type: 'string', default: DEFAULTS.audience },
+  'tenant-id': { type: 'string', default: DEFAULTS.tenantId },
+  'discovery-url': { type: 'string' },
+}, (values, common) => start({
+  ...common,
+  clientId: values['client-id'],
+  audience: values.audience,
+  tenantId: values['tenant-id'],
+  discoveryUrl: values['discovery-url'],
+}), (sim) => ({ url: sim.url, redirect_uri: sim.redirectUri, jwks_url: sim.jwksUrl }));

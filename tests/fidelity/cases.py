@@ -139,6 +139,22 @@ def wait_upstream(ctx, fid, route, timeout=10):
     return req
 
 
+def upstream_like_direct(ctx, what, send):
+    """send(route, address, fid) over every H1 route, one after the other; then what the
+    upstream received through each proxy is compared with what it received direct."""
+    seen = {}
+
+    def run(route, address):
+        fid = ctx.fid(route)
+        send(route, address, fid)
+        seen[route] = wait_upstream(ctx, fid, route)
+
+    ctx.each(H1, run)
+    for route in PROXIES:
+        if seen.get(route) and seen.get("direct"):
+            compare_upstream(ctx, seen["direct"], seen[route], what, route)
+
+
 def echo_of(resp):
     return json.loads(resp.body)
 
@@ -452,10 +468,7 @@ def websocket_frames(ctx):
     """WebSocket over HTTP/1.1: text, a 70 KB binary message, an empty one and UTF-8 text echo
     back unchanged; a ping gets its pong; the upgrade request reaches the upstream like direct
     (minus Connection, which nginx spells `upgrade`)."""
-    seen = {}
-
-    def run(route, address):
-        fid = ctx.fid(route)
+    def run(route, address, fid):
         with ws_open(address, fid) as ws:
             for message in WS_MESSAGES:
                 ws.send(message)
@@ -463,12 +476,8 @@ def websocket_frames(ctx):
                 ctx.check(echoed == message, f"{route}: {type(message).__name__} message of "
                                              f"{len(message)} came back changed")
             ctx.check(ws.ping().wait(5), f"{route}: no pong within 5 s")
-        seen[route] = wait_upstream(ctx, fid, route)
 
-    ctx.each(H1, run)
-    for route in PROXIES:
-        if seen.get(route) and seen.get("direct"):
-            compare_upstream(ctx, seen["direct"], seen[route], "upgrade request", route)
+    upstream_like_direct(ctx, "upgrade request", run)
 
 
 @case("framing-204-304-head")
@@ -641,16 +650,22 @@ def sse_quiet_35(ctx):
     ctx.each(PROXIES, run, parallel=True)
 
 
+def _slow_upstream(ctx, routes, ms, expected, client_timeout):
+    """A GET of /slow?ms=MS over each route at once, whose answer must have status `expected`."""
+    def run(route, address):
+        with Client(address, timeout=client_timeout) as c:
+            c.send(request("GET", f"/slow?ms={ms}",
+                           [("Host", host(address)), ("X-Fid", ctx.fid(route))]))
+            resp = c.response()
+        ctx.check(resp.status == expected,
+                  f"{route}: {resp.status}, expected {expected}: {resp.body[:60]!r}")
+    ctx.each(routes, run, parallel=True)
+
+
 @case("default-timeouts-upstream-35s", kind="slow")
 def upstream_35(ctx):
     """Issue 17 #2. An upstream that takes 35 s to answer gets through (not 504)."""
-    def run(route, address):
-        with Client(address, timeout=60) as c:
-            c.send(request("GET", "/slow?ms=35000",
-                           [("Host", host(address)), ("X-Fid", ctx.fid(route))]))
-            resp = c.response()
-        ctx.check(resp.status == 200, f"{route}: {resp.status} {resp.body[:60]!r}")
-    ctx.each(PROXIES, run, parallel=True)
+    _slow_upstream(ctx, PROXIES, 35000, 200, client_timeout=60)
 
 
 @case("default-timeouts-upload-pause-35s", kind="slow")
@@ -691,13 +706,7 @@ def late_first_request(ctx):
 def short_504(ctx):
     """Issue 17 #2. read_timeout_ms = 2000: an upstream that needs 3 s gets 504 (nginx:
     proxy_read_timeout 2s, 504 too)."""
-    def run(route, address):
-        with Client(address, timeout=20) as c:
-            c.send(request("GET", "/slow?ms=3000",
-                           [("Host", host(address)), ("X-Fid", ctx.fid(route))]))
-            resp = c.response()
-        ctx.check(resp.status == 504, f"{route}: {resp.status}, expected 504")
-    ctx.each(("nginx-short", "eam-short"), run, parallel=True)
+    _slow_upstream(ctx, ("nginx-short", "eam-short"), 3000, 504, client_timeout=20)
 
 
 @case("short-timeouts-upload-stall-408", kind="slow")
@@ -900,20 +909,13 @@ def browser_headers(ctx):
     """A browser's page load over HTTP/1.1 (Chromium's header set, with `Connection:
     keep-alive` in second place) reaches the upstream with the same headers in the same order
     as direct, minus Connection and the X-Forwarded-* a proxy sets (nginx keeps the order)."""
-    seen = {}
-
-    def run(route, address):
-        fid = ctx.fid(route)
+    def run(route, address, fid):
         with Client(address, timeout=10) as c:
             c.send(request("GET", "/echo?page=1", [("Host", host(address))] +
                            BROWSER_NAVIGATION + [("Cookie", "sid=1"), ("X-Fid", fid)]))
             ctx.check(c.response().status == 200, f"{route}: no 200")
-        seen[route] = wait_upstream(ctx, fid, route)
 
-    ctx.each(H1, run)
-    for route in PROXIES:
-        if seen.get(route) and seen.get("direct"):
-            compare_upstream(ctx, seen["direct"], seen[route], "page load", route)
+    upstream_like_direct(ctx, "page load", run)
 
 
 @case("compression-navigation")

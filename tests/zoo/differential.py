@@ -31,20 +31,17 @@ import base64
 import gzip
 import http.client
 import json
-import os
 import random
 import re
 import shutil
 import socket
 import ssl
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import traceback
 import urllib.parse
-import urllib.request
 import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -55,6 +52,8 @@ import h2.events
 import jwt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+from loopback import EamProxy, make_certificate  # noqa: E402
 from servers import FRAMEWORKS, Zoo  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -151,95 +150,12 @@ class Case:
 # Proxies
 # ---------------------------------------------------------------------------------------------
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Proxy:
+def start_proxy(binary, workdir, framework, upstream, cert, key, jwks):
     """One eam-proxy in front of one echo server."""
-
-    def __init__(self, binary, workdir, upstream, cert, key, jwks):
-        self.dir = workdir
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.h1 = ("127.0.0.1", free_port())
-        self.h2 = ("127.0.0.1", free_port())
-        self.admin = ("127.0.0.1", free_port())
-        config = f"""
-[server]
-listen = ["{self.h1[0]}:{self.h1[1]}"]
-tls_listen = ["{self.h2[0]}:{self.h2[1]}"]
-tls_cert = "{cert}"
-tls_key = "{key}"
-admin_listen = "{self.admin[0]}:{self.admin[1]}"
-threads = 2
-grace_period_seconds = 0
-pid_file = "{self.dir}/pid"
-upgrade_sock = "{self.dir}/upgrade.sock"
-
-[upstream]
-addresses = ["{upstream[0]}:{upstream[1]}"]
-read_timeout_ms = 10000
-
-[authorize]
-paths = ["/authorize"]
-# The echo servers are not OPs (and count the requests they receive).
-discovery_path = ""
-response_guard = "off"
-
-[log]
-format = "json"
-
-[[apps]]
-client_id = "{CLIENT_ID}"
-audiences = ["{AUDIENCE}"]
-cloud = "global"
-
-[clouds.global]
-jwks_file = "{jwks}"
-"""
-        (self.dir / "eam-proxy.toml").write_text(config)
-        self.log = open(self.dir / "proxy.log", "wb")
-        self.process = subprocess.Popen(
-            [binary, "--config", str(self.dir / "eam-proxy.toml")],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-
-    def wait_ready(self, deadline):
-        url = f"http://{self.admin[0]}:{self.admin[1]}/readyz"
-        while time.time() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"eam-proxy exited: {self.tail()}")
-            try:
-                with urllib.request.urlopen(url, timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"eam-proxy not ready: {self.tail()}")
-
-    def tail(self):
-        self.log.flush()
-        return (self.dir / "proxy.log").read_text(errors="replace")[-3000:]
-
-    def stop(self):
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, 9)
-            self.process.wait()
-        self.log.close()
-
-
-def make_certificate(directory):
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )
-    return cert, key
+    return EamProxy(framework, binary, workdir, upstream, cert, key, app=(CLIENT_ID, AUDIENCE),
+                    jwks_file=jwks, threads=2, upstream_extra="read_timeout_ms = 10000\n",
+                    # The echo servers are not OPs: no id_token ever comes back.
+                    authorize='response_guard = "off"\n', generator="tests/zoo/differential.py")
 
 
 def signer_jwks(directory):
@@ -373,7 +289,7 @@ def send_h2(address, case, marker):
 
 def send(proxy, case, marker):
     if case.proto == "h2":
-        return send_h2(proxy.h2, case, marker)
+        return send_h2(proxy.tls, case, marker)
     return send_h1(proxy.h1, case, marker)
 
 
@@ -844,7 +760,7 @@ def main():
     result = Result()
     proxies = []
     try:
-        cert, key = make_certificate(work)
+        cert, key = make_certificate(work, "localhost")
         jwks = signer_jwks(work)
         hint = sign_hint()
         expected = {"entra_iss": ISSUER, "entra_tid": TID, "entra_oid": OID,
@@ -855,9 +771,9 @@ def main():
         randoms = [cases.random(rng, i) for i in range(args.cases)]
         with Zoo(only=frameworks, log_dir=work / "zoo") as zoo:
             for framework in frameworks:
-                proxies.append((framework, Proxy(args.proxy_bin, work / framework,
-                                                 zoo.addresses[framework], cert, key, jwks)))
-            deadline = time.time() + 60
+                proxies.append((framework, start_proxy(args.proxy_bin, work, framework,
+                                                       zoo.addresses[framework], cert, key, jwks)))
+            deadline = time.monotonic() + 60
             for _, proxy in proxies:
                 proxy.wait_ready(deadline)
             threads = [

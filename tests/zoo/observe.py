@@ -38,54 +38,49 @@ def chunked_request(method: str, target: str, headers, body: bytes) -> bytes:
     return head + chunked(body)
 
 
+def query(pid: str, what: str, text: str):
+    """A GET of /p with this query, showing what each parser made of its parameters."""
+    return (pid, what, raw_request("GET", "/p?" + text), PARAMS)
+
+
+def form_post(pid: str, what: str, body: bytes | str):
+    """A POST of this urlencoded form body to /p, showing what each parser made of it."""
+    return (pid, what, raw_request("POST", "/p", [FORM], body), PARAMS)
+
+
 MANY = "&".join(f"k{i}=v" for i in range(1001)) + "&last=1"
 
 # (id, what it asks, request bytes, fields to show)
 PROBES = [
-    ("semicolon-query", "is ';' a separator in the query?",
-     raw_request("GET", "/p?a=1;b=2&c=3"), PARAMS),
-    ("semicolon-body", "is ';' a separator in a form body?",
-     raw_request("POST", "/p", [FORM], "a=1;b=2&c=3"), PARAMS),
-    ("dup", "repeated name: first, last or all?",
-     raw_request("GET", "/p?a=1&a=2"), PARAMS),
+    query("semicolon-query", "is ';' a separator in the query?", "a=1;b=2&c=3"),
+    form_post("semicolon-body", "is ';' a separator in a form body?", "a=1;b=2&c=3"),
+    query("dup", "repeated name: first, last or all?", "a=1&a=2"),
     ("query-and-body", "same name in query and body",
      raw_request("POST", "/p?a=q", [FORM], "a=b"), PARAMS),
-    ("php-names", "names with '.', ' ', '[' and brackets",
-     raw_request("GET", "/p?a.b=1&%20c=2&d[=3&e%20f=4&g[h.i]=5&j[]=6&j[]=7&k[l]=8"), PARAMS),
-    ("names-encoded", "the same names with '[' ']' percent-encoded",
-     raw_request("GET", "/p?a.b=1&%20c=2&d%5B=3&e%20f=4&g%5Bh.i%5D=5&j%5B%5D=6&j%5B%5D=7&k%5Bl%5D=8"),
-     PARAMS),
-    ("mixed-array", "a scalar and an array under one name",
-     raw_request("GET", "/p?a=1&a%5B%5D=2"), PARAMS),
-    ("array-index", "explicit array index",
-     raw_request("GET", "/p?a%5B100%5D=x&b%5B0%5D=y"), PARAMS),
-    ("deep", "nesting 7 levels",
-     raw_request("GET", "/p?a%5Bb%5D%5Bc%5D%5Bd%5D%5Be%5D%5Bf%5D%5Bg%5D=1"), PARAMS),
-    ("proto", "names that are JS Object.prototype members",
-     raw_request("GET", "/p?__proto__%5Bx%5D=1&toString=2&hasOwnProperty=3"), PARAMS),
-    ("plus", "'+' and %2B",
-     raw_request("GET", "/p?a=x+y&b=x%2By&c+d=1"), PARAMS),
-    ("bad-pct", "bad percent-encoding",
-     raw_request("GET", "/p?a=%zz&b=%4&c=%"), PARAMS),
-    ("non-utf8-query", "a %FF (not UTF-8) in the query",
-     raw_request("GET", "/p?a=%FF&b=ok"), PARAMS),
-    ("non-utf8-key", "a %FE (not UTF-8) in a query name",
-     raw_request("GET", "/p?%FE=1&b=ok"), PARAMS),
-    ("raw-bytes-query", "raw (not percent-encoded) UTF-8 and 0xFF bytes in the query",
-     raw_request("GET", "/p?a=\u00c3\u00a9&b=\u00ff"), PARAMS),
-    ("raw-bytes-body", "raw (not percent-encoded) UTF-8 and 0xFF bytes in a form body",
-     raw_request("POST", "/p", [FORM], b"a=\xc3\xa9&b=\xff"), PARAMS),
-    ("bad-pct-body", "bad percent-encoding in a form body",
-     raw_request("POST", "/p", [FORM], "a=%zz&b=ok"), PARAMS),
-    ("non-utf8-body", "a %FF (not UTF-8) in a form body",
-     raw_request("POST", "/p", [FORM], "a=%FF&b=ok"), PARAMS),
-    ("no-eq", "names without '=' and empty names",
-     raw_request("GET", "/p?a&=x&b="), PARAMS),
+    query("php-names", "names with '.', ' ', '[' and brackets",
+          "a.b=1&%20c=2&d[=3&e%20f=4&g[h.i]=5&j[]=6&j[]=7&k[l]=8"),
+    query("names-encoded", "the same names with '[' ']' percent-encoded",
+          "a.b=1&%20c=2&d%5B=3&e%20f=4&g%5Bh.i%5D=5&j%5B%5D=6&j%5B%5D=7&k%5Bl%5D=8"),
+    query("mixed-array", "a scalar and an array under one name", "a=1&a%5B%5D=2"),
+    query("array-index", "explicit array index", "a%5B100%5D=x&b%5B0%5D=y"),
+    query("deep", "nesting 7 levels", "a%5Bb%5D%5Bc%5D%5Bd%5D%5Be%5D%5Bf%5D%5Bg%5D=1"),
+    query("proto", "names that are JS Object.prototype members",
+          "__proto__%5Bx%5D=1&toString=2&hasOwnProperty=3"),
+    query("plus", "'+' and %2B", "a=x+y&b=x%2By&c+d=1"),
+    query("bad-pct", "bad percent-encoding", "a=%zz&b=%4&c=%"),
+    query("non-utf8-query", "a %FF (not UTF-8) in the query", "a=%FF&b=ok"),
+    query("non-utf8-key", "a %FE (not UTF-8) in a query name", "%FE=1&b=ok"),
+    query("raw-bytes-query", "raw (not percent-encoded) UTF-8 and 0xFF bytes in the query",
+          "a=\u00c3\u00a9&b=\u00ff"),
+    form_post("raw-bytes-body", "raw (not percent-encoded) UTF-8 and 0xFF bytes in a form body",
+              b"a=\xc3\xa9&b=\xff"),
+    form_post("bad-pct-body", "bad percent-encoding in a form body", "a=%zz&b=ok"),
+    form_post("non-utf8-body", "a %FF (not UTF-8) in a form body", "a=%FF&b=ok"),
+    query("no-eq", "names without '=' and empty names", "a&=x&b="),
     ("get-charset-query", "GET, query %E9, Content-Type says latin-1",
      raw_request("GET", "/p?x=%E9&y=%C3%A9", [("Content-Type", "text/plain; charset=iso-8859-1")]),
      PARAMS),
-    ("form-no-charset", "form body %E9 and %C3%A9, no charset",
-     raw_request("POST", "/p", [FORM], "x=%E9&y=%C3%A9"), PARAMS),
+    form_post("form-no-charset", "form body %E9 and %C3%A9, no charset", "x=%E9&y=%C3%A9"),
     ("form-latin1", "form body %E9 and %C3%A9, charset=iso-8859-1",
      raw_request("POST", "/p", [("Content-Type", "application/x-www-form-urlencoded; charset=iso-8859-1")],
                  "x=%E9&y=%C3%A9"), PARAMS),

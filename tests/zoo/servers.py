@@ -19,7 +19,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -33,6 +32,8 @@ CONTRACT_KEYS = (
     "query", "form", "params", "headers", "parse_error",
 )
 ZOO_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(ZOO_DIR.parent / "lib"))
+from loopback import Process, free_port  # noqa: E402
 ECHO_DIR = ZOO_DIR / "echo"
 BUILD_DIR = ZOO_DIR / ".build"
 START_TIMEOUT = 60.0
@@ -207,12 +208,6 @@ def contract_problems(name: str, doc: dict) -> list[str]:
 # Servers
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _classpath(name: str) -> str:
     path = BUILD_DIR / "java" / name / "classpath.txt"
     if not path.exists():
@@ -268,7 +263,7 @@ class Zoo:
         self.log_dir = Path(log_dir) if log_dir else None
         self.addresses: dict[str, tuple[str, int]] = {}
         self.logs: dict[str, Path] = {}
-        self._procs: dict[str, subprocess.Popen] = {}
+        self._procs: dict[str, Process] = {}
         self._tmp: Path | None = None
 
     def __enter__(self) -> "Zoo":
@@ -298,19 +293,15 @@ class Zoo:
             "PYTHONDONTWRITEBYTECODE": "1",  # no __pycache__ next to the echo sources
         }
         for name in self.names:
-            port = _free_port()
+            port = free_port()
             argv, extra = _command(name, port, self._tmp)
-            log_path = logs / f"{name}.log"
-            self.logs[name] = log_path
-            with open(log_path, "ab") as log:
-                try:
-                    self._procs[name] = subprocess.Popen(
-                        argv, cwd=self._tmp, env={**base_env, **extra}, stdin=subprocess.DEVNULL,
-                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                    )
-                except OSError as e:
-                    raise RuntimeError(f"zoo server {name} could not start {argv[0]}: {e};"
-                                       " run bash tests/zoo/install.sh") from e
+            try:
+                self._procs[name] = Process(name, argv, logs, env={**base_env, **extra},
+                                            cwd=self._tmp)
+            except OSError as e:
+                raise RuntimeError(f"zoo server {name} could not start {argv[0]}: {e};"
+                                   " run bash tests/zoo/install.sh") from e
+            self.logs[name] = self._procs[name].log_path
             self.addresses[name] = ("127.0.0.1", port)
 
         deadline = time.monotonic() + START_TIMEOUT
@@ -321,7 +312,7 @@ class Zoo:
                 proc = self._procs[name]
                 if proc.poll() is not None:
                     raise RuntimeError(
-                        f"zoo server {name} exited with status {proc.returncode} while starting;"
+                        f"zoo server {name} exited with status {proc.poll()} while starting;"
                         f" log {self.logs[name]}:\n{_tail(self.logs[name])}")
                 try:
                     doc = echo(self.addresses[name], raw_request("GET", "/zoo-ready?ready=1"), 5)
@@ -343,21 +334,9 @@ class Zoo:
 
     def __exit__(self, *exc) -> None:
         for proc in self._procs.values():
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+            proc.terminate()
         for proc in self._procs.values():
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
-            # The whole group, so nothing it forked (gunicorn's worker) outlives it.
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
+            proc.stop(timeout=10)
         self._procs.clear()
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)

@@ -174,7 +174,7 @@ export async function startStack({
   }
   const runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'eam-e2e-'));
   const started = [];
-  const stack = { runDir };
+  const stack = { runDir, outDir };
   const closeAll = async () => {
     for (const s of started.reverse()) {
       try { await s(); } catch { /* best effort */ }
@@ -247,3 +247,10 @@ export async function startStack({
   }
 }
 
+
+/** startStack for the test t, closed after it; its logs (and screenshots) go to tests/out/e2e/NAME/. */
+export async function stackForTest(t, name, options = {}) {
+  const stack = await startStack({ outDir: path.join(OUT_DIR, name), ...options });
+  t.after(() => stack.close());
+  return stack;
+}

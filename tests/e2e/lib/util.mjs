@@ -1,6 +1,8 @@
 // Small helpers shared by the simulator, the provider, the stack and the demo client.
 import { randomBytes, randomUUID } from 'node:crypto';
 import net from 'node:net';
+import { pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
 
 export const guid = () => randomUUID();
 export const opaque = (bytes = 24) => randomBytes(bytes).toString('base64url');
@@ -143,3 +145,29 @@ export const short = (value, max = 80) => {
   const s = String(value);
   return s.length > max ? `${s.slice(0, max - 30)}…${s.slice(-24)} (${s.length} chars)` : s;
 };
+
+/**
+ * Runs a server module on its own when node was started with it (`node provider.mjs --port …`):
+ * parses --host, --port and `options`, awaits start(values, { host, port, log }) (log prefixes
+ * NAME on stderr), prints describe(server) as one JSON line and closes the server on SIGINT or
+ * SIGTERM. Does nothing when the module is imported.
+ */
+export async function standalone(moduleUrl, name, options, start, describe) {
+  if (moduleUrl !== pathToFileURL(process.argv[1] ?? '').href) return;
+  const { values } = parseArgs({
+    options: {
+      host: { type: 'string', default: '127.0.0.1' },
+      port: { type: 'string', default: '0' },
+      ...options,
+    },
+  });
+  const server = await start(values, {
+    host: values.host,
+    port: Number(values.port),
+    log: (line) => console.error(`${name}: ${line}`),
+  });
+  console.log(JSON.stringify(describe(server)));
+  const stop = () => server.close().then(() => process.exit(0));
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+}

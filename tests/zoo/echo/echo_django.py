@@ -6,14 +6,10 @@ DATA_UPLOAD_MAX_NUMBER_FIELDS 1000, DATA_UPLOAD_MAX_MEMORY_SIZE 2.5 MB, FORCE_SC
 One catch-all URL pattern. Reports request.GET.lists() as "query", request.POST.lists() as
 "form" (lists, as Django holds them), "params" null. An exception raised while building either
 QueryDict (TooManyFieldsSent, RequestDataTooBig, MultiPartParserError, ...) is reported in
-"parse_error" ("GET: Class: message; ...") and that view is null. Headers are the WSGI environ's
-HTTP_* keys (plus CONTENT_TYPE/CONTENT_LENGTH) as gunicorn set them; their values are WSGI
-"bytes as latin-1" strings.
+"parse_error" ("GET: Class: message; ...") and that view is null. Headers as wsgi_echo.py says.
 
 Run: gunicorn --chdir tests/zoo/echo -b 127.0.0.1:PORT echo_django:application
 """
-import json
-
 from django.conf import settings
 
 settings.configure(
@@ -29,43 +25,13 @@ from django.core.handlers.wsgi import get_script_name  # noqa: E402
 from django.core.wsgi import get_wsgi_application  # noqa: E402
 from django.http import HttpResponse  # noqa: E402
 from django.urls import re_path  # noqa: E402
-
-_seq = 0
+from wsgi_echo import answer  # noqa: E402
 
 
 def view(request):
-    global _seq
-    _seq += 1
-    errors = []
-
-    def lists(attr):
-        try:
-            return {k: v for k, v in getattr(request, attr).lists()}
-        except Exception as e:  # report whatever Django raised, never crash
-            errors.append(f"{attr}: {type(e).__name__}: {e}")
-            return None
-
-    query = lists("GET")
-    form = lists("POST")
-    env = request.META
-    headers = {
-        k: [v]
-        for k, v in env.items()
-        if k.startswith("HTTP_") or k in ("CONTENT_TYPE", "CONTENT_LENGTH")
-    }
-    out = {
-        "framework": "django",
-        "seq": _seq,
-        "method": request.method,
-        "route": request.path_info,
-        "script_name": get_script_name(env),
-        "query": query,
-        "form": form,
-        "params": None,
-        "headers": headers,
-        "parse_error": "; ".join(errors) or None,
-    }
-    return HttpResponse(json.dumps(out), content_type="application/json", status=200)
+    body = answer("django", request, request.META, {"query": "GET", "form": "POST"},
+                  route=request.path_info, script_name=get_script_name(request.META))
+    return HttpResponse(body, content_type="application/json", status=200)
 
 
 urlpatterns = [re_path(r"^.*$", view)]
