@@ -1,7 +1,58 @@
 //! What a client gets when its request could not be proxied: a status chosen by who failed and
 //! how (as nginx answers), and a short fixed body. One table, read by `fail_to_proxy`.
 
-use pingora::{ErrorSource, ErrorType};
+use pingora::{Error, ErrorSource, ErrorType};
+
+/// Why a request could not be proxied, as far as the answer and the log line differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// A tunnel or event stream, its answer under way, fell silent for
+    /// `stream_idle_timeout_ms`: nothing to answer, its end is the answer.
+    StreamIdle,
+    /// The upstream's read timeout ran out while the client had not finished its upload.
+    ClientStalled,
+    /// Anything else, answered with this status (0: nothing, the client is gone).
+    Status(u16),
+}
+
+/// What the proxy knew of the request when it failed.
+#[derive(Debug, Clone, Copy)]
+pub struct Circumstances {
+    /// A tunnel or event stream.
+    pub stream: bool,
+    /// Its answer's head has left.
+    pub answering: bool,
+    /// A body streamed to the upstream as it arrives.
+    pub uploads: bool,
+    pub body_done: bool,
+}
+
+impl Failure {
+    pub fn of(error: &Error, at: Circumstances) -> Failure {
+        let read_timeout = error.etype() == &ErrorType::ReadTimedout;
+        // Pingora's upstream read timeout runs while the upload streams, restarted by every
+        // chunk: when it runs out before the body has ended, the client stopped sending.
+        if at.stream && read_timeout && at.answering {
+            Failure::StreamIdle
+        } else if error.esource() == &ErrorSource::Upstream
+            && read_timeout
+            && at.uploads
+            && !at.body_done
+        {
+            Failure::ClientStalled
+        } else {
+            Failure::Status(status(error.esource(), error.etype()))
+        }
+    }
+
+    pub fn status(self) -> u16 {
+        match self {
+            Failure::StreamIdle => 0,
+            Failure::ClientStalled => 408,
+            Failure::Status(code) => code,
+        }
+    }
+}
 
 /// Status by source and error type; the first matching row wins, `None` matches any type.
 /// Status 0: nothing is answered (the client is gone).
@@ -86,6 +137,42 @@ mod tests {
         ] {
             assert_eq!(status(&source, &etype), expected, "{source:?} {etype:?}");
         }
+    }
+
+    #[test]
+    fn a_silent_stream_and_a_stalled_upload_are_told_apart() {
+        let timeout = Error::new_up(ErrorType::ReadTimedout);
+        let at = Circumstances {
+            stream: false,
+            answering: false,
+            uploads: true,
+            body_done: false,
+        };
+        assert_eq!(Failure::of(&timeout, at), Failure::ClientStalled);
+        let done = Circumstances {
+            body_done: true,
+            ..at
+        };
+        assert_eq!(Failure::of(&timeout, done), Failure::Status(504));
+        let stream = Circumstances {
+            stream: true,
+            answering: true,
+            uploads: false,
+            body_done: false,
+        };
+        assert_eq!(Failure::of(&timeout, stream), Failure::StreamIdle);
+        let not_yet = Circumstances {
+            answering: false,
+            ..stream
+        };
+        assert_eq!(Failure::of(&timeout, not_yet), Failure::Status(504));
+        assert_eq!(
+            (
+                Failure::StreamIdle.status(),
+                Failure::ClientStalled.status()
+            ),
+            (0, 408)
+        );
     }
 
     #[test]

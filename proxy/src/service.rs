@@ -21,7 +21,7 @@ use pingora::ErrorSource;
 
 use crate::decision_log::DecisionLog;
 use crate::discovery::Discovery;
-use crate::failure;
+use crate::failure::{self, Circumstances, Failure};
 use crate::forwarded::{self, Peer};
 use crate::hop;
 use crate::inject::{self, X5cRoute};
@@ -70,10 +70,8 @@ pub struct RequestCtx {
     uploads: bool,
     /// The proxy answered `Expect: 100-continue` itself: the upstream does not get `Expect`.
     continued: bool,
-    /// The upstream's read timeout ran out while the client had not finished its upload.
-    client_stalled: bool,
-    /// A tunnel or event stream, its answer under way, fell silent for `stream_idle_timeout_ms`.
-    stream_idle: bool,
+    /// Why the request could not be proxied, once `fail_to_proxy` has said.
+    failure: Option<Failure>,
 }
 
 impl EamProxy {
@@ -331,6 +329,32 @@ impl EamProxy {
         Ok(())
     }
 
+    /// Client faults at info level (not an operator's error), upstream faults as warnings.
+    fn log_failure(&self, failure: Failure, e: &Error) {
+        match failure {
+            Failure::StreamIdle => tracing::info!(
+                timeout_ms = self.upstream.settings.stream_idle_timeout.as_millis() as u64,
+                "stream closed: no traffic either way within stream_idle_timeout_ms"
+            ),
+            Failure::ClientStalled => tracing::info!(
+                status = 408,
+                timeout_ms = self.client_body_timeout.as_millis() as u64,
+                "client stalled its upload: nothing received within client_body_timeout_ms"
+            ),
+            Failure::Status(code) => {
+                if e.esource() == &ErrorSource::Upstream {
+                    self.metrics.upstream_class(UpstreamClass::Error);
+                }
+                if e.esource() == &ErrorSource::Downstream {
+                    tracing::info!(status = code, error = %e, "client request failed");
+                }
+                if matches!(code, 502 | 504) {
+                    tracing::warn!(status = code, error = %e, "upstream request failed");
+                }
+            }
+        }
+    }
+
     fn peer(&self, session: &Session) -> Peer {
         let ip = session
             .client_addr()
@@ -459,8 +483,7 @@ impl ProxyHttp for EamProxy {
             stream: false,
             uploads: false,
             continued: false,
-            client_stalled: false,
-            stream_idle: false,
+            failure: None,
         }
     }
 
@@ -645,7 +668,11 @@ impl ProxyHttp for EamProxy {
 
     /// Client faults are logged by `fail_to_proxy` at info level, not by Pingora as errors.
     fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
-        error.esource() == &ErrorSource::Downstream || ctx.client_stalled || ctx.stream_idle
+        error.esource() == &ErrorSource::Downstream
+            || matches!(
+                ctx.failure,
+                Some(Failure::ClientStalled | Failure::StreamIdle)
+            )
     }
 
     async fn fail_to_proxy(
@@ -654,60 +681,21 @@ impl ProxyHttp for EamProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        // Pingora's upstream read timeout runs while the upload streams, restarted by every
-        // chunk: when it runs out before the body has ended, the client stopped sending.
-        ctx.client_stalled = e.esource() == &ErrorSource::Upstream
-            && e.etype() == &ErrorType::ReadTimedout
-            && ctx.uploads
-            && !session.is_body_done();
-        ctx.stream_idle = ctx.stream
-            && e.etype() == &ErrorType::ReadTimedout
-            && session.response_written().is_some();
-        if ctx.stream_idle {
-            // Nothing to answer: the stream's head left long ago, and its end is the answer.
-            tracing::info!(
-                timeout_ms = self.upstream.settings.stream_idle_timeout.as_millis() as u64,
-                "stream closed: no traffic either way within stream_idle_timeout_ms"
-            );
-            return FailToProxy {
-                error_code: 0,
-                can_reuse_downstream: false,
-            };
-        }
-        if ctx.client_stalled {
-            tracing::info!(
-                status = 408,
-                timeout_ms = self.client_body_timeout.as_millis() as u64,
-                "client stalled its upload: nothing received within client_body_timeout_ms"
-            );
-            if let Err(write_error) = session
-                .respond_error_with_body(408, Bytes::from_static(failure::body(408).as_bytes()))
-                .await
-            {
-                tracing::debug!(%write_error, "could not send error response");
-            }
-            return FailToProxy {
-                error_code: 408,
-                can_reuse_downstream: false,
-            };
-        }
-        let code = failure::status(e.esource(), e.etype());
-        if e.esource() == &ErrorSource::Upstream {
-            self.metrics.upstream_class(UpstreamClass::Error);
-        }
-        if e.esource() == &ErrorSource::Downstream {
-            // The client's doing (slow, gone, malformed): not an operator's error.
-            tracing::info!(status = code, error = %e, "client request failed");
-        }
+        let failure = Failure::of(
+            e,
+            Circumstances {
+                stream: ctx.stream,
+                answering: session.response_written().is_some(),
+                uploads: ctx.uploads,
+                body_done: session.is_body_done(),
+            },
+        );
+        ctx.failure = Some(failure);
+        self.log_failure(failure, e);
+        let code = failure.status();
         if code > 0 {
-            if matches!(code, 502 | 504) {
-                tracing::warn!(status = code, error = %e, "upstream request failed");
-            }
-            let body = failure::body(code);
-            if let Err(write_error) = session
-                .respond_error_with_body(code, Bytes::from_static(body.as_bytes()))
-                .await
-            {
+            let body = Bytes::from_static(failure::body(code).as_bytes());
+            if let Err(write_error) = session.respond_error_with_body(code, body).await {
                 tracing::debug!(%write_error, "could not send error response");
             }
         }
