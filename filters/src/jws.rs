@@ -1,9 +1,8 @@
 //! The parts of a compact JWS that hint validation reads: its three segments, two header
 //! members and the claims the checks use.
 //!
-//! Members are decoded into typed fields, borrowing from the decoded bytes, because a
-//! `serde_json::Value` tree of every claim cost more than the rest of the authorize decision
-//! besides the RSA verification (docs/BENCHMARKS.md). The rules that keep refusals precise:
+//! Members are decoded into typed fields, borrowing from the decoded bytes, rather than into a
+//! `serde_json::Value` tree of every claim (measured in docs/BENCHMARKS.md). The rules that keep refusals precise:
 //! a member of an unexpected type is kept as [`Member::Other`], so the check that reads it
 //! refuses it exactly as before; a member that appears twice makes the object malformed, since
 //! the OP's parser might keep the other copy; members nobody reads are checked for JSON syntax

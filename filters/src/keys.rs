@@ -15,8 +15,8 @@ use crate::policy::fills_template;
 /// RSA moduli below this are refused: Microsoft uses 2048-bit keys and aws-lc rejects less anyway.
 const MIN_MODULUS_BITS: usize = 2048;
 
-/// One usable verification key, parsed once when the set is loaded: parsing an RSA key (and
-/// its Montgomery context) per verification was a tenth of a hint's cost.
+/// One usable verification key, parsed once when the set is loaded rather than (with its
+/// Montgomery context) per verification (docs/BENCHMARKS.md).
 #[derive(Clone)]
 pub struct VerifyingKey {
     /// Bound to RS256 (PKCS#1 v1.5, SHA-256, 2048..8192-bit moduli): the only algorithm a key

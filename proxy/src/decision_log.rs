@@ -2,8 +2,8 @@
 //! trail.
 //!
 //! In JSON mode the line is serialised here (a `Serialize` derive, into a reused per-thread
-//! buffer) rather than by `tracing-subscriber`'s generic JSON formatter, which cost a twentieth
-//! of an Entra request's CPU time (docs/BENCHMARKS.md). The line has the exact shape of every
+//! buffer) rather than by `tracing-subscriber`'s generic JSON formatter, whose cost is in
+//! docs/BENCHMARKS.md. The line has the exact shape of every
 //! other JSON log line and honours the same filter (`log.level` or `RUST_LOG`, target
 //! `eam_proxy::authorize`). Text mode keeps `tracing`.
 //!
