@@ -18,12 +18,12 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use crate::metrics::Metrics;
+use crate::schedule::Schedule;
 use crate::upstream_client::UpstreamClient;
 
 /// A larger document is not a discovery document.
 const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 const FIRST_RETRY: Duration = Duration::from_secs(2);
-const MAX_RETRY: Duration = Duration::from_secs(60);
 
 /// What the last reads found.
 #[derive(Default)]
@@ -192,22 +192,12 @@ pub struct DiscoveryRefresher(pub Arc<Discovery>);
 
 #[async_trait]
 impl BackgroundService for DiscoveryRefresher {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
+    async fn start(&self, shutdown: ShutdownWatch) {
         let discovery = &self.0;
-        let mut retry = FIRST_RETRY;
-        loop {
-            let wait = if discovery.refresh().await {
-                retry = FIRST_RETRY;
-                discovery.refresh
-            } else {
-                let wait = retry.min(discovery.refresh);
-                retry = (retry * 2).min(MAX_RETRY);
-                wait
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.changed() => return,
-            }
-        }
+        let schedule = Schedule {
+            period: discovery.refresh,
+            first_retry: FIRST_RETRY,
+        };
+        schedule.run(shutdown, || discovery.refresh()).await;
     }
 }

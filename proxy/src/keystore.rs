@@ -10,18 +10,16 @@ use async_trait::async_trait;
 use filters::{KeyFetch, KeyLookup, KeySet};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use rand::Rng;
 
 use crate::config::KeySource;
 use crate::metrics::Metrics;
+use crate::schedule::Schedule;
 use crate::unix_now;
 
 /// A hostile or broken key endpoint must not be able to exhaust memory.
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
-/// First retry delay after a failed fetch; doubles up to `MAX_RETRY` (or the refresh interval).
+/// First retry delay after a failed fetch (`Schedule`).
 const FIRST_RETRY: Duration = Duration::from_secs(5);
-/// A key endpoint that comes back is noticed within this time.
-const MAX_RETRY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct KeyStoreSettings {
@@ -228,32 +226,19 @@ pub struct KeyRefresher(pub Arc<KeyStore>);
 
 #[async_trait]
 impl BackgroundService for KeyRefresher {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
+    async fn start(&self, shutdown: ShutdownWatch) {
         let store = &self.0;
-        let mut retry = FIRST_RETRY;
-        loop {
-            let wait = match store.refresh().await {
-                Ok(_) => {
-                    retry = FIRST_RETRY;
-                    jittered(store.settings.refresh)
-                }
-                Err(error) => {
-                    tracing::warn!(cloud = %store.cloud, source = %store.source, %error, "key set refresh failed; keeping the last good set");
-                    let cap = MAX_RETRY.min(store.settings.refresh);
-                    let wait = retry.min(cap);
-                    retry = (retry * 2).min(cap);
-                    wait
-                }
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.changed() => return,
+        let schedule = Schedule {
+            period: store.settings.refresh,
+            first_retry: FIRST_RETRY,
+        };
+        let read = || async {
+            let result = store.refresh().await;
+            if let Err(error) = &result {
+                tracing::warn!(cloud = %store.cloud, source = %store.source, %error, "key set refresh failed; keeping the last good set");
             }
-        }
+            result.is_ok()
+        };
+        schedule.run(shutdown, read).await;
     }
-}
-
-fn jittered(base: Duration) -> Duration {
-    let factor = rand::rng().random_range(0.9..=1.1);
-    base.mul_f64(factor)
 }

@@ -18,6 +18,7 @@ mod keystore;
 mod logging;
 mod metrics;
 mod response_guard;
+mod schedule;
 mod service;
 mod tls;
 mod upstream_client;
