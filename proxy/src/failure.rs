@@ -142,30 +142,21 @@ mod tests {
     #[test]
     fn a_silent_stream_and_a_stalled_upload_are_told_apart() {
         let timeout = Error::new_up(ErrorType::ReadTimedout);
-        let at = Circumstances {
-            stream: false,
-            answering: false,
-            uploads: true,
-            body_done: false,
-        };
-        assert_eq!(Failure::of(&timeout, at), Failure::ClientStalled);
-        let done = Circumstances {
-            body_done: true,
-            ..at
-        };
-        assert_eq!(Failure::of(&timeout, done), Failure::Status(504));
-        let stream = Circumstances {
-            stream: true,
-            answering: true,
-            uploads: false,
-            body_done: false,
-        };
-        assert_eq!(Failure::of(&timeout, stream), Failure::StreamIdle);
-        let not_yet = Circumstances {
-            answering: false,
-            ..stream
-        };
-        assert_eq!(Failure::of(&timeout, not_yet), Failure::Status(504));
+        // (stream, answering, uploads, body_done) → failure
+        for ((stream, answering, uploads, body_done), expected) in [
+            ((false, false, true, false), Failure::ClientStalled),
+            ((false, false, true, true), Failure::Status(504)),
+            ((true, true, false, false), Failure::StreamIdle),
+            ((true, false, false, false), Failure::Status(504)),
+        ] {
+            let at = Circumstances {
+                stream,
+                answering,
+                uploads,
+                body_done,
+            };
+            assert_eq!(Failure::of(&timeout, at), expected, "{at:?}");
+        }
         assert_eq!(
             (
                 Failure::StreamIdle.status(),

@@ -120,50 +120,47 @@ mod tests {
 
     const CLIENT: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7)));
 
+    /// What a client's head becomes from the peer `CLIENT` over plain HTTP: (for, proto, host).
+    fn from_client(lines: &[(&str, &str)], trusted: bool) -> (String, String, String) {
+        let peer = Peer {
+            ip: CLIENT,
+            trusted,
+            tls: false,
+        };
+        let f = forwarded(&head(lines), peer);
+        (f.for_chain.unwrap(), f.proto, f.host.unwrap())
+    }
+
     #[test]
     fn an_untrusted_peer_cannot_forge_its_address_proto_or_host() {
-        let client = head(&[
+        let forged = [
             ("host", "idp.example"),
             ("x-forwarded-for", "1.2.3.4"),
             ("x-forwarded-proto", "https"),
             ("x-forwarded-host", "evil.example"),
-        ]);
-        let peer = Peer {
-            ip: CLIENT,
-            trusted: false,
-            tls: false,
-        };
+        ];
         assert_eq!(
-            forwarded(&client, peer),
-            Forwarded {
-                for_chain: Some("192.0.2.7".into()),
-                proto: "http".into(),
-                host: Some("idp.example".into()),
-            }
+            from_client(&forged, false),
+            ("192.0.2.7".into(), "http".into(), "idp.example".into())
         );
     }
 
     #[test]
     fn a_trusted_peer_extends_the_chain_over_every_line_and_keeps_proto_and_host() {
-        let client = head(&[
+        let relayed = [
             ("host", "internal:8080"),
             ("x-forwarded-for", "203.0.113.1"),
             ("x-forwarded-for", "10.0.0.1"),
             ("x-forwarded-proto", "https"),
             ("x-forwarded-host", "idp.example"),
-        ]);
-        let peer = Peer {
-            ip: CLIENT,
-            trusted: true,
-            tls: false,
-        };
+        ];
         assert_eq!(
-            forwarded(&client, peer),
-            Forwarded {
-                for_chain: Some("203.0.113.1, 10.0.0.1, 192.0.2.7".into()),
-                proto: "https".into(),
-                host: Some("idp.example".into()),
-            }
+            from_client(&relayed, true),
+            (
+                "203.0.113.1, 10.0.0.1, 192.0.2.7".into(),
+                "https".into(),
+                "idp.example".into()
+            )
         );
     }
 
