@@ -1,29 +1,10 @@
-//! `eam-proxy`: the binary. Reads the configuration, assembles the Pingora server (proxy,
-//! admin listener, key refreshers, upstream health checks) and runs it.
-
-mod admin;
-mod cert;
-mod config;
-mod content_coding;
-mod deadline;
-mod decision_log;
-mod discovery;
-mod doctor;
-mod heap;
-mod hop;
-mod inject;
-mod keystore;
-mod logging;
-mod metrics;
-mod response_guard;
-mod service;
-mod tls;
-mod upstream_client;
+//! `eam-proxy`: the binary, on the `eam_proxy` library. Reads the configuration, assembles the
+//! Pingora server (proxy, admin listener, key refreshers, upstream health checks) and runs it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use clap::Parser;
 use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
@@ -38,11 +19,15 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use pingora::tls::x509::X509;
 
-use crate::config::{Config, LogFormat, Validated};
-use crate::decision_log::DecisionLog;
-use crate::keystore::{KeyRefresher, KeyStore, KeyStoreSettings, KeyStores};
-use crate::service::EamProxy;
-use crate::upstream_client::{UpstreamClient, UpstreamSettings};
+use eam_proxy::config::{self, Config, LogFormat, Validated};
+use eam_proxy::decision_log::{self, DecisionLog};
+use eam_proxy::keystore::{KeyRefresher, KeyStore, KeyStoreSettings, KeyStores};
+use eam_proxy::service::EamProxy;
+use eam_proxy::upstream_client::{self, UpstreamClient, UpstreamSettings};
+use eam_proxy::{
+    admin, cert, deadline, discovery, doctor, heap, inject, logging, metrics, response_guard, tls,
+    unix_now,
+};
 
 /// Makes an OpenID Connect provider a Microsoft Entra ID External Authentication Method.
 #[derive(Parser, Debug)]
@@ -99,13 +84,6 @@ enum Command {
         #[arg(long)]
         allow_http: bool,
     },
-}
-
-/// Seconds since the Unix epoch: the proxy's only clock for token validation.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn main() -> ExitCode {
