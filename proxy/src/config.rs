@@ -120,7 +120,8 @@ impl Default for Server {
             tls_key: None,
             admin_listen: "127.0.0.1:9090".into(),
             threads: 2,
-            max_body_bytes: 32768,
+            // The body limit is the request logic's (`Policy::authorize.max_body_bytes`).
+            max_body_bytes: AuthorizeSettings::default().max_body_bytes,
             client_read_timeout_ms: 10_000,
             client_header_timeout_ms: 60_000,
             client_body_timeout_ms: 60_000,
@@ -191,22 +192,6 @@ impl Default for Upstream {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Detect {
-    ClientId,
-    ClientRequestId,
-    Either,
-    Both,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Delivery {
-    FormPost,
-    Status,
-}
-
 /// `authorize.response_guard`: what the proxy does with the OP's answers to Entra.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -220,28 +205,21 @@ pub enum GuardMode {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExtraClaimMapping {
-    pub claim: String,
-    pub param: String,
-}
-
-#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Authorize {
     pub paths: Vec<String>,
     /// Path of the OP's discovery document on the upstream; its authorization (and PAR)
     /// endpoint's path is filtered as well. Empty: only `paths`.
     pub discovery_path: String,
-    pub detect: Detect,
+    pub detect: DetectMode,
     pub param_prefix: String,
     pub hint_param: String,
     pub force_prompt_login: bool,
     pub leeway_seconds: u64,
     /// A hint that is not pre-expired is accepted until `exp + leeway` (before issue 18).
     pub accept_hints_until_exp: bool,
-    pub error_delivery: Delivery,
-    pub extra_claims: Vec<ExtraClaimMapping>,
+    pub error_delivery: ErrorDelivery,
+    pub extra_claims: Vec<ExtraClaim>,
     pub response_guard: GuardMode,
     /// Accepted Entra requests remembered for the guard, at most.
     pub response_guard_max_entries: usize,
@@ -253,17 +231,29 @@ pub struct Authorize {
 
 impl Default for Authorize {
     fn default() -> Self {
+        let AuthorizeSettings {
+            paths,
+            detect,
+            param_prefix,
+            hint_param,
+            force_prompt_login,
+            leeway_seconds,
+            accept_hints_until_exp,
+            error_delivery,
+            extra_claims,
+            max_body_bytes: _,
+        } = AuthorizeSettings::default();
         Authorize {
-            paths: vec!["/authorize".into()],
+            paths,
             discovery_path: filters::doctor::DISCOVERY_SUFFIX.into(),
-            detect: Detect::ClientId,
-            param_prefix: "entra_".into(),
-            hint_param: "entra_id_token_hint".into(),
-            force_prompt_login: true,
-            leeway_seconds: 300,
-            accept_hints_until_exp: false,
-            error_delivery: Delivery::FormPost,
-            extra_claims: Vec::new(),
+            detect,
+            param_prefix,
+            hint_param,
+            force_prompt_login,
+            leeway_seconds,
+            accept_hints_until_exp,
+            error_delivery,
+            extra_claims,
             response_guard: GuardMode::Monitor,
             response_guard_max_entries: 20_000,
             response_guard_ttl_seconds: 600,
@@ -679,29 +669,14 @@ impl Config {
         check_guard(a)?;
         Ok(AuthorizeSettings {
             paths: a.paths.clone(),
-            detect: match a.detect {
-                Detect::ClientId => DetectMode::ClientId,
-                Detect::ClientRequestId => DetectMode::ClientRequestId,
-                Detect::Either => DetectMode::Either,
-                Detect::Both => DetectMode::Both,
-            },
+            detect: a.detect,
             param_prefix: a.param_prefix.clone(),
             hint_param: a.hint_param.clone(),
             force_prompt_login: a.force_prompt_login,
             leeway_seconds: a.leeway_seconds,
             accept_hints_until_exp: a.accept_hints_until_exp,
-            error_delivery: match a.error_delivery {
-                Delivery::FormPost => ErrorDelivery::FormPost,
-                Delivery::Status => ErrorDelivery::Status,
-            },
-            extra_claims: a
-                .extra_claims
-                .iter()
-                .map(|e| ExtraClaim {
-                    claim: e.claim.clone(),
-                    param: e.param.clone(),
-                })
-                .collect(),
+            error_delivery: a.error_delivery,
+            extra_claims: a.extra_claims.clone(),
             max_body_bytes: self.server.max_body_bytes,
         })
     }
