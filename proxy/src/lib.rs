@@ -1,6 +1,6 @@
-//! eam-proxy's parts, for its binary (`main.rs`: the command line and the server's assembly)
-//! and for their own unit tests. Pingora glue lives here; the request logic is the `filters`
-//! crate's.
+//! eam-proxy's parts, for its binary (`main.rs`: the command line, and the server assembled
+//! from a `config::Plan`) and for their own unit tests. Pingora glue lives here; the request
+//! logic is the `filters` crate's.
 
 pub mod admin;
 pub mod cert;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use filters::render::is_csp_safe_uri;
 use filters::x5c::Certificate;
-use filters::{AppPolicy, AuthorizeSettings, CloudPolicy, Policy};
+use filters::{AppPolicy, AuthorizeSettings, CloudPolicy, HeaderPolicy, Policy};
 
 use super::error::ConfigError;
 use super::schema::Config;
@@ -31,7 +31,7 @@ impl fmt::Display for KeySource {
     }
 }
 
-/// The configuration after every check: what the rest of the binary uses.
+/// The configuration after every check: what `doctor` reads and `plan` turns into the server.
 #[derive(Debug)]
 pub struct Validated {
     pub config: Config,
@@ -40,6 +40,10 @@ pub struct Validated {
     pub key_sources: Vec<(String, KeySource)>,
     /// `[[upstream.x5c]]` with the certificates read.
     pub x5c: Vec<X5cRoute>,
+    /// `server.trusted_proxies`, parsed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `server.routing_headers` and `server.underscores_in_headers`.
+    pub headers: HeaderPolicy,
 }
 
 fn err(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
@@ -93,6 +97,8 @@ impl Config {
             .map(|name| Ok((name.to_string(), self.key_source(name)?)))
             .collect::<Result<_, ConfigError>>()?;
         Ok(Validated {
+            trusted_proxies: self.server.trusted_proxies()?,
+            headers: self.server.header_policy()?,
             config: self,
             policy,
             key_sources,
