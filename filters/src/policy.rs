@@ -5,12 +5,12 @@
 //! TOML's own values (serde), and `AuthorizeSettings::default()` is the one source of the
 //! `[authorize]` defaults, so that the two cannot disagree.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Microsoft-account (consumer) tenant: never an Entra workforce user.
 pub const MSA_TENANT: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DetectMode {
     /// `client_id` is one of the configured apps.
@@ -21,7 +21,7 @@ pub enum DetectMode {
     Both,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorDelivery {
     /// Auto-submitting form to Entra's redirect_uri, so the attempt ends at once.
@@ -30,7 +30,7 @@ pub enum ErrorDelivery {
     Status,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExtraClaim {
     pub claim: String,

@@ -29,4 +29,7 @@ pub use validated::{KeySource, Validated};
 mod tests;
 
 #[cfg(test)]
+mod example_tests;
+
+#[cfg(test)]
 mod plan_tests;

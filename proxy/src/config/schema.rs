@@ -1,15 +1,16 @@
 //! The TOML file's tables as serde structs, with their defaults.
 //!
 //! Each default is written once: here, or in `filters` where the request logic owns the value
-//! (`AuthorizeSettings::default()`, the routing-header list, the discovery suffix).
+//! (`AuthorizeSettings::default()`, the routing-header list, the discovery suffix). The
+//! structs also serialize, so that a test can hold `config/eam-proxy.toml` to these defaults.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use filters::{AuthorizeSettings, DetectMode, ErrorDelivery, ExtraClaim};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -28,7 +29,7 @@ pub struct Config {
     pub clouds: BTreeMap<String, Cloud>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Server {
     pub listen: Vec<String>,
@@ -86,7 +87,7 @@ impl Default for Server {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Upstream {
     pub addresses: Vec<String>,
@@ -110,7 +111,7 @@ pub struct Upstream {
     pub x5c: Vec<X5cInjection>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct X5cInjection {
     /// Exact path of the OP's key set (the path of its `jwks_uri`).
@@ -140,7 +141,7 @@ impl Default for Upstream {
 }
 
 /// `authorize.response_guard`: what the proxy does with the OP's answers to Entra.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum GuardMode {
     /// Answers are not inspected.
@@ -151,7 +152,7 @@ pub enum GuardMode {
     Enforce,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Authorize {
     pub paths: Vec<String>,
@@ -209,7 +210,7 @@ impl Default for Authorize {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Jwks {
     pub refresh_seconds: u64,
@@ -229,14 +230,14 @@ impl Default for Jwks {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
     Json,
     Text,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Log {
     pub format: LogFormat,
@@ -255,7 +256,7 @@ impl Default for Log {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct App {
     pub client_id: String,
@@ -274,7 +275,7 @@ fn default_cloud() -> String {
 }
 
 /// `[clouds.NAME]`: every key overrides a built-in cloud's (`filters::CloudPolicy::builtin`).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Cloud {
     pub jwks_url: Option<String>,
