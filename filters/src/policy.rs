@@ -1,12 +1,17 @@
 //! The validated, ready-to-use form of the configuration that the request logic needs.
 //!
 //! `proxy` builds a `Policy` from its TOML; everything here is already checked, so the request
-//! path never has to handle a configuration error.
+//! path never has to handle a configuration error. The enums and `ExtraClaim` are also the
+//! TOML's own values (serde), and `AuthorizeSettings::default()` is the one source of the
+//! `[authorize]` defaults, so that the two cannot disagree.
+
+use serde::{Deserialize, Serialize};
 
 /// Microsoft-account (consumer) tenant: never an Entra workforce user.
 pub const MSA_TENANT: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DetectMode {
     /// `client_id` is one of the configured apps.
     ClientId,
@@ -16,7 +21,8 @@ pub enum DetectMode {
     Both,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ErrorDelivery {
     /// Auto-submitting form to Entra's redirect_uri, so the attempt ends at once.
     FormPost,
@@ -24,7 +30,8 @@ pub enum ErrorDelivery {
     Status,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct ExtraClaim {
     pub claim: String,
     pub param: String,

@@ -1,51 +1,35 @@
-//! `eam-proxy`: the binary. Reads the configuration, assembles the Pingora server (proxy,
-//! admin listener, key refreshers, upstream health checks) and runs it.
+//! `eam-proxy`: the binary. Reads the command line and the configuration, and runs the
+//! server assembled from the configuration's plan (proxy, admin listener, key refreshers,
+//! upstream health checks and discovery): load → plan → assemble → run.
 
-mod admin;
-mod cert;
-mod config;
-mod content_coding;
-mod deadline;
-mod decision_log;
-mod discovery;
-mod doctor;
-mod failure;
-mod forwarded;
-mod heap;
-mod hop;
-mod inject;
-mod keystore;
-mod logging;
-mod metrics;
-mod response_guard;
-mod schedule;
-mod service;
-mod tls;
-mod upstream_client;
-
+use std::convert::Infallible;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
-use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
+use filters::Policy;
+use pingora::lb::selection::RoundRobin;
 use pingora::lb::LoadBalancer;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::ListenerConfig;
 use pingora::protocols::l4::stream::L4BufferSettings;
-use pingora::protocols::tls::CaType;
-use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
-use pingora::tls::x509::X509;
 
-use crate::config::{Config, LogFormat, Validated};
-use crate::decision_log::DecisionLog;
-use crate::keystore::{KeyRefresher, KeyStore, KeyStoreSettings, KeyStores};
-use crate::service::EamProxy;
-use crate::upstream_client::{UpstreamClient, UpstreamSettings};
+use eam_proxy::config::{
+    self, Config, DiscoveryPlan, GuardPlan, KeySets, Launch, Listeners, LogFormat, PlanError,
+    ProxyPlan, UpstreamPlan, Validated,
+};
+use eam_proxy::decision_log::{self, DecisionLog};
+use eam_proxy::discovery::{Discovery, DiscoveryRefresher};
+use eam_proxy::keystore::{KeyRefresher, KeyStore, KeyStores};
+use eam_proxy::metrics::Metrics;
+use eam_proxy::response_guard::{self, Guard};
+use eam_proxy::service::EamProxy;
+use eam_proxy::upstream_client::UpstreamClient;
+use eam_proxy::{admin, cert, deadline, doctor, heap, inject, logging, tls, unix_now};
 
 /// Makes an OpenID Connect provider a Microsoft Entra ID External Authentication Method.
 #[derive(Parser, Debug)]
@@ -104,13 +88,6 @@ enum Command {
     },
 }
 
-/// Seconds since the Unix epoch: the proxy's only clock for token validation.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(command) = cli.command {
@@ -132,23 +109,20 @@ fn main() -> ExitCode {
         };
     }
     // clap requires --config when no subcommand is given.
-    let config_path = cli.config.clone().unwrap_or_default();
-    let validated = match Config::load(&config_path) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!(
-                "eam-proxy: invalid configuration {}: {e}",
-                config_path.display()
-            );
-            return ExitCode::from(2);
-        }
+    let config_path = cli.config.unwrap_or_default();
+    let Some(validated) = load(&config_path) else {
+        return ExitCode::from(2);
     };
     if cli.check {
         println!("{}: configuration is valid", config_path.display());
         return ExitCode::SUCCESS;
     }
     init_logging(&validated.config.log);
-    match run(cli, validated) {
+    let launch = Launch {
+        upgrade: cli.upgrade,
+        daemon: cli.daemon,
+    };
+    match run(launch, validated) {
         Ok(never) => match never {},
         Err(e) => {
             tracing::error!(error = %e, "start-up failed");
@@ -157,18 +131,21 @@ fn main() -> ExitCode {
     }
 }
 
+/// The configuration, or `None` once the reason is on stderr (exit 2).
+fn load(path: &std::path::Path) -> Option<Validated> {
+    Config::load(path)
+        .map_err(|e| eprintln!("eam-proxy: invalid configuration {}: {e}", path.display()))
+        .ok()
+}
+
 /// `eam-proxy doctor`: the report on stdout; exit 1 when a check failed.
 fn doctor_command(config: Option<PathBuf>, options: doctor::Options) -> ExitCode {
     let Some(path) = config else {
         eprintln!("eam-proxy doctor: --config PATH is required");
         return ExitCode::from(2);
     };
-    let validated = match Config::load(&path) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("eam-proxy: invalid configuration {}: {e}", path.display());
-            return ExitCode::from(2);
-        }
+    let Some(validated) = load(&path) else {
+        return ExitCode::from(2);
     };
     match doctor::run(&validated, &options) {
         Ok((report, failed)) => {
@@ -268,55 +245,6 @@ fn init_logging(log: &config::Log) {
     }
 }
 
-/// The certificates of `upstream.ca_file` (PEM, one or more).
-fn load_ca(path: &std::path::Path) -> Result<CaType, Box<dyn std::error::Error>> {
-    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let certs = X509::stack_from_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: no certificate", path.display()).into());
-    }
-    Ok(certs.into_boxed_slice())
-}
-
-/// TCP (TLS) connect, or an HTTP GET of `health_check_path` that must answer 2xx.
-fn health_check(
-    upstream: &config::Upstream,
-    sni: &str,
-    ca: Option<Arc<CaType>>,
-) -> Result<Box<dyn HealthCheck + Send + Sync>, Box<dyn std::error::Error>> {
-    if upstream.health_check_path.is_empty() {
-        let mut check = if upstream.tls {
-            TcpHealthCheck::new_tls(sni)
-        } else {
-            TcpHealthCheck::new()
-        };
-        upstream_client::trust(&mut check.peer_template.options, upstream.verify, ca);
-        return Ok(check);
-    }
-    let host = upstream
-        .host_header
-        .clone()
-        .or_else(|| upstream.sni.clone())
-        .unwrap_or_else(|| "localhost".into());
-    let mut check = HttpHealthCheck::new(&host, upstream.tls);
-    check.req.set_uri(upstream.health_check_path.parse()?);
-    if upstream.tls {
-        check.peer_template.sni = sni.to_string();
-    }
-    upstream_client::trust(&mut check.peer_template.options, upstream.verify, ca);
-    check.validator = Some(Box::new(|response| {
-        if response.status.is_success() {
-            Ok(())
-        } else {
-            Err(pingora::Error::explain(
-                pingora::ErrorType::InternalError,
-                format!("health check answered {}", response.status),
-            ))
-        }
-    }));
-    Ok(Box::new(check))
-}
-
 /// Pingora reads each client connection through a 64 KiB buffer, zero-filled when allocated:
 /// 1,000 active keep-alive clients peaked at 66 MiB (60 MiB with 4 KiB), and every flood left a
 /// higher high-water mark. A sign-in request (Entra's POST is about 2.5 KiB with its head) fits
@@ -327,59 +255,134 @@ fn client_endpoint(addr: &str) -> ListenerConfig {
     ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::default().read(CLIENT_READ_BUFFER))
 }
 
-fn run(
-    cli: Cli,
-    validated: Validated,
-) -> Result<std::convert::Infallible, Box<dyn std::error::Error>> {
-    let Validated {
-        config,
-        policy,
-        key_sources,
-        x5c,
-    } = validated;
-    let server_conf = ServerConf {
-        threads: config.server.threads,
-        // One single-threaded runtime per thread, like nginx's workers: a sign-in request is
-        // short and CPU-bound, so stealing it to another thread costs more than it saves.
-        work_stealing: false,
-        daemon: cli.daemon,
-        grace_period_seconds: Some(config.server.grace_period_seconds),
-        // In-flight requests drain during the grace period; runtimes then get one more second.
-        graceful_shutdown_timeout_seconds: Some(1),
-        pid_file: config.server.pid_file.display().to_string(),
-        upgrade_sock: config.server.upgrade_sock.display().to_string(),
-        ..ServerConf::default()
-    };
-    let opt = Opt {
-        upgrade: cli.upgrade,
-        daemon: cli.daemon,
-        ..Opt::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(opt, server_conf);
-    server.bootstrap();
+/// Why the server did not start, once the configuration was valid.
+#[derive(Debug)]
+enum StartError {
+    Plan(PlanError),
+    Metrics(prometheus::Error),
+    HttpClient(reqwest::Error),
+    TlsCertificate(String),
+    TlsSettings(Box<pingora::Error>),
+}
 
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Plan(e) => e.fmt(f),
+            StartError::Metrics(e) => e.fmt(f),
+            StartError::HttpClient(e) => e.fmt(f),
+            StartError::TlsCertificate(e) => f.write_str(e),
+            StartError::TlsSettings(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl From<PlanError> for StartError {
+    fn from(e: PlanError) -> Self {
+        StartError::Plan(e)
+    }
+}
+
+fn run(launch: Launch, validated: Validated) -> Result<Infallible, StartError> {
+    let plan = validated.plan(launch)?;
+    let mut server = Server::new_with_opt_and_conf(plan.opt, plan.server_conf);
+    server.bootstrap();
+    let (upstreams, apps) = (
+        plan.upstream.addresses.clone(),
+        plan.proxy.policy.apps.len(),
+    );
+    let shared = shared(&mut server, plan.key_sets, plan.upstream, plan.discovery)?;
+    warn_about_certificates(&plan.proxy.x5c);
+    let guard = plan
+        .guard
+        .map(|g| response_guard(g, &plan.proxy.policy, &shared));
+    let proxy = new_eam_proxy(plan.proxy, &shared, guard);
+    server.add_service(background_service("heap trimmer", heap::HeapTrimmer));
+    add_proxy(&mut server, proxy, &plan.listeners)?;
+    add_admin(&mut server, shared, &plan.listeners.admin);
+    let listeners = &plan.listeners;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        listen = ?listeners.client,
+        tls_listen = ?listeners.tls.as_ref().map_or(&[][..], |t| &t.addresses),
+        admin_listen = %listeners.admin,
+        upstreams = ?upstreams,
+        apps,
+        "eam-proxy starting"
+    );
+    server.run_forever()
+}
+
+/// What the proxy and the admin listener share, each kept current by a background service.
+struct Shared {
+    metrics: Arc<Metrics>,
+    keys: KeyStores,
+    upstreams: Arc<LoadBalancer<RoundRobin>>,
+    upstream: Arc<UpstreamClient>,
+    discovery: Option<Arc<Discovery>>,
+}
+
+fn shared(
+    server: &mut Server,
+    key_sets: KeySets,
+    upstream: UpstreamPlan,
+    discovery: Option<DiscoveryPlan>,
+) -> Result<Shared, StartError> {
+    let clouds: Vec<String> = key_sets.sources.iter().map(|(c, _)| c.clone()).collect();
+    let metrics = Arc::new(Metrics::new(&clouds).map_err(StartError::Metrics)?);
+    let keys = key_stores(server, key_sets, &metrics)?;
+    let health = background_service("upstream health", upstream.balancer);
+    let upstreams = health.task();
+    server.add_service(health);
+    let client = Arc::new(UpstreamClient::new(upstreams.clone(), upstream.settings));
+    let discovery = discovery.map(|d| {
+        let discovery = Arc::new(Discovery::new(
+            client.clone(),
+            d.path,
+            d.host,
+            d.configured,
+            d.refresh,
+            d.fetch_timeout,
+            metrics.clone(),
+        ));
+        server.add_service(background_service(
+            "upstream discovery",
+            DiscoveryRefresher(discovery.clone()),
+        ));
+        discovery
+    });
+    Ok(Shared {
+        metrics,
+        keys,
+        upstreams,
+        upstream: client,
+        discovery,
+    })
+}
+
+/// One key store per cloud in use, each refreshed by a background service.
+fn key_stores(
+    server: &mut Server,
+    key_sets: KeySets,
+    metrics: &Arc<Metrics>,
+) -> Result<KeyStores, StartError> {
     let http = reqwest::Client::builder()
         .user_agent(concat!("eam-proxy/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_millis(config.jwks.fetch_timeout_ms))
+        .connect_timeout(key_sets.settings.fetch_timeout)
         // The key-set URL was checked (https, or loopback http) when the config was loaded; a
         // redirect could lead anywhere, even to plain http, so it is a failed fetch instead.
         .redirect(reqwest::redirect::Policy::none())
-        .build()?;
-    let settings = KeyStoreSettings {
-        refresh: Duration::from_secs(config.jwks.refresh_seconds),
-        min_refetch: Duration::from_secs(config.jwks.min_refetch_seconds),
-        fetch_timeout: Duration::from_millis(config.jwks.fetch_timeout_ms),
-        max_stale_seconds: config.jwks.max_stale_seconds,
-    };
-    let clouds: Vec<String> = key_sources.iter().map(|(c, _)| c.clone()).collect();
-    let metrics = Arc::new(metrics::Metrics::new(&clouds)?);
+        .build()
+        .map_err(StartError::HttpClient)?;
     let mut stores = Vec::new();
-    for (cloud, source) in key_sources {
+    for (cloud, source) in key_sets.sources {
         let store = Arc::new(KeyStore::new(
             cloud.clone(),
             source,
             http.clone(),
-            settings.clone(),
+            key_sets.settings.clone(),
             metrics.clone(),
         ));
         server.add_service(background_service(
@@ -388,145 +391,91 @@ fn run(
         ));
         stores.push(store);
     }
-    let keys = KeyStores(stores);
+    Ok(KeyStores(stores))
+}
 
-    let upstream = &config.upstream;
-    let mut upstreams = LoadBalancer::try_from_iter(upstream.addresses.iter().map(String::as_str))?;
-    let sni = upstream.sni.clone().unwrap_or_default();
-    let ca = upstream
-        .ca_file
-        .as_deref()
-        .map(load_ca)
-        .transpose()?
-        .map(Arc::new);
-    upstreams.set_health_check(health_check(upstream, &sni, ca.clone())?);
-    upstreams.health_check_frequency =
-        Some(Duration::from_millis(upstream.health_check_interval_ms));
-    let health = background_service("upstream health", upstreams);
-    let upstreams = health.task();
-    let upstreams_for_admin = upstreams.clone();
-    server.add_service(health);
+fn response_guard(plan: GuardPlan, policy: &Policy, shared: &Shared) -> Arc<Guard> {
+    Arc::new(Guard {
+        mode: plan.mode,
+        max_body_bytes: plan.max_body_bytes,
+        checks: filters::ResponseGuard::new(policy),
+        memory: response_guard::Memory::new(plan.max_entries, plan.ttl),
+        discovery: shared.discovery.clone(),
+    })
+}
 
-    warn_about_certificates(&x5c);
-    let authorize = &config.authorize;
-    let upstream_client = Arc::new(UpstreamClient::new(
-        upstreams,
-        UpstreamSettings {
-            tls: upstream.tls,
-            sni,
-            verify: upstream.verify,
-            ca,
-            host_header: upstream.host_header.clone(),
-            connect_timeout: Duration::from_millis(upstream.connect_timeout_ms),
-            read_timeout: Duration::from_millis(upstream.read_timeout_ms),
-            send_timeout: Duration::from_millis(upstream.send_timeout_ms),
-            stream_idle_timeout: Duration::from_millis(upstream.stream_idle_timeout_ms),
-        },
-    ));
-    let discovery = (!authorize.discovery_path.is_empty()).then(|| {
-        let host = upstream
-            .host_header
-            .clone()
-            .or_else(|| upstream.sni.clone())
-            .or_else(|| upstream.addresses.first().map(|a| a.to_string()))
-            .unwrap_or_else(|| "localhost".into());
-        Arc::new(discovery::Discovery::new(
-            upstream_client.clone(),
-            authorize.discovery_path.clone(),
-            host,
-            authorize.paths.clone(),
-            Duration::from_secs(config.jwks.refresh_seconds),
-            Duration::from_millis(config.jwks.fetch_timeout_ms),
-            metrics.clone(),
-        ))
-    });
-    if let Some(discovery) = &discovery {
-        server.add_service(background_service(
-            "upstream discovery",
-            discovery::DiscoveryRefresher(discovery.clone()),
-        ));
-    }
-    let guard = (authorize.response_guard != config::GuardMode::Off).then(|| {
-        Arc::new(response_guard::Guard {
-            mode: authorize.response_guard,
-            max_body_bytes: authorize.response_guard_max_body_bytes,
-            checks: filters::ResponseGuard::new(&policy),
-            memory: response_guard::Memory::new(
-                authorize.response_guard_max_entries,
-                Duration::from_secs(authorize.response_guard_ttl_seconds),
-            ),
-            discovery: discovery.clone(),
-        })
-    });
-    let proxy = EamProxy {
-        policy: Arc::new(policy),
-        keys: keys.clone(),
-        upstream: upstream_client,
-        client_read_timeout: Duration::from_millis(config.server.client_read_timeout_ms),
-        client_body_timeout: Duration::from_millis(config.server.client_body_timeout_ms),
+/// The proxy itself: the one place an `EamProxy` is built.
+fn new_eam_proxy(plan: ProxyPlan, shared: &Shared, guard: Option<Arc<Guard>>) -> EamProxy {
+    EamProxy {
+        policy: Arc::new(plan.policy),
+        keys: shared.keys.clone(),
+        upstream: shared.upstream.clone(),
+        client_read_timeout: plan.client_read_timeout,
+        client_body_timeout: plan.client_body_timeout,
         decision_log: DecisionLog {
-            json: config.log.format == LogFormat::Json,
-            include_username: config.log.include_username,
+            json: plan.json_log,
+            include_username: plan.include_username,
             sink: decision_log::BatchSink::stderr(),
         },
-        trusted_proxies: config.server.trusted_proxies()?,
-        headers: config.server.header_policy()?,
-        metrics: metrics.clone(),
-        x5c: Arc::new(x5c),
+        trusted_proxies: plan.trusted_proxies,
+        headers: plan.headers,
+        metrics: shared.metrics.clone(),
+        x5c: Arc::new(plan.x5c),
         guard,
-        discovery: discovery.clone(),
-    };
-    let mut proxy_service = Service::new(
+        discovery: shared.discovery.clone(),
+    }
+}
+
+/// The proxy on its plain and TLS listeners, behind the request-head deadline, and the
+/// watcher that reloads the TLS certificate when it is renewed.
+fn add_proxy(
+    server: &mut Server,
+    proxy: EamProxy,
+    listeners: &Listeners,
+) -> Result<(), StartError> {
+    let mut service = Service::new(
         "eam-proxy".to_string(),
         deadline::HeadDeadline::new(
             pingora::proxy::http_proxy(&server.configuration, proxy),
-            Duration::from_millis(config.server.client_header_timeout_ms),
-            Duration::from_millis(config.server.keepalive_timeout_ms),
+            listeners.header_timeout,
+            listeners.keepalive_timeout,
         ),
     );
-    for addr in &config.server.listen {
-        proxy_service.add_listener(client_endpoint(addr));
+    for addr in &listeners.client {
+        service.add_listener(client_endpoint(addr));
     }
     let mut certs = None;
-    if let (Some(cert), Some(key)) = (&config.server.tls_cert, &config.server.tls_key) {
-        if !config.server.tls_listen.is_empty() {
-            let store = Arc::new(tls::CertStore::open(cert, key)?);
-            for addr in &config.server.tls_listen {
-                let mut settings =
-                    TlsSettings::with_callbacks(Box::new(tls::CertResolver(store.clone())))?;
-                settings.enable_h2();
-                proxy_service.add_listener(client_endpoint(addr).tls(settings));
-            }
-            certs = Some(store);
+    if let Some(tls_listeners) = &listeners.tls {
+        let store = tls::CertStore::open(&tls_listeners.cert, &tls_listeners.key)
+            .map_err(StartError::TlsCertificate)?;
+        let store = Arc::new(store);
+        for addr in &tls_listeners.addresses {
+            let resolver = Box::new(tls::CertResolver(store.clone()));
+            let mut settings =
+                TlsSettings::with_callbacks(resolver).map_err(StartError::TlsSettings)?;
+            settings.enable_h2();
+            service.add_listener(client_endpoint(addr).tls(settings));
         }
+        certs = Some(store);
     }
-    server.add_service(background_service("heap trimmer", heap::HeapTrimmer));
     server.add_service(background_service(
         "certificate watcher",
         tls::CertWatcher(certs),
     ));
-    server.add_service(proxy_service);
+    server.add_service(service);
+    Ok(())
+}
 
+fn add_admin(server: &mut Server, shared: Shared, address: &str) {
     let mut admin = Service::new(
         "admin".to_string(),
         admin::Admin {
-            keys,
-            metrics,
-            upstreams: upstreams_for_admin,
-            discovery,
+            keys: shared.keys,
+            metrics: shared.metrics,
+            upstreams: shared.upstreams,
+            discovery: shared.discovery,
         },
     );
-    admin.add_tcp(&config.server.admin_listen);
+    admin.add_tcp(address);
     server.add_service(admin);
-
-    tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
-        listen = ?config.server.listen,
-        tls_listen = ?config.server.tls_listen,
-        admin_listen = %config.server.admin_listen,
-        upstreams = ?config.upstream.addresses,
-        apps = config.apps.len(),
-        "eam-proxy starting"
-    );
-    server.run_forever()
 }
