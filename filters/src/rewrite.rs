@@ -6,6 +6,10 @@ use crate::hint::HintIdentity;
 use crate::params::{push_encoded, push_renamed, Params};
 use crate::policy::AuthorizeSettings;
 
+/// The hint's claims every accepted request carries as `<param_prefix><claim>`, in this order
+/// (README "How a request is handled", step 7); `preferred_username` only when the hint has it.
+pub const IDENTITY_CLAIMS: [&str; 5] = ["iss", "tid", "oid", "preferred_username", "sub"];
+
 /// Renames `id_token_hint`, forces `prompt=login`, and appends the hint's identity.
 /// Untouched pairs keep their order, and their bytes unless `Param::push_forwarded` re-encodes them. The identity parameters are named with
 /// `param_prefix`, the same prefix that is stripped from clients, so the upstream can trust them.
@@ -39,13 +43,18 @@ pub fn rewrite_entra(
         name.push_str(suffix);
         push_encoded(&mut out, &name, value);
     };
-    push_identity("iss", identity.iss());
-    push_identity("tid", identity.tid());
-    push_identity("oid", identity.oid());
-    if let Some(username) = identity.preferred_username() {
-        push_identity("preferred_username", username);
+    let values = [
+        Some(identity.iss()),
+        Some(identity.tid()),
+        Some(identity.oid()),
+        identity.preferred_username(),
+        Some(identity.sub()),
+    ];
+    for (claim, value) in IDENTITY_CLAIMS.into_iter().zip(values) {
+        if let Some(value) = value {
+            push_identity(claim, value);
+        }
     }
-    push_identity("sub", identity.sub());
 
     for extra in &settings.extra_claims {
         match identity.claim(&extra.claim) {

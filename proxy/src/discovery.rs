@@ -17,6 +17,7 @@ use pingora::http::RequestHeader;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
+use crate::config::DiscoveryPlan;
 use crate::metrics::Metrics;
 use crate::schedule::Schedule;
 use crate::upstream_client::UpstreamClient;
@@ -38,14 +39,9 @@ struct Found {
 
 pub struct Discovery {
     client: Arc<UpstreamClient>,
-    /// The document's path on the upstream (`authorize.discovery_path`).
-    path: String,
-    /// `Host` of the proxy's own request: `upstream.host_header`, else the TLS name, else the
-    /// address the OP is reached at.
-    host: String,
-    configured: Vec<String>,
-    refresh: Duration,
-    fetch_timeout: Duration,
+    /// Where and how often to read; `host` is the `Host` of the proxy's own request
+    /// (`upstream.host_header`, else the TLS name, else the address the OP is reached at).
+    plan: DiscoveryPlan,
     found: ArcSwap<Found>,
     /// The first read has ended, well or not: `/readyz` waits for it, so that no request is
     /// served before the OP's own authorize path is known.
@@ -56,20 +52,12 @@ pub struct Discovery {
 impl Discovery {
     pub fn new(
         client: Arc<UpstreamClient>,
-        path: String,
-        host: String,
-        configured: Vec<String>,
-        refresh: Duration,
-        fetch_timeout: Duration,
+        plan: DiscoveryPlan,
         metrics: Arc<Metrics>,
     ) -> Discovery {
         Discovery {
             client,
-            path,
-            host,
-            configured,
-            refresh,
-            fetch_timeout,
+            plan,
             found: ArcSwap::from_pointee(Found::default()),
             first_read_done: AtomicBool::new(false),
             metrics,
@@ -109,19 +97,19 @@ impl Discovery {
                 found.unlisted.join(", ")
             )
         };
-        format!("discovery {}: {state}{unlisted}", self.path)
+        format!("discovery {}: {state}{unlisted}", self.plan.path)
     }
 
     async fn read(&self) -> Result<OpEndpoints, String> {
-        let mut request =
-            RequestHeader::build("GET", self.path.as_bytes(), None).map_err(|e| e.to_string())?;
+        let mut request = RequestHeader::build("GET", self.plan.path.as_bytes(), None)
+            .map_err(|e| e.to_string())?;
         request
-            .insert_header(header::HOST, self.host.as_str())
+            .insert_header(header::HOST, self.plan.host.as_str())
             .and_then(|()| request.insert_header(header::ACCEPT, "application/json"))
             .and_then(|()| request.insert_header(header::ACCEPT_ENCODING, "identity"))
             .map_err(|e| e.to_string())?;
         let read = tokio::time::timeout(
-            self.fetch_timeout,
+            self.plan.fetch_timeout,
             self.client.fetch(request, MAX_DOCUMENT_BYTES),
         )
         .await
@@ -141,7 +129,7 @@ impl Discovery {
         let previous = self.found.load_full();
         let found = match result {
             Ok(endpoints) => {
-                let unlisted = endpoints.unlisted(&self.configured);
+                let unlisted = endpoints.unlisted(&self.plan.configured);
                 if unlisted != previous.unlisted || previous.endpoints.is_none() {
                     self.announce(&endpoints, &unlisted);
                 }
@@ -152,7 +140,7 @@ impl Discovery {
                 }
             }
             Err(error) => {
-                tracing::warn!(path = %self.path, %error, "the OP's discovery document could not be read; authorize paths: the configured ones and any discovered before");
+                tracing::warn!(path = %self.plan.path, %error, "the OP's discovery document could not be read; authorize paths: the configured ones and any discovered before");
                 Found {
                     endpoints: previous.endpoints.clone(),
                     unlisted: previous.unlisted.clone(),
@@ -195,7 +183,7 @@ impl BackgroundService for DiscoveryRefresher {
     async fn start(&self, shutdown: ShutdownWatch) {
         let discovery = &self.0;
         let schedule = Schedule {
-            period: discovery.refresh,
+            period: discovery.plan.refresh,
             first_retry: FIRST_RETRY,
         };
         schedule.run(shutdown, || discovery.refresh()).await;

@@ -338,15 +338,7 @@ fn shared(
     server.add_service(health);
     let client = Arc::new(UpstreamClient::new(upstreams.clone(), upstream.settings));
     let discovery = discovery.map(|d| {
-        let discovery = Arc::new(Discovery::new(
-            client.clone(),
-            d.path,
-            d.host,
-            d.configured,
-            d.refresh,
-            d.fetch_timeout,
-            metrics.clone(),
-        ));
+        let discovery = Arc::new(Discovery::new(client.clone(), d, metrics.clone()));
         server.add_service(background_service(
             "upstream discovery",
             DiscoveryRefresher(discovery.clone()),

@@ -219,7 +219,7 @@ impl Authorize {
     /// Each names a parameter of its own under the prefix, so the upstream can tell them apart.
     fn check_extra_claims(&self) -> Result<(), ConfigError> {
         let prefix = &self.param_prefix;
-        let builtin: Vec<String> = ["iss", "tid", "oid", "preferred_username", "sub"]
+        let builtin: Vec<String> = filters::rewrite::IDENTITY_CLAIMS
             .iter()
             .map(|s| format!("{prefix}{s}"))
             .collect();
