@@ -101,7 +101,7 @@ impl ProxyConfig {
                     ],
                 ),
                 // The test upstreams are not OPs: no discovery reads in their recordings
-                // (tests/tests/discovery.rs turns it on).
+                // (tests/tests/end_to_end/spoofing.rs turns it on).
                 table(
                     "authorize",
                     &[
