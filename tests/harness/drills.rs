@@ -130,7 +130,7 @@ impl FaultyUpstream {
         log_cap: usize,
         behaviour: impl Fn(&Recorded) -> Action + Send + Sync + 'static,
     ) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the faulty upstream");
+        let listener = crate::ports::listen();
         FaultyUpstream::serve(listener, log_cap, Arc::new(behaviour))
     }
 
@@ -140,14 +140,7 @@ impl FaultyUpstream {
         addr: SocketAddr,
         behaviour: impl Fn(&Recorded) -> Action + Send + Sync + 'static,
     ) -> Self {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let listener = loop {
-            match TcpListener::bind(addr) {
-                Ok(listener) => break listener,
-                Err(e) if Instant::now() > deadline => panic!("cannot bind {addr} again: {e}"),
-                Err(_) => std::thread::sleep(Duration::from_millis(50)),
-            }
-        };
+        let listener = crate::ports::rebind(addr, Duration::from_secs(10));
         FaultyUpstream::serve(listener, FaultyUpstream::LOG_CAP, Arc::new(behaviour))
     }
 

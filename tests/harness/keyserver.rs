@@ -97,7 +97,7 @@ pub struct KeyServer {
 
 impl KeyServer {
     pub fn start(jwks: Value) -> KeyServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the key server");
+        let listener = crate::ports::listen();
         let addr = listener.local_addr().unwrap();
         listener.set_nonblocking(true).unwrap();
         let shared = Arc::new(Shared {
@@ -202,22 +202,11 @@ impl Drop for KeyServer {
     }
 }
 
-/// Binds `addr` again after a `Down` period (std sets `SO_REUSEADDR`, so lingering
-/// connections do not block it).
+/// Binds `addr` again after a `Down` period.
 fn rebind(addr: SocketAddr) -> TcpListener {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match TcpListener::bind(addr) {
-            Ok(listener) => {
-                listener.set_nonblocking(true).unwrap();
-                return listener;
-            }
-            Err(e) if Instant::now() > deadline => {
-                panic!("cannot bring the key server back up on {addr}: {e}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
+    let listener = crate::ports::rebind(addr, Duration::from_secs(5));
+    listener.set_nonblocking(true).unwrap();
+    listener
 }
 
 /// Polls the (non-blocking) listener, so that `set_mode(Down)` can close it at any time.

@@ -11,6 +11,7 @@ pub mod hints;
 pub mod html;
 pub mod http;
 pub mod keyserver;
+pub mod ports;
 pub mod proxy;
 pub mod tempdir;
 pub mod tls;
@@ -21,7 +22,8 @@ pub use hints::{default_jwks, microsoft_claims, now, sign, sign_hint, SigningKey
 pub use html::{parse_html_form, HtmlForm};
 pub use http::{Request, Response};
 pub use keyserver::KeyServer;
-pub use proxy::{check_config, closed_port, Keys, ProxyConfig, ProxyProcess};
+pub use ports::closed_port;
+pub use proxy::{check_config, Keys, ProxyConfig, ProxyProcess};
 pub use upstream::{Recorded, Reply, Upstream};
 
 /// The client_id the OP issued to Entra: the one `[[apps]]` of every test configuration.

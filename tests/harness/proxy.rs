@@ -1,15 +1,17 @@
 //! The `eam-proxy` binary under test: its configuration, its process, its logs.
 
 use std::fs::File;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::hints::default_jwks;
 use crate::http::{try_get, Request, Response};
+use crate::ports::closed_port;
 use crate::tempdir::TempDir;
 use crate::upstream::Upstream;
 use crate::{AUDIENCE, CLIENT_ID};
@@ -29,13 +31,6 @@ pub fn binary() -> PathBuf {
         path.display()
     );
     path
-}
-
-/// A loopback port nobody listens on (bound, then released).
-pub fn closed_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("allocate a loopback port")
 }
 
 /// A TOML basic string (JSON's string syntax is a subset of it).
@@ -232,6 +227,8 @@ impl ProxyProcess {
     }
 
     fn spawn(config: ProxyConfig, wait: Wait) -> ProxyProcess {
+        static RAISED: Once = Once::new();
+        RAISED.call_once(raise_descriptor_limit);
         let binary = binary();
         let dir = TempDir::new();
         let (config_path, config) = config.write_to(&dir);
@@ -390,6 +387,31 @@ impl Drop for ProxyProcess {
             eprintln!("eam-proxy stderr:\n{}", self.log());
         }
     }
+}
+
+/// Raises this process's limit of open descriptors to its hard limit: every end-to-end test
+/// runs in this one process, and a few of them hold hundreds of connections at once (floods,
+/// concurrent clients, the recording upstream's side of each), more together than the usual
+/// soft limit of 1024. Linux only, like `/proc`, through the C library (no `libc` dependency).
+fn raise_descriptor_limit() {
+    #[repr(C)]
+    struct Rlimit {
+        current: u64,
+        max: u64,
+    }
+    extern "C" {
+        fn getrlimit(resource: i32, limit: *mut Rlimit) -> i32;
+        fn setrlimit(resource: i32, limit: *const Rlimit) -> i32;
+    }
+    const RLIMIT_NOFILE: i32 = 7;
+    let mut limit = Rlimit { current: 0, max: 0 };
+    // SAFETY: a pointer to a live `struct rlimit` (two 64-bit `rlim_t` on 64-bit Linux).
+    if unsafe { getrlimit(RLIMIT_NOFILE, &mut limit) } != 0 || limit.current >= limit.max {
+        return;
+    }
+    limit.current = limit.max;
+    // SAFETY: as above. A refusal leaves the limit as it was, which is no worse than before.
+    unsafe { setrlimit(RLIMIT_NOFILE, &limit) };
 }
 
 /// The result of `eam-proxy --check`.

@@ -453,7 +453,7 @@ class Server(http.server.ThreadingHTTPServer):
     def handle_error(self, request, client_address):
         pass
 
-server = Server(("127.0.0.1", 0), Handler)
+server = Server(("127.0.0.1", int(sys.argv[3])), Handler)
 print(server.server_address[1], flush=True)
 server.serve_forever()
 "#;
@@ -473,10 +473,14 @@ impl TlsUpstream {
         let script = dir.write("tls_upstream.py", TLS_UPSTREAM_PY);
         let stderr_path = dir.path().join("tls_upstream.stderr");
         let stderr = std::fs::File::create(&stderr_path).expect("create the upstream's stderr");
+        // A port of the harness's, not one python picks: another test may be about to bind
+        // whatever the OS hands out.
+        let port = crate::ports::closed_port().port();
         let mut child = Command::new("python3")
             .arg(&script)
             .arg(&identity.cert)
             .arg(&identity.key)
+            .arg(port.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)

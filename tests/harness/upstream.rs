@@ -1,7 +1,7 @@
 //! A recording HTTP/1.1 server standing in for the OpenID provider behind the proxy.
 
 use std::io::{BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -167,7 +167,7 @@ impl Upstream {
     }
 
     fn spawn(mode: Mode) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the upstream");
+        let listener = crate::ports::listen();
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared {
             requests: Mutex::new(Vec::new()),

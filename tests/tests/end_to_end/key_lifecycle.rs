@@ -272,6 +272,9 @@ fn concurrent_rotated_kid(threads: usize, state_len: usize) {
             .set("server", "threads", &threads.to_string())
             // 200 requests at once through one recording upstream: slow on a loaded machine.
             .set("upstream", "read_timeout_ms", "20000")
+            // And more connections at once than its accept queue holds (128): the kernel drops
+            // the SYNs past it, and the proxy's connection is made on a retry 1 s later.
+            .set("upstream", "connect_timeout_ms", "5000")
             .jwks_timings(NEVER, 60, 604_800, 5000),
     );
     assert_eq!(keys.fetches(), 1, "one fetch at start-up");

@@ -13,6 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use eam_tests::http::{read_body, read_head, request_framing};
+use eam_tests::ports;
 use eam_tests::proxy::toml_str;
 use eam_tests::{ProxyConfig, ProxyProcess, Request, Response};
 
@@ -43,24 +44,12 @@ struct Backend {
 
 impl Backend {
     fn start(name: &'static str) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a backend");
-        Backend::serve(name, listener)
+        Backend::serve(name, ports::listen())
     }
 
-    /// Starts again on the address of a killed backend (std sets SO_REUSEADDR, so the old
-    /// connections in TIME_WAIT do not block it; a port taken by someone else in between does,
-    /// hence the retries).
+    /// Starts again on the address of a killed backend.
     fn restart_on(name: &'static str, addr: SocketAddr) -> Backend {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            match TcpListener::bind(addr) {
-                Ok(listener) => return Backend::serve(name, listener),
-                Err(e) if Instant::now() > deadline => {
-                    panic!("cannot bind {addr} again for backend {name}: {e}")
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(50)),
-            }
-        }
+        Backend::serve(name, ports::rebind(addr, DEADLINE))
     }
 
     fn serve(name: &'static str, listener: TcpListener) -> Backend {

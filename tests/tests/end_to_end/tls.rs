@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use eam_tests::proxy::{closed_port, toml_list, toml_str};
+use eam_tests::proxy::{toml_list, toml_str};
 use eam_tests::tempdir::TempDir;
 use eam_tests::tls::{
     assert_curl_has_http2, curl, mtime, replace_file, served_certificate, wait_for_certificate,
@@ -16,8 +16,8 @@ use eam_tests::tls::{
 };
 use eam_tests::upstream::{Reply, DEFAULT_BODY};
 use eam_tests::{
-    assert_entra_rewrite, microsoft_claims, parse_form, sign_hint, EntraRequest, ProxyConfig,
-    ProxyProcess, Request, Upstream, DEFAULT_HOST,
+    assert_entra_rewrite, closed_port, microsoft_claims, parse_form, sign_hint, EntraRequest,
+    ProxyConfig, ProxyProcess, Request, Upstream, DEFAULT_HOST,
 };
 use serde_json::Value;
 
