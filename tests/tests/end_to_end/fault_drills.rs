@@ -17,14 +17,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use eam_tests::drills::{
-    reset, try_send, Action, Client, FaultyUpstream, Probe, ProbeReport, ProcStats, SlowSender,
-};
+use eam_tests::drills::{reset, try_send, Client, Probe, ProbeReport, ProcStats, SlowSender};
 use eam_tests::entra::AUTHORIZE_PATH;
 use eam_tests::hints::{issuer, sign_hs256, unsigned};
 use eam_tests::keyserver::KeyMode;
 use eam_tests::proxy::{binary, toml_list, toml_str};
 use eam_tests::tempdir::TempDir;
+use eam_tests::upstream::Action;
 use eam_tests::{
     closed_port, microsoft_claims, parse_form, parse_html_form, sign, sign_hint, EntraRequest,
     KeyServer, Keys, ProxyConfig, ProxyProcess, Recorded, Reply, Request, Response, SigningKey,
@@ -149,8 +148,10 @@ fn assert_probe(report: &ProbeReport, min_ok: usize, what: &str) {
 }
 
 /// Answers `/hang`-ish or faulty paths as the drill says, everything else with 200.
-fn by_path(faults: impl Fn(&Recorded) -> Option<Action> + Send + Sync + 'static) -> FaultyUpstream {
-    FaultyUpstream::start(move |request| faults(request).unwrap_or_else(|| Action::Reply(ok("ok"))))
+fn by_path(faults: impl Fn(&Recorded) -> Option<Action> + Send + Sync + 'static) -> Upstream {
+    Upstream::with_actions(move |request| {
+        faults(request).unwrap_or_else(|| Action::Reply(ok("ok")))
+    })
 }
 
 /// The `state` of an authorize request as the upstream received it.
@@ -208,7 +209,7 @@ fn upstream_refusing_is_a_fast_502_and_the_proxy_recovers_when_it_returns() {
     }
 
     // The upstream comes back on the same address: served again within a few health checks.
-    let upstream = FaultyUpstream::start_on(port, |_| Action::Reply(ok("back")));
+    let upstream = Upstream::start_on(port, |_| Action::Reply(ok("back")));
     let deadline = Instant::now() + DEADLINE;
     loop {
         match try_send(proxy.addr, &Request::get("/token"), EXCHANGE) {
@@ -249,7 +250,7 @@ fn upstream_reset_mid_response_is_a_clean_error_and_the_next_request_succeeds() 
             _ => Some(Action::Reply(ok(&reply_body))),
         }
     });
-    let proxy = ProxyProcess::start(ProxyConfig::new_faulty(&upstream));
+    let proxy = ProxyProcess::start(ProxyConfig::new(&upstream));
     let baseline = warm_baseline(&proxy);
     let hint = sign_hint(&microsoft_claims());
 
@@ -320,11 +321,8 @@ fn upstream_hang_is_a_504_after_the_read_timeout_while_other_paths_are_served() 
             || (request.path() == AUTHORIZE_PATH && state_of(request).starts_with("hang-"));
         hang.then_some(Action::Hang)
     });
-    let proxy = ProxyProcess::start(ProxyConfig::new_faulty(&upstream).set(
-        "upstream",
-        "read_timeout_ms",
-        "1000",
-    ));
+    let proxy =
+        ProxyProcess::start(ProxyConfig::new(&upstream).set("upstream", "read_timeout_ms", "1000"));
     let baseline = warm_baseline(&proxy);
     let addr = proxy.addr;
     let hint = sign_hint(&microsoft_claims());
@@ -384,11 +382,8 @@ fn slow_upstream_within_the_timeout_is_served_whole() {
         AUTHORIZE_PATH => Some(Action::Delay(Duration::from_millis(800), ok(&reply_body))),
         _ => None,
     });
-    let proxy = ProxyProcess::start(ProxyConfig::new_faulty(&upstream).set(
-        "upstream",
-        "read_timeout_ms",
-        "2000",
-    ));
+    let proxy =
+        ProxyProcess::start(ProxyConfig::new(&upstream).set("upstream", "read_timeout_ms", "2000"));
     let addr = proxy.addr;
     let hint = sign_hint(&microsoft_claims());
     let probe = Probe::get(addr, "/fast", Duration::from_millis(100));
@@ -423,8 +418,8 @@ fn slow_upstream_within_the_timeout_is_served_whole() {
 
 #[test]
 fn client_disconnecting_mid_body_forwards_nothing() {
-    let upstream = FaultyUpstream::start(|_| Action::Reply(ok("ok")));
-    let proxy = ProxyProcess::start(ProxyConfig::new_faulty(&upstream).set(
+    let upstream = Upstream::with_responder(|_| ok("ok"));
+    let proxy = ProxyProcess::start(ProxyConfig::new(&upstream).set(
         "server",
         "client_read_timeout_ms",
         "5000",
@@ -525,10 +520,10 @@ fn slow_attack(
     (lived, report, answers)
 }
 
-fn slow_client_proxy(upstream: &FaultyUpstream) -> ProxyProcess {
+fn slow_client_proxy(upstream: &Upstream) -> ProxyProcess {
     let timeout = CLIENT_READ_TIMEOUT_MS.to_string();
     ProxyProcess::start(
-        ProxyConfig::new_faulty(upstream)
+        ProxyConfig::new(upstream)
             .set("server", "client_read_timeout_ms", &timeout)
             .set("server", "client_header_timeout_ms", &timeout),
     )
@@ -569,7 +564,7 @@ const BODY_TRICKLE: &[u8] = b"&padding=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 
 #[test]
 fn stalled_authorize_body_is_ended_after_the_client_read_timeout() {
-    let upstream = FaultyUpstream::start(|_| Action::Reply(ok("ok")));
+    let upstream = Upstream::with_responder(|_| ok("ok"));
     let proxy = slow_client_proxy(&upstream);
     let baseline = warm_baseline(&proxy);
     let (lived, report, answers) = slow_attack(
@@ -599,7 +594,7 @@ fn stalled_authorize_body_is_ended_after_the_client_read_timeout() {
 
 #[test]
 fn stalled_authorize_body_is_answered_408() {
-    let upstream = FaultyUpstream::start(|_| Action::Reply(ok("ok")));
+    let upstream = Upstream::with_responder(|_| ok("ok"));
     let proxy = slow_client_proxy(&upstream);
     let (lived, _, answers) = slow_attack(
         &proxy,
@@ -619,7 +614,7 @@ fn stalled_authorize_body_is_answered_408() {
 
 #[test]
 fn slow_clients_leave_other_clients_unaffected() {
-    let upstream = FaultyUpstream::start(|_| Action::Reply(ok("ok")));
+    let upstream = Upstream::with_responder(|_| ok("ok"));
     let proxy = slow_client_proxy(&upstream);
     let baseline = warm_baseline(&proxy);
     let probe = Probe::get(proxy.addr, "/other-client", Duration::from_millis(100));
@@ -675,7 +670,7 @@ fn slow_clients_leave_other_clients_unaffected() {
 
 #[test]
 fn trickled_authorize_body_is_ended_by_the_proxy() {
-    let upstream = FaultyUpstream::start(|_| Action::Reply(ok("ok")));
+    let upstream = Upstream::with_responder(|_| ok("ok"));
     let proxy = slow_client_proxy(&upstream);
     let (lived, report, answers) = slow_attack(
         &proxy,
@@ -691,7 +686,7 @@ fn trickled_authorize_body_is_ended_by_the_proxy() {
 
 #[test]
 fn stalled_request_head_is_ended_after_the_client_header_timeout() {
-    let upstream = FaultyUpstream::start(|_| Action::Reply(ok("ok")));
+    let upstream = Upstream::with_responder(|_| ok("ok"));
     let proxy = slow_client_proxy(&upstream);
     let (lived, report, answers) = slow_attack(
         &proxy,
@@ -707,7 +702,7 @@ fn stalled_request_head_is_ended_after_the_client_header_timeout() {
 
 #[test]
 fn slowloris_headers_are_ended_by_the_proxy() {
-    let upstream = FaultyUpstream::start(|_| Action::Reply(ok("ok")));
+    let upstream = Upstream::with_responder(|_| ok("ok"));
     let proxy = slow_client_proxy(&upstream);
     let (lived, report, answers) = slow_attack(
         &proxy,
@@ -801,8 +796,8 @@ fn settled_after_flood(proxy: &ProxyProcess, baseline: ProcStats, what: &str) ->
 
 #[test]
 fn ten_thousand_connections_opened_and_dropped() {
-    let upstream = FaultyUpstream::start(|_| Action::Reply(ok("ok")));
-    let proxy = ProxyProcess::start(ProxyConfig::new_faulty(&upstream));
+    let upstream = Upstream::with_responder(|_| ok("ok"));
+    let proxy = ProxyProcess::start(ProxyConfig::new(&upstream));
     let baseline = warm_baseline(&proxy);
     let started = Instant::now();
     let first_slowest = connection_flood(&proxy, baseline, 5_000, 500);
@@ -835,8 +830,8 @@ fn ten_thousand_connections_opened_and_dropped() {
 
 #[test]
 fn memory_returns_to_baseline_after_a_connection_flood() {
-    let upstream = FaultyUpstream::start(|_| Action::Reply(ok("ok")));
-    let proxy = ProxyProcess::start(ProxyConfig::new_faulty(&upstream));
+    let upstream = Upstream::with_responder(|_| ok("ok"));
+    let proxy = ProxyProcess::start(ProxyConfig::new(&upstream));
     let baseline = warm_baseline(&proxy);
     connection_flood(&proxy, baseline, 10_000, 500);
     settled_after_flood(&proxy, baseline, "after 10,000 connections");
@@ -1359,17 +1354,6 @@ fn broken_configuration_files_are_refused_with_a_precise_message_never_a_panic()
 // Soak (bench/soak)
 // ---------------------------------------------------------------------------------------------
 
-/// Convenience: the tests' configuration in front of a [`FaultyUpstream`].
-trait FaultyConfig {
-    fn new_faulty(upstream: &FaultyUpstream) -> ProxyConfig;
-}
-
-impl FaultyConfig for ProxyConfig {
-    fn new_faulty(upstream: &FaultyUpstream) -> ProxyConfig {
-        ProxyConfig::with_upstreams(&[upstream.addr()])
-    }
-}
-
 /// The kinds of the soak's mixed load, by slot: 40 % valid Entra, 30 % invalid Entra, 20 %
 /// pass-through GETs, 10 % non-Entra authorize requests carrying spoofed `entra_*` parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1703,13 +1687,13 @@ fn soak() {
     let tally = Arc::new(UpstreamTally::default());
     let upstream = {
         let tally = tally.clone();
-        FaultyUpstream::start_with_log_cap(0, move |request| {
+        Upstream::start_with_log_cap(0, move |request| {
             tally.record(request);
             Action::Reply(ok("ok"))
         })
     };
     let proxy = ProxyProcess::start(
-        ProxyConfig::new_faulty(&upstream)
+        ProxyConfig::new(&upstream)
             .set("server", "threads", "2")
             .set("upstream", "read_timeout_ms", "10000")
             .set("log", "level", &toml_str("info"))
