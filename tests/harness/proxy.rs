@@ -13,7 +13,8 @@ use crate::hints::default_jwks;
 use crate::http::{try_get, Request, Response};
 use crate::ports::closed_port;
 use crate::tempdir::TempDir;
-use crate::upstream::Upstream;
+use crate::upstream::{Recorded, Upstream};
+use crate::verdict::Verdict;
 use crate::{AUDIENCE, CLIENT_ID};
 
 /// How long a proxy may take to start before the test fails.
@@ -196,6 +197,14 @@ impl ProxyConfig {
     }
 }
 
+/// A recording upstream answering [`Reply::ok`](crate::Reply::ok), and a proxy in front of it
+/// with the base configuration: where most tests start.
+pub fn upstream_and_proxy() -> (Upstream, ProxyProcess) {
+    let upstream = Upstream::start();
+    let proxy = ProxyProcess::start(ProxyConfig::new(&upstream));
+    (upstream, proxy)
+}
+
 /// What to wait for before handing the proxy to the test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wait {
@@ -299,10 +308,40 @@ impl ProxyProcess {
         request.send(self.addr)
     }
 
+    /// Sends `request`, asserts that the upstream answered it (`200`, [`Verdict::Forwarded`])
+    /// and received it once, and returns it as the upstream received it.
+    pub fn forward(&self, upstream: &Upstream, request: &Request) -> Recorded {
+        let before = upstream.count();
+        let response = self.send(request);
+        assert_eq!(response.status, 200, "{}", response.describe());
+        assert_eq!(
+            response.verdict(),
+            Verdict::Forwarded,
+            "{}",
+            response.describe()
+        );
+        let received = upstream.wait_for(before + 1, Duration::from_secs(5));
+        assert_eq!(
+            received.len(),
+            before + 1,
+            "the upstream must receive the request once: {received:#?}"
+        );
+        received[before].clone()
+    }
+
     /// `GET path` on the admin listener.
     pub fn admin_get(&self, path: &str) -> Response {
         try_get(self.admin, path, Duration::from_secs(5))
             .unwrap_or_else(|e| panic!("admin {path}: {e}"))
+    }
+
+    /// One series of `/metrics`, named exactly as the proxy writes it (`name{label="value",…}`,
+    /// labels in its order); `None` when it writes no such series.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        self.admin_get("/metrics").text().lines().find_map(|line| {
+            let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+            value.split_whitespace().next()?.parse().ok()
+        })
     }
 
     /// Everything the proxy wrote to stderr so far.

@@ -58,12 +58,15 @@ pub struct Reply {
 impl Reply {
     /// `200` with `x-upstream: yes`, so that a test can tell an upstream answer from the proxy's.
     pub fn ok(body: &str) -> Reply {
+        Reply::typed("text/plain", body).header("X-Upstream", "yes")
+    }
+
+    /// `200` with this `Content-Type` and no other field: not marked as [`Reply::ok`] is, for
+    /// the answers a test compares whole or reads as something else than text.
+    pub fn typed(content_type: &str, body: &str) -> Reply {
         Reply {
             status: 200,
-            headers: vec![
-                ("Content-Type".into(), "text/plain".into()),
-                ("X-Upstream".into(), "yes".into()),
-            ],
+            headers: vec![("Content-Type".into(), content_type.into())],
             body: body.as_bytes().to_vec(),
             chunk: None,
         }

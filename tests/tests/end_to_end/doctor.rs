@@ -45,12 +45,7 @@ fn stub_op(mutate: Mutation, frame: fn(String) -> Reply) -> Upstream {
 }
 
 fn json_reply(body: String) -> Reply {
-    Reply {
-        status: 200,
-        headers: vec![("Content-Type".into(), "application/json".into())],
-        body: body.into_bytes(),
-        chunk: None,
-    }
+    Reply::typed("application/json", &body)
 }
 
 fn chunked(body: String) -> Reply {

@@ -3,16 +3,10 @@
 use eam_tests::http::{Connection, CONTINUE_TIMEOUT};
 use eam_tests::upstream::DEFAULT_BODY;
 use eam_tests::{
-    assert_entra_rewrite, microsoft_claims, parse_form, sign_hint, EntraRequest, ProxyConfig,
-    ProxyProcess, Recorded, Response, Upstream, OID, PREFERRED_USERNAME, TENANT_ID,
+    assert_entra_rewrite, microsoft_claims, parse_form, sign_hint, upstream_and_proxy,
+    EntraRequest, Recorded, Response, Verdict, OID, PREFERRED_USERNAME, TENANT_ID,
 };
 use serde_json::Value;
-
-fn start() -> (Upstream, ProxyProcess) {
-    let upstream = Upstream::start();
-    let proxy = ProxyProcess::start(ProxyConfig::new(&upstream));
-    (upstream, proxy)
-}
 
 fn valid_request() -> (EntraRequest, Value) {
     let claims = microsoft_claims();
@@ -23,8 +17,8 @@ fn valid_request() -> (EntraRequest, Value) {
 fn assert_upstream_answer(response: &Response) {
     assert_eq!(response.status, 200, "{}", response.describe());
     assert_eq!(
-        response.header("x-upstream"),
-        Some("yes"),
+        response.verdict(),
+        Verdict::Forwarded,
         "{}",
         response.describe()
     );
@@ -57,7 +51,7 @@ fn assert_forwarded_post(request: &Recorded, sent: &EntraRequest, claims: &Value
 
 #[test]
 fn valid_hint_post_is_rewritten_and_forwarded() {
-    let (upstream, proxy) = start();
+    let (upstream, proxy) = upstream_and_proxy();
     let (sent, claims) = valid_request();
 
     let response = proxy.send(&sent.post());
@@ -78,7 +72,7 @@ fn valid_hint_post_is_rewritten_and_forwarded() {
 
 #[test]
 fn valid_hint_get_is_rewritten_in_the_query() {
-    let (upstream, proxy) = start();
+    let (upstream, proxy) = upstream_and_proxy();
     let (sent, claims) = valid_request();
 
     let response = proxy.send(&sent.get_request());
@@ -94,7 +88,7 @@ fn valid_hint_get_is_rewritten_in_the_query() {
 
 #[test]
 fn form_content_type_with_charset_is_an_entra_post() {
-    let (upstream, proxy) = start();
+    let (upstream, proxy) = upstream_and_proxy();
     let (sent, claims) = valid_request();
     let request = eam_tests::Request::post("/authorize")
         .header(
@@ -109,7 +103,7 @@ fn form_content_type_with_charset_is_an_entra_post() {
 
 #[test]
 fn chunked_entra_post_is_forwarded_with_content_length() {
-    let (upstream, proxy) = start();
+    let (upstream, proxy) = upstream_and_proxy();
     let (sent, claims) = valid_request();
     // Small chunks, so that chunk boundaries fall inside the hint and the percent-escapes.
     let chunks: Vec<Vec<u8>> = sent
@@ -129,7 +123,7 @@ fn chunked_entra_post_is_forwarded_with_content_length() {
 
 #[test]
 fn expect_100_continue_is_answered_before_the_body() {
-    let (upstream, proxy) = start();
+    let (upstream, proxy) = upstream_and_proxy();
     let (sent, claims) = valid_request();
     let request = sent.post().header("Expect", "100-continue");
 
@@ -158,7 +152,7 @@ fn expect_100_continue_is_answered_before_the_body() {
 
 #[test]
 fn keep_alive_connection_carries_two_entra_posts() {
-    let (upstream, proxy) = start();
+    let (upstream, proxy) = upstream_and_proxy();
     let (first, first_claims) = valid_request();
     let (second, second_claims) = valid_request();
 

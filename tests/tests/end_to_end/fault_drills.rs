@@ -27,7 +27,7 @@ use eam_tests::upstream::Action;
 use eam_tests::{
     closed_port, microsoft_claims, parse_form, parse_html_form, sign, sign_hint, EntraRequest,
     KeyServer, Keys, ProxyConfig, ProxyProcess, Recorded, Reply, Request, Response, SigningKey,
-    Upstream, CLIENT_ID, MSA_TENANT_ID, REDIRECT_URI, SUB,
+    Upstream, Verdict, CLIENT_ID, MSA_TENANT_ID, SUB,
 };
 use serde_json::{json, Value};
 
@@ -73,16 +73,12 @@ fn forged_hint() -> String {
 
 /// The proxy forwarded the request and the upstream answered.
 fn is_forwarded(response: &Response) -> bool {
-    response.status == 200 && response.header("x-upstream") == Some("yes")
+    response.status == 200 && response.verdict() == Verdict::Forwarded
 }
 
 /// A form_post `invalid_request` to Entra's redirect_uri, decided by the proxy.
 fn is_form_post_rejection(response: &Response) -> bool {
-    response.status == 200
-        && response.header("x-upstream").is_none()
-        && parse_html_form(&response.text()).is_some_and(|form| {
-            form.action == REDIRECT_URI && form.field("error") == Some("invalid_request")
-        })
+    response.header("x-upstream").is_none() && response.verdict() == Verdict::refused()
 }
 
 /// Asserts the proxy still forwards a pass-through GET and a valid Entra POST.
@@ -1627,10 +1623,8 @@ fn soak_expected(kind: Kind, state: &str, response: &Response) -> bool {
     match kind {
         Kind::Valid | Kind::PassThrough | Kind::Spoofed => is_forwarded(response),
         Kind::Invalid if state.ends_with("unlisted_redirect_uri") => {
-            response.status == 400
-                && response.header("x-upstream").is_none()
-                && serde_json::from_slice::<Value>(&response.body)
-                    .is_ok_and(|v| v["error"] == "invalid_request")
+            response.header("x-upstream").is_none()
+                && response.verdict() == Verdict::status(400, "invalid_request")
         }
         Kind::Invalid => {
             is_form_post_rejection(response)

@@ -13,10 +13,10 @@ use eam_tests::hints::{issuer, jwk_with_issuer, public_jwk, KEY_ISSUER_TEMPLATE}
 use eam_tests::keyserver::KeyMode;
 use eam_tests::proxy::{start_expecting_exit, toml_list, toml_str, CheckOutcome};
 use eam_tests::{
-    assert_entra_rewrite, check_config, closed_port, default_jwks, microsoft_claims, parse_form,
-    parse_html_form, sign, EntraRequest, KeyServer, Keys, ProxyConfig, ProxyProcess, Request,
-    Response, SigningKey, Upstream, AUDIENCE, CLIENT_ID, MSA_TENANT_ID, OTHER_TENANT_ID,
-    REDIRECT_URI, TENANT_ID,
+    assert_forwarded, check_config, closed_port, default_jwks, microsoft_claims, parse_html_form,
+    sign, EntraRequest, KeyServer, Keys, ProxyConfig, ProxyProcess, Request, Response, SigningKey,
+    Upstream, Verdict, AUDIENCE, CLIENT_ID, MSA_TENANT_ID, OTHER_TENANT_ID, REDIRECT_URI,
+    TENANT_ID,
 };
 use serde_json::{json, Value};
 
@@ -30,45 +30,6 @@ const REFRESH_FAILED: &str = "key set refresh failed";
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-/// What the proxy did with an Entra request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Verdict {
-    /// The upstream answered (`X-Upstream: yes`).
-    Forwarded,
-    /// A form_post error page: its `error` field and its form's action.
-    FormPost { error: String, action: String },
-    /// A plain status with the JSON error body.
-    Status { status: u16, error: String },
-}
-
-fn verdict(response: &Response) -> Verdict {
-    if response.header("x-upstream") == Some("yes") {
-        return Verdict::Forwarded;
-    }
-    if response.status == 200 {
-        let form = parse_html_form(&response.text())
-            .unwrap_or_else(|| panic!("neither forwarded nor a form: {}", response.describe()));
-        return Verdict::FormPost {
-            error: form.field("error").unwrap_or_default().to_string(),
-            action: form.action.clone(),
-        };
-    }
-    Verdict::Status {
-        status: response.status,
-        error: response.json()["error"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-    }
-}
-
-fn form_post(error: &str, action: &str) -> Verdict {
-    Verdict::FormPost {
-        error: error.to_string(),
-        action: action.to_string(),
-    }
-}
 
 /// Claims of Microsoft's sample hint, for a tenant, an audience and an issuer.
 fn claims(tid: &str, aud: &str, iss: &str) -> Value {
@@ -96,25 +57,6 @@ fn jwks(keys: &[Value]) -> Value {
     json!({ "keys": keys })
 }
 
-/// Sends `sent`; asserts the upstream received it rewritten for the hint's `claims`.
-fn assert_forwarded(
-    proxy: &ProxyProcess,
-    upstream: &Upstream,
-    sent: &EntraRequest,
-    claims: &Value,
-) {
-    let before = upstream.requests().len();
-    let response = proxy.send(&sent.post());
-    assert_eq!(
-        verdict(&response),
-        Verdict::Forwarded,
-        "the hint must be accepted: {}",
-        response.describe()
-    );
-    let received = upstream.wait_for(before + 1, Duration::from_secs(5));
-    assert_entra_rewrite(&parse_form(&received[before].body), sent, claims);
-}
-
 /// Sends `sent`; asserts it was refused with `expected` and logged with `reason`, and that
 /// nothing reached the upstream.
 fn assert_refused(
@@ -124,14 +66,14 @@ fn assert_refused(
     expected: Verdict,
     reason: &str,
 ) {
-    let before = upstream.requests().len();
+    let before = upstream.count();
     let response = proxy.send(&sent.post());
-    assert_eq!(verdict(&response), expected, "{}", response.describe());
+    assert_eq!(response.verdict(), expected, "{}", response.describe());
     let decision = proxy.decision(sent.client_request_id());
     assert_eq!(decision["reason"], reason, "decision: {decision}");
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(
-        upstream.requests().len(),
+        upstream.count(),
         before,
         "a refused request must not reach the upstream"
     );
@@ -160,22 +102,12 @@ fn send_concurrently(proxy: &ProxyProcess, requests: Vec<Request>) -> Vec<Respon
         .collect()
 }
 
-/// A sample of `/metrics` by its exact series (`name{labels}`), `None` when absent.
-fn metric(proxy: &ProxyProcess, series: &str) -> Option<f64> {
-    proxy
-        .admin_get("/metrics")
-        .text()
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-}
-
 /// `eam_jwks_refresh_total{cloud,result}`: completed loads of a cloud's key set.
 fn refreshes(proxy: &ProxyProcess, cloud: &str, result: &str) -> f64 {
-    metric(
-        proxy,
-        &format!("eam_jwks_refresh_total{{cloud=\"{cloud}\",result=\"{result}\"}}"),
-    )
-    .unwrap_or_else(|| panic!("no eam_jwks_refresh_total for {cloud}/{result}"))
+    let series = format!("eam_jwks_refresh_total{{cloud=\"{cloud}\",result=\"{result}\"}}");
+    proxy
+        .metric(&series)
+        .unwrap_or_else(|| panic!("no eam_jwks_refresh_total for {cloud}/{result}"))
 }
 
 /// Waits until `eam_jwks_refresh_total{cloud,result}` exceeds `than`.
@@ -292,7 +224,7 @@ fn concurrent_rotated_kid(threads: usize, state_len: usize) {
     let refused: Vec<String> = sent
         .iter()
         .zip(&responses)
-        .filter(|(_, r)| verdict(r) != Verdict::Forwarded)
+        .filter(|(_, r)| r.verdict() != Verdict::Forwarded)
         .map(|(s, r)| {
             let decision = proxy
                 .decisions()
@@ -352,8 +284,8 @@ fn concurrent_requests_for_a_made_up_kid_share_one_fetch() {
 
     for response in &responses {
         assert_eq!(
-            verdict(response),
-            form_post("invalid_request", REDIRECT_URI),
+            response.verdict(),
+            Verdict::refused(),
             "{}",
             response.describe()
         );
@@ -377,7 +309,7 @@ fn unknown_kids_within_min_refetch_seconds_cause_no_further_fetch() {
     let upstream = Upstream::start();
     let proxy = start_with(&upstream, &keys, (NEVER, 60, 604_800, 2000));
     assert_eq!(keys.fetches(), 1, "one fetch at start-up");
-    let refused = form_post("invalid_request", REDIRECT_URI);
+    let refused = Verdict::refused();
 
     let first = EntraRequest::new(&sign(SigningKey::Signer, "unknown-1", &default_claims()));
     assert_refused(&proxy, &upstream, &first, refused.clone(), "unknown_kid");
@@ -417,13 +349,7 @@ fn an_unknown_kid_after_min_refetch_seconds_fetches_again() {
     assert_eq!(keys.fetches(), 1, "one fetch at start-up");
 
     let first = EntraRequest::new(&sign(SigningKey::Signer, "unknown-1", &default_claims()));
-    assert_refused(
-        &proxy,
-        &upstream,
-        &first,
-        form_post("invalid_request", REDIRECT_URI),
-        "unknown_kid",
-    );
+    assert_refused(&proxy, &upstream, &first, Verdict::refused(), "unknown_kid");
     assert_eq!(keys.fetches(), 2);
     let refetched_at = keys.fetch_log()[1].at;
 
@@ -498,8 +424,8 @@ fn a_hung_refetch_delays_unknown_kids_by_at_most_fetch_timeout_and_known_kids_no
     let slowest = results.iter().map(|(_, d)| *d).max().unwrap();
     for (response, _) in &results {
         assert_eq!(
-            verdict(response),
-            form_post("invalid_request", REDIRECT_URI),
+            response.verdict(),
+            Verdict::refused(),
             "{}",
             response.describe()
         );
@@ -545,13 +471,7 @@ fn jku_and_x5u_in_a_hint_are_never_fetched() {
     )
     .unwrap();
     let sent = EntraRequest::new(&hint);
-    assert_refused(
-        &proxy,
-        &upstream,
-        &sent,
-        form_post("invalid_request", REDIRECT_URI),
-        "unknown_kid",
-    );
+    assert_refused(&proxy, &upstream, &sent, Verdict::refused(), "unknown_kid");
     assert_eq!(attacker.fetches(), 0, "a URL from the token was fetched");
     assert_eq!(
         keys.fetches(),
@@ -586,7 +506,7 @@ fn jwks_file_is_reread_on_the_refresh_schedule() {
         &proxy,
         &upstream,
         &foreign(),
-        form_post("invalid_request", REDIRECT_URI),
+        Verdict::refused(),
         "unknown_kid",
     );
 
@@ -604,7 +524,7 @@ fn jwks_file_is_reread_on_the_refresh_schedule() {
     wait_refreshes_above(&proxy, "global", "success", successes);
     let sent = foreign();
     assert_forwarded(&proxy, &upstream, &sent, &claims);
-    assert_eq!(metric(&proxy, "eam_jwks_keys{cloud=\"global\"}"), Some(2.0));
+    assert_eq!(proxy.metric("eam_jwks_keys{cloud=\"global\"}"), Some(2.0));
 }
 
 #[test]
@@ -681,8 +601,8 @@ fn key_server_down_after_start_stale_keys_then_unavailable_then_recovery() {
     let before = upstream.requests().len();
     let response = proxy.send(&sent.post());
     assert_eq!(
-        verdict(&response),
-        form_post("temporarily_unavailable", REDIRECT_URI),
+        response.verdict(),
+        Verdict::form_post("temporarily_unavailable", REDIRECT_URI),
         "{}",
         response.describe()
     );
@@ -695,8 +615,8 @@ fn key_server_down_after_start_stale_keys_then_unavailable_then_recovery() {
     // Pass-through does not depend on keys.
     let discovery = proxy.send(&Request::get("/.well-known/openid-configuration"));
     assert_eq!(
-        discovery.header("x-upstream"),
-        Some("yes"),
+        discovery.verdict(),
+        Verdict::Forwarded,
         "{}",
         discovery.describe()
     );
@@ -739,8 +659,8 @@ fn key_server_down_at_start_then_ready_as_soon_as_it_comes_up() {
     let sent = EntraRequest::new(&sign(SigningKey::Signer, "signer", &claims));
     let response = proxy.send(&sent.post());
     assert_eq!(
-        verdict(&response),
-        form_post("temporarily_unavailable", REDIRECT_URI),
+        response.verdict(),
+        Verdict::form_post("temporarily_unavailable", REDIRECT_URI),
         "{}",
         response.describe()
     );
@@ -757,20 +677,15 @@ fn key_server_down_at_start_then_ready_as_soon_as_it_comes_up() {
     // Everything that is not an Entra request passes through meanwhile.
     let discovery = proxy.send(&Request::get("/.well-known/openid-configuration"));
     assert_eq!(
-        discovery.header("x-upstream"),
-        Some("yes"),
+        discovery.verdict(),
+        Verdict::Forwarded,
         "{}",
         discovery.describe()
     );
     let plain = proxy.send(&Request::get(
         "/authorize?client_id=other-rp&response_type=code",
     ));
-    assert_eq!(
-        plain.header("x-upstream"),
-        Some("yes"),
-        "{}",
-        plain.describe()
-    );
+    assert_eq!(plain.verdict(), Verdict::Forwarded, "{}", plain.describe());
     assert_eq!(upstream.requests().len(), 2);
     assert_eq!(proxy.admin_get("/readyz").status, 503);
 
@@ -881,7 +796,7 @@ fn broken_key_responses_never_replace_a_good_set() {
         let sent = EntraRequest::new(&sign(SigningKey::Signer, "signer", &claims));
         let response = proxy.send(&sent.post());
         assert_eq!(
-            verdict(&response),
+            response.verdict(),
             Verdict::Forwarded,
             "{name}: the good set must stay in place: {}",
             response.describe()
@@ -889,8 +804,8 @@ fn broken_key_responses_never_replace_a_good_set() {
         let sent = EntraRequest::new(&sign(SigningKey::Foreign, "foreign", &claims));
         let response = proxy.send(&sent.post());
         assert_eq!(
-            verdict(&response),
-            form_post("invalid_request", REDIRECT_URI),
+            response.verdict(),
+            Verdict::refused(),
             "{name}: the broken answer's keys must not be used: {}",
             response.describe()
         );
@@ -1007,12 +922,12 @@ fn two_clouds_three_apps_tenants_audiences_and_issuers() {
     assert_eq!(private.fetches(), 1, "private fetched once at start-up");
     for cloud in ["global", "private"] {
         let series = format!("eam_jwks_keys{{cloud=\"{cloud}\"}}");
-        assert_eq!(metric(&proxy, &series), Some(3.0), "{series}");
+        assert_eq!(proxy.metric(&series), Some(3.0), "{series}");
     }
 
     use SigningKey::{Foreign, Signer};
-    let global_refusal = form_post("invalid_request", REDIRECT_URI);
-    let private_refusal = form_post("invalid_request", PRIVATE_REDIRECT);
+    let global_refusal = Verdict::refused();
+    let private_refusal = Verdict::form_post("invalid_request", PRIVATE_REDIRECT);
     let t1 = TENANT_ID;
     let t2 = OTHER_TENANT_ID;
 
@@ -1147,7 +1062,7 @@ fn two_clouds_three_apps_tenants_audiences_and_issuers() {
     for (name, sent, expected, reason) in refusals {
         let response = proxy.send(&sent.post());
         assert_eq!(
-            &verdict(&response),
+            &response.verdict(),
             expected,
             "{name}: {}",
             response.describe()
@@ -1197,11 +1112,8 @@ fn two_clouds_three_apps_tenants_audiences_and_issuers() {
     .with("redirect_uri", REDIRECT_URI);
     let response = proxy.send(&misdirected.post());
     assert_eq!(
-        verdict(&response),
-        Verdict::Status {
-            status: 400,
-            error: "invalid_request".into()
-        },
+        response.verdict(),
+        Verdict::status(400, "invalid_request"),
         "{}",
         response.describe()
     );
@@ -1276,7 +1188,7 @@ fn one_cloud_without_keys_leaves_the_other_cloud_serving() {
         &proxy,
         &upstream,
         &request_for(CLIENT_C, Signer, "signer", &c_ok),
-        form_post("temporarily_unavailable", PRIVATE_REDIRECT),
+        Verdict::form_post("temporarily_unavailable", PRIVATE_REDIRECT),
         "keys_unavailable",
     );
 

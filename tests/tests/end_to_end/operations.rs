@@ -13,8 +13,8 @@ use eam_tests::http::{try_get, IO_TIMEOUT};
 use eam_tests::proxy::toml_str;
 use eam_tests::tempdir::TempDir;
 use eam_tests::{
-    microsoft_claims, sign, sign_hint, EntraRequest, ProxyConfig, ProxyProcess, Reply, Request,
-    Upstream,
+    microsoft_claims, sign, sign_hint, upstream_and_proxy, EntraRequest, ProxyConfig, ProxyProcess,
+    Reply, Request, Upstream,
 };
 use prometheus_parse::{Sample, Scrape, Value};
 
@@ -52,8 +52,7 @@ fn histogram_count(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 
 
 #[test]
 fn metrics_follow_a_known_sequence_of_requests() {
-    let upstream = Upstream::start();
-    let proxy = ProxyProcess::start(ProxyConfig::new(&upstream));
+    let (_upstream, proxy) = upstream_and_proxy();
     let before = scrape(&proxy);
     for metric in [
         "eam_requests_total",
