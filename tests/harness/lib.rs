@@ -5,6 +5,7 @@
 //! what goes on the wire (chunked bodies, `Expect: 100-continue`, spoofed percent-encoded names),
 //! which an HTTP client library would normalise away.
 
+pub mod command;
 pub mod drills;
 pub mod entra;
 pub mod hints;

@@ -2,13 +2,14 @@
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::command::{run_bounded, COMMAND_TIMEOUT};
 use crate::hints::default_jwks;
 use crate::http::{try_get, Request, Response};
 use crate::ports::closed_port;
@@ -461,6 +462,37 @@ pub struct CheckOutcome {
     pub stderr: String,
 }
 
+impl CheckOutcome {
+    pub fn assert_accepted(&self) {
+        assert!(
+            self.status.success(),
+            "the configuration was refused ({}): {}{}",
+            self.status,
+            self.stderr,
+            self.stdout
+        );
+    }
+
+    /// Asserts a refusal whose message on stderr names every one of `words`; `how` says which
+    /// run it was.
+    pub fn assert_refused(&self, how: &str, words: &[&str]) {
+        assert!(
+            !self.status.success(),
+            "{how} must fail; it exited {} with {}{}",
+            self.status,
+            self.stderr,
+            self.stdout
+        );
+        for word in words {
+            assert!(
+                self.stderr.contains(word),
+                "{how}: stderr must name {word:?}: {:?}",
+                self.stderr
+            );
+        }
+    }
+}
+
 /// Runs `eam-proxy --check --config FILE` on `config`; fails the test after 20 s.
 pub fn check_config(config: ProxyConfig) -> CheckOutcome {
     run_to_exit(config, &["--check"])
@@ -473,38 +505,27 @@ pub fn start_expecting_exit(config: ProxyConfig) -> CheckOutcome {
 }
 
 fn run_to_exit(config: ProxyConfig, args: &[&str]) -> CheckOutcome {
-    let binary = binary();
     let dir = TempDir::new();
     let (config_path, _) = config.write_to(&dir);
-    let stdout_path = dir.path().join("stdout.log");
-    let stderr_path = dir.path().join("stderr.log");
-    let mut child = Command::new(&binary)
-        .args(args)
-        .arg("--config")
-        .arg(&config_path)
-        .env_remove("EAM_PROXY_CONFIG")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(File::create(&stdout_path).unwrap())
-        .stderr(File::create(&stderr_path).unwrap())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for eam-proxy") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("eam-proxy {args:?} did not exit within 20 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    run_on_file(&config_path, args, COMMAND_TIMEOUT)
+}
+
+/// Runs `eam-proxy <args> --config <config>` until it exits by itself, which must be within
+/// `timeout`.
+pub fn run_on_file(config: &Path, args: &[&str], timeout: Duration) -> CheckOutcome {
+    let output = run_bounded(
+        Command::new(binary())
+            .args(args)
+            .arg("--config")
+            .arg(config)
+            .env_remove("EAM_PROXY_CONFIG")
+            .env_remove("RUST_LOG"),
+        timeout,
+    );
     CheckOutcome {
-        status,
-        stdout: std::fs::read_to_string(stdout_path).unwrap_or_default(),
-        stderr: std::fs::read_to_string(stderr_path).unwrap_or_default(),
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
 

@@ -11,7 +11,6 @@
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
@@ -21,7 +20,7 @@ use eam_tests::drills::{reset, try_send, Client, Probe, ProbeReport, ProcStats, 
 use eam_tests::entra::AUTHORIZE_PATH;
 use eam_tests::hints::{issuer, sign_hs256, unsigned};
 use eam_tests::keyserver::KeyMode;
-use eam_tests::proxy::{binary, toml_list, toml_str};
+use eam_tests::proxy::{binary, run_on_file, toml_list, toml_str};
 use eam_tests::tempdir::TempDir;
 use eam_tests::upstream::Action;
 use eam_tests::{
@@ -940,49 +939,17 @@ struct BrokenConfig {
 fn run_on_config(dir: &TempDir, name: &str, bytes: &[u8], check: bool) -> (Option<i32>, String) {
     let path = dir.path().join(format!("{name}.toml"));
     std::fs::write(&path, bytes).unwrap();
-    run_binary(dir, name, &path, check)
+    run_binary(&path, check)
 }
 
-fn run_binary(
-    dir: &TempDir,
-    name: &str,
-    config: &std::path::Path,
-    check: bool,
-) -> (Option<i32>, String) {
-    let stderr_path = dir.path().join(format!("{name}.{check}.stderr"));
-    let stdout_path = dir.path().join(format!("{name}.{check}.stdout"));
-    let mut command = Command::new(binary());
-    if check {
-        command.arg("--check");
-    }
-    let mut child = command
-        .arg("--config")
-        .arg(config)
-        .env_remove("RUST_LOG")
-        .env_remove("EAM_PROXY_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&stdout_path).unwrap())
-        .stderr(std::fs::File::create(&stderr_path).unwrap())
-        .spawn()
-        .expect("start eam-proxy");
-    let deadline = Instant::now() + DEADLINE;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{name}: eam-proxy (check = {check}) still running after {DEADLINE:?}");
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    let output = format!(
-        "{}{}",
-        std::fs::read_to_string(&stderr_path).unwrap_or_default(),
-        std::fs::read_to_string(&stdout_path).unwrap_or_default()
-    );
-    (status.code(), output)
+/// Its exit code and everything it wrote (stderr, then stdout).
+fn run_binary(config: &std::path::Path, check: bool) -> (Option<i32>, String) {
+    let args: &[&str] = if check { &["--check"] } else { &[] };
+    let outcome = run_on_file(config, args, DEADLINE);
+    (
+        outcome.status.code(),
+        format!("{}{}", outcome.stderr, outcome.stdout),
+    )
 }
 
 /// The tests' configuration text, with every listener on a closed loopback port.
@@ -1327,7 +1294,7 @@ fn broken_configuration_files_are_refused_with_a_precise_message_never_a_panic()
             ),
             ("directory", dir.path().to_path_buf(), vec!["cannot read"]),
         ] {
-            let (code, output) = run_binary(&dir, name, &path, check);
+            let (code, output) = run_binary(&path, check);
             check_outcome(name, check, code, &output, &words);
         }
     }
