@@ -15,7 +15,6 @@ use crate::http::{try_get, Request, Response};
 use crate::ports::closed_port;
 use crate::tempdir::TempDir;
 use crate::upstream::{Recorded, Upstream};
-use crate::verdict::Verdict;
 use crate::{AUDIENCE, CLIENT_ID};
 
 /// How long a proxy may take to start before the test fails.
@@ -309,18 +308,11 @@ impl ProxyProcess {
         request.send(self.addr)
     }
 
-    /// Sends `request`, asserts that the upstream answered it (`200`, [`Verdict::Forwarded`])
-    /// and received it once, and returns it as the upstream received it.
+    /// Sends `request`, asserts that the upstream answered it
+    /// ([`Response::assert_upstream_ok`]) and received it once, and returns it as received.
     pub fn forward(&self, upstream: &Upstream, request: &Request) -> Recorded {
         let before = upstream.count();
-        let response = self.send(request);
-        assert_eq!(response.status, 200, "{}", response.describe());
-        assert_eq!(
-            response.verdict(),
-            Verdict::Forwarded,
-            "{}",
-            response.describe()
-        );
+        self.send(request).assert_upstream_ok();
         let received = upstream.wait_for(before + 1, Duration::from_secs(5));
         assert_eq!(
             received.len(),

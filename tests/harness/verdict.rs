@@ -41,6 +41,12 @@ impl Verdict {
 }
 
 impl Response {
+    /// Asserts the upstream's own `200`, not an answer made up by the proxy.
+    pub fn assert_upstream_ok(&self) {
+        assert_eq!(self.status, 200, "{}", self.describe());
+        assert_eq!(self.verdict(), Verdict::Forwarded, "{}", self.describe());
+    }
+
     pub fn verdict(&self) -> Verdict {
         if self.header("x-upstream") == Some("yes") {
             return Verdict::Forwarded;

@@ -4,7 +4,7 @@ use eam_tests::http::{Connection, CONTINUE_TIMEOUT};
 use eam_tests::upstream::DEFAULT_BODY;
 use eam_tests::{
     assert_entra_rewrite, microsoft_claims, parse_form, sign_hint, upstream_and_proxy,
-    EntraRequest, Recorded, Response, Verdict, OID, PREFERRED_USERNAME, TENANT_ID,
+    EntraRequest, Recorded, Response, OID, PREFERRED_USERNAME, TENANT_ID,
 };
 use serde_json::Value;
 
@@ -15,13 +15,7 @@ fn valid_request() -> (EntraRequest, Value) {
 
 /// The client must get the upstream's own answer, not one made up by the proxy.
 fn assert_upstream_answer(response: &Response) {
-    assert_eq!(response.status, 200, "{}", response.describe());
-    assert_eq!(
-        response.verdict(),
-        Verdict::Forwarded,
-        "{}",
-        response.describe()
-    );
+    response.assert_upstream_ok();
     assert_eq!(response.text(), DEFAULT_BODY);
 }
 

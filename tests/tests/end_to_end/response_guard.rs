@@ -9,7 +9,7 @@ use eam_tests::hints::SigningKey;
 use eam_tests::proxy::toml_str;
 use eam_tests::{
     microsoft_claims, parse_form, parse_html_form, sign, sign_hint, EntraRequest, ProxyConfig,
-    ProxyProcess, Recorded, Reply, Request, Response, Upstream, Verdict, CLIENT_ID, REDIRECT_URI,
+    ProxyProcess, Recorded, Reply, Request, Response, Upstream, CLIENT_ID, REDIRECT_URI,
 };
 use serde_json::{json, Value};
 
@@ -182,8 +182,7 @@ fn guard_count(proxy: &ProxyProcess, result: &str, reason: &str) -> Option<f64> 
 }
 
 fn assert_untouched(response: &Response, op: &FormPostOp) {
-    assert_eq!(response.status, 200, "{}", response.describe());
-    assert_eq!(response.verdict(), Verdict::Forwarded);
+    response.assert_upstream_ok();
     assert_eq!(response.body, op.page(), "the page must pass byte for byte");
 }
 
