@@ -31,6 +31,28 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// `openssl req` making a new P-256 key, written to `key`, and `out`: a self-signed certificate
+/// (`mode` `-x509`) or a certificate request (`-new`) for `subject`.
+fn openssl_req(dir: &Path, mode: &str, key: &str, out: &str, subject: &str, more: &[&str]) {
+    let mut args = vec![
+        "req",
+        mode,
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        key,
+        "-out",
+        out,
+        "-subj",
+        subject,
+    ];
+    args.extend_from_slice(more);
+    openssl(dir, &args);
+}
+
 static SERIAL: AtomicU64 = AtomicU64::new(1);
 
 /// A serial number unique within the test run.
@@ -65,29 +87,21 @@ impl TestCa {
     pub fn new(name: &str) -> TestCa {
         let dir = TempDir::new();
         let subject = format!("/CN=eam-proxy test CA {name}");
-        openssl(
+        let extensions = [
+            "-days",
+            "2",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ];
+        openssl_req(
             dir.path(),
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.crt",
-                "-days",
-                "2",
-                "-subj",
-                &subject,
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-            ],
+            "-x509",
+            "ca.key",
+            "ca.crt",
+            &subject,
+            &extensions,
         );
         TestCa {
             cert: dir.path().join("ca.crt"),
@@ -114,24 +128,7 @@ impl TestCa {
              extendedKeyUsage=serverAuth\n",
         );
         let subject = format!("/CN={common_name}");
-        openssl(
-            dir,
-            &[
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-                "-subj",
-                &subject,
-            ],
-        );
+        openssl_req(dir, "-new", &key, &csr, &subject, &[]);
         let serial = next_serial();
         let (ca_cert, ca_key) = (
             self.cert.display().to_string(),
