@@ -174,6 +174,16 @@ pub fn try_send(addr: SocketAddr, request: &Request, timeout: Duration) -> io::R
     result
 }
 
+/// Asserts that a load met no failure (`what` names its requests); shows the first ten.
+pub fn assert_none_failed(failures: &[String], what: &str) {
+    assert!(
+        failures.is_empty(),
+        "{} {what} failed: {:#?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Latency probe
 // ---------------------------------------------------------------------------------------------
