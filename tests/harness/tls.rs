@@ -292,6 +292,13 @@ pub struct CurlResponse {
 }
 
 impl CurlResponse {
+    /// Asserts the upstream's own `200` (`X-Upstream: yes`, see
+    /// [`Reply::ok`](crate::Reply::ok)); `context` says which request it answers.
+    pub fn assert_upstream_ok(&self, context: &str) {
+        assert_eq!(self.status, 200, "{context}: {}", self.describe());
+        assert_eq!(self.x_upstream, "yes", "{context}: {}", self.describe());
+    }
+
     pub fn describe(&self) -> String {
         format!(
             "status {} HTTP/{} x-upstream {:?} body {:?} curl exit {:?} {}",

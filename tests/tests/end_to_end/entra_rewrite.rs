@@ -4,7 +4,7 @@ use eam_tests::http::{Connection, CONTINUE_TIMEOUT};
 use eam_tests::upstream::DEFAULT_BODY;
 use eam_tests::{
     assert_entra_rewrite, microsoft_claims, parse_form, sign_hint, upstream_and_proxy,
-    EntraRequest, Recorded, Response, OID, PREFERRED_USERNAME, TENANT_ID,
+    EntraRequest, ProxyProcess, Recorded, Request, Response, OID, PREFERRED_USERNAME, TENANT_ID,
 };
 use serde_json::Value;
 
@@ -43,15 +43,23 @@ fn assert_forwarded_post(request: &Recorded, sent: &EntraRequest, claims: &Value
     assert_entra_rewrite(&parse_form(&request.body), sent, claims);
 }
 
-#[test]
-fn valid_hint_post_is_rewritten_and_forwarded() {
+/// Sends `request`, made of a valid Entra request, through a proxy of its own and asserts the
+/// client got the upstream's answer. Returns the proxy, the Entra request, its hint's claims
+/// and the one request the upstream received.
+fn forward(
+    request: impl FnOnce(&EntraRequest) -> Request,
+) -> (ProxyProcess, EntraRequest, Value, Recorded) {
     let (upstream, proxy) = upstream_and_proxy();
     let (sent, claims) = valid_request();
+    assert_upstream_answer(&proxy.send(&request(&sent)));
+    let received = upstream.only_request();
+    (proxy, sent, claims, received)
+}
 
-    let response = proxy.send(&sent.post());
-
-    assert_upstream_answer(&response);
-    assert_forwarded_post(&upstream.only_request(), &sent, &claims);
+#[test]
+fn valid_hint_post_is_rewritten_and_forwarded() {
+    let (proxy, sent, claims, received) = forward(EntraRequest::post);
+    assert_forwarded_post(&received, &sent, &claims);
 
     let decision = proxy.decision(sent.client_request_id());
     assert_eq!(decision["tid"], TENANT_ID, "{decision}");
@@ -66,13 +74,7 @@ fn valid_hint_post_is_rewritten_and_forwarded() {
 
 #[test]
 fn valid_hint_get_is_rewritten_in_the_query() {
-    let (upstream, proxy) = upstream_and_proxy();
-    let (sent, claims) = valid_request();
-
-    let response = proxy.send(&sent.get_request());
-
-    assert_upstream_answer(&response);
-    let request = upstream.only_request();
+    let (_, sent, claims, request) = forward(EntraRequest::get_request);
     assert_eq!(request.method, "GET");
     assert_eq!(request.path(), "/authorize");
     assert!(request.body.is_empty(), "a GET has no body");
@@ -82,37 +84,33 @@ fn valid_hint_get_is_rewritten_in_the_query() {
 
 #[test]
 fn form_content_type_with_charset_is_an_entra_post() {
-    let (upstream, proxy) = upstream_and_proxy();
-    let (sent, claims) = valid_request();
-    let request = eam_tests::Request::post("/authorize")
-        .header(
-            "Content-Type",
-            "application/x-www-form-urlencoded; charset=UTF-8",
-        )
-        .body(sent.encoded());
-
-    assert_upstream_answer(&proxy.send(&request));
-    assert_entra_rewrite(&parse_form(&upstream.only_request().body), &sent, &claims);
+    let (_, sent, claims, received) = forward(|sent| {
+        Request::post("/authorize")
+            .header(
+                "Content-Type",
+                "application/x-www-form-urlencoded; charset=UTF-8",
+            )
+            .body(sent.encoded())
+    });
+    assert_entra_rewrite(&parse_form(&received.body), &sent, &claims);
 }
 
 #[test]
 fn chunked_entra_post_is_forwarded_with_content_length() {
-    let (upstream, proxy) = upstream_and_proxy();
-    let (sent, claims) = valid_request();
-    // Small chunks, so that chunk boundaries fall inside the hint and the percent-escapes.
-    let chunks: Vec<Vec<u8>> = sent
-        .encoded()
-        .as_bytes()
-        .chunks(97)
-        .map(<[u8]>::to_vec)
-        .collect();
-    assert!(chunks.len() > 3);
-    let request = eam_tests::Request::post("/authorize")
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .chunked(chunks);
-
-    assert_upstream_answer(&proxy.send(&request));
-    assert_forwarded_post(&upstream.only_request(), &sent, &claims);
+    let (_, sent, claims, received) = forward(|sent| {
+        // Small chunks, so that chunk boundaries fall inside the hint and the percent-escapes.
+        let chunks: Vec<Vec<u8>> = sent
+            .encoded()
+            .as_bytes()
+            .chunks(97)
+            .map(<[u8]>::to_vec)
+            .collect();
+        assert!(chunks.len() > 3);
+        Request::post("/authorize")
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .chunked(chunks)
+    });
+    assert_forwarded_post(&received, &sent, &claims);
 }
 
 #[test]
