@@ -1,19 +1,20 @@
-//! Tools of the fault drills and the soak test: an upstream that misbehaves on purpose, a
-//! client that reports failures instead of panicking, a latency probe, and the proxy's resource
-//! usage read from `/proc`.
+//! Tools of the fault drills and the soak test: a client that reports failures instead of
+//! panicking, a latency probe, and the proxy's resource usage read from `/proc` (the upstream
+//! that misbehaves on purpose is the recording [`Upstream`](crate::Upstream) with its
+//! [`Action`](crate::upstream::Action)s).
 //!
 //! Linux only: `/proc`, and `SO_LINGER` set through the C library (no `libc` dependency).
 
 use std::io::{self, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::http::{read_head, read_response_rest, Request, Response};
-use crate::upstream::{read_request, Recorded, Reply};
+use crate::upstream::pause;
 
 // ---------------------------------------------------------------------------------------------
 // Sockets
@@ -48,310 +49,6 @@ pub fn reset(stream: TcpStream) {
     };
     assert_eq!(rc, 0, "setsockopt(SO_LINGER) failed");
     drop(stream);
-}
-
-/// Sleeps `delay` in small steps, giving up early when `stop` is set.
-fn pause(stop: &AtomicBool, delay: Duration) {
-    let until = Instant::now() + delay;
-    while !stop.load(Ordering::SeqCst) && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(10).min(until - Instant::now()));
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// A misbehaving upstream
-// ---------------------------------------------------------------------------------------------
-
-/// What [`FaultyUpstream`] does with one request (chosen per request by the test's closure).
-#[derive(Debug, Clone)]
-pub enum Action {
-    /// Answers at once.
-    Reply(Reply),
-    /// Answers after this delay.
-    Delay(Duration, Reply),
-    /// Sends the head at once, then the body in `pieces` parts, `gap` apart: slow, but never
-    /// silent for longer than `gap`.
-    Trickle {
-        reply: Reply,
-        pieces: usize,
-        gap: Duration,
-    },
-    /// Reads the request and never answers (the connection is held until the upstream stops).
-    Hang,
-    /// Sends the head (`Content-Length` of the whole body) and half the body, then closes
-    /// (FIN).
-    HalfThenClose(Reply),
-    /// The same, then a TCP reset.
-    HalfThenReset(Reply),
-    /// A chunked head and one chunk of half the body, then a TCP reset.
-    HalfChunkedThenReset(Reply),
-    /// Reads the request, then a TCP reset without a byte of answer.
-    ResetBeforeReply,
-}
-
-type Behaviour = dyn Fn(&Recorded) -> Action + Send + Sync;
-
-struct FaultyShared {
-    stop: AtomicBool,
-    log_cap: usize,
-    count: AtomicUsize,
-    /// The first `log_cap` requests (a soak must not keep them all).
-    log: Mutex<Vec<Recorded>>,
-    arrived: Condvar,
-    /// Open connections by id (shut when the upstream is killed); a connection removes itself
-    /// when it ends, so that a reset really is the last close of its socket.
-    connections: Mutex<Vec<(u64, TcpStream)>>,
-    next_id: AtomicUsize,
-}
-
-impl FaultyShared {
-    fn forget(&self, id: u64) {
-        self.connections.lock().unwrap().retain(|(i, _)| *i != id);
-    }
-}
-
-/// A recording HTTP/1.1 upstream whose every answer is an [`Action`]; keep-alive honoured for
-/// the actions that complete a response.
-pub struct FaultyUpstream {
-    addr: SocketAddr,
-    shared: Arc<FaultyShared>,
-    acceptor: Option<JoinHandle<()>>,
-}
-
-impl FaultyUpstream {
-    pub const LOG_CAP: usize = 10_000;
-
-    pub fn start(behaviour: impl Fn(&Recorded) -> Action + Send + Sync + 'static) -> Self {
-        FaultyUpstream::start_with_log_cap(FaultyUpstream::LOG_CAP, behaviour)
-    }
-
-    /// Keeps only the first `log_cap` requests (0 for a soak: the behaviour closure counts).
-    pub fn start_with_log_cap(
-        log_cap: usize,
-        behaviour: impl Fn(&Recorded) -> Action + Send + Sync + 'static,
-    ) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the faulty upstream");
-        FaultyUpstream::serve(listener, log_cap, Arc::new(behaviour))
-    }
-
-    /// Starts on a given address (an upstream that comes back); retries while the port is
-    /// still held (TIME_WAIT, or a late close).
-    pub fn start_on(
-        addr: SocketAddr,
-        behaviour: impl Fn(&Recorded) -> Action + Send + Sync + 'static,
-    ) -> Self {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let listener = loop {
-            match TcpListener::bind(addr) {
-                Ok(listener) => break listener,
-                Err(e) if Instant::now() > deadline => panic!("cannot bind {addr} again: {e}"),
-                Err(_) => std::thread::sleep(Duration::from_millis(50)),
-            }
-        };
-        FaultyUpstream::serve(listener, FaultyUpstream::LOG_CAP, Arc::new(behaviour))
-    }
-
-    fn serve(listener: TcpListener, log_cap: usize, behaviour: Arc<Behaviour>) -> Self {
-        let addr = listener.local_addr().unwrap();
-        let shared = Arc::new(FaultyShared {
-            stop: AtomicBool::new(false),
-            log_cap,
-            count: AtomicUsize::new(0),
-            log: Mutex::new(Vec::new()),
-            arrived: Condvar::new(),
-            connections: Mutex::new(Vec::new()),
-            next_id: AtomicUsize::new(0),
-        });
-        let accept_shared = shared.clone();
-        let acceptor = std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                if accept_shared.stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(stream) = stream else { continue };
-                let Ok(clone) = stream.try_clone() else {
-                    continue;
-                };
-                let id = accept_shared.next_id.fetch_add(1, Ordering::SeqCst) as u64;
-                accept_shared.connections.lock().unwrap().push((id, clone));
-                let shared = accept_shared.clone();
-                let behaviour = behaviour.clone();
-                std::thread::spawn(move || {
-                    serve_faulty(stream, id, &shared, &*behaviour);
-                    shared.forget(id);
-                });
-            }
-        });
-        FaultyUpstream {
-            addr,
-            shared,
-            acceptor: Some(acceptor),
-        }
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Requests received so far (complete heads and bodies).
-    pub fn count(&self) -> usize {
-        self.shared.count.load(Ordering::SeqCst)
-    }
-
-    /// The first requests (up to the log cap), in arrival order.
-    pub fn requests(&self) -> Vec<Recorded> {
-        self.shared.log.lock().unwrap().clone()
-    }
-
-    /// Waits until `count` requests have arrived; panics after `timeout`.
-    pub fn wait_for(&self, count: usize, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        let mut log = self.shared.log.lock().unwrap();
-        while self.count() < count {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                panic!(
-                    "upstream received {} request(s) within {timeout:?}, expected {count}",
-                    self.count()
-                );
-            }
-            log = self.shared.arrived.wait_timeout(log, left).unwrap().0;
-        }
-    }
-
-    /// Stops accepting and shuts every open connection (a killed upstream).
-    pub fn kill(mut self) {
-        self.stop();
-    }
-
-    fn stop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(acceptor) = self.acceptor.take() {
-            let _ = acceptor.join();
-        }
-        for (_, connection) in self.shared.connections.lock().unwrap().drain(..) {
-            let _ = connection.shutdown(Shutdown::Both);
-        }
-    }
-}
-
-impl Drop for FaultyUpstream {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// `Reply` on the wire, with `Content-Length` (or chunked framing, sent by the caller).
-fn head_bytes(reply: &Reply, framing: &str) -> Vec<u8> {
-    let mut out = format!("HTTP/1.1 {} Status\r\n", reply.status);
-    for (name, value) in &reply.headers {
-        out.push_str(&format!("{name}: {value}\r\n"));
-    }
-    out.push_str(framing);
-    out.push_str("\r\n");
-    out.into_bytes()
-}
-
-fn length_head(reply: &Reply) -> Vec<u8> {
-    head_bytes(reply, &format!("Content-Length: {}\r\n", reply.body.len()))
-}
-
-fn serve_faulty(stream: TcpStream, id: u64, shared: &FaultyShared, behaviour: &Behaviour) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(15)));
-    let Ok(read_half) = stream.try_clone() else {
-        return;
-    };
-    let mut reader = BufReader::new(read_half);
-    let mut writer = stream;
-    while !shared.stop.load(Ordering::SeqCst) {
-        let Some(request) = read_request(&mut reader, None) else {
-            return;
-        };
-        let action = behaviour(&request);
-        {
-            let mut log = shared.log.lock().unwrap();
-            if log.len() < shared.log_cap {
-                log.push(request);
-            }
-            shared.count.fetch_add(1, Ordering::SeqCst);
-            shared.arrived.notify_all();
-        }
-        let keep_going = match action {
-            Action::Reply(reply) => {
-                let mut bytes = length_head(&reply);
-                bytes.extend_from_slice(&reply.body);
-                writer.write_all(&bytes).is_ok()
-            }
-            Action::Delay(delay, reply) => {
-                pause(&shared.stop, delay);
-                let mut bytes = length_head(&reply);
-                bytes.extend_from_slice(&reply.body);
-                writer.write_all(&bytes).is_ok()
-            }
-            Action::Trickle { reply, pieces, gap } => {
-                let mut ok = writer.write_all(&length_head(&reply)).is_ok();
-                let size = reply.body.len().div_ceil(pieces.max(1)).max(1);
-                for piece in reply.body.chunks(size) {
-                    if !ok {
-                        break;
-                    }
-                    pause(&shared.stop, gap);
-                    ok = writer
-                        .write_all(piece)
-                        .and_then(|()| writer.flush())
-                        .is_ok();
-                }
-                ok
-            }
-            Action::Hang => {
-                pause(&shared.stop, Duration::from_secs(60));
-                false
-            }
-            Action::HalfThenClose(reply) => {
-                let mut bytes = length_head(&reply);
-                bytes.extend_from_slice(&reply.body[..reply.body.len() / 2]);
-                let _ = writer.write_all(&bytes).and_then(|()| writer.flush());
-                let _ = writer.shutdown(Shutdown::Both);
-                false
-            }
-            Action::HalfThenReset(reply) => {
-                let mut bytes = length_head(&reply);
-                bytes.extend_from_slice(&reply.body[..reply.body.len() / 2]);
-                let _ = writer.write_all(&bytes).and_then(|()| writer.flush());
-                // Let the bytes leave before the reset discards the send buffer.
-                std::thread::sleep(Duration::from_millis(50));
-                shared.forget(id);
-                drop(reader);
-                reset(writer);
-                return;
-            }
-            Action::HalfChunkedThenReset(reply) => {
-                let mut bytes = head_bytes(&reply, "Transfer-Encoding: chunked\r\n");
-                let half = &reply.body[..reply.body.len() / 2];
-                bytes.extend_from_slice(format!("{:x}\r\n", half.len()).as_bytes());
-                bytes.extend_from_slice(half);
-                bytes.extend_from_slice(b"\r\n");
-                let _ = writer.write_all(&bytes).and_then(|()| writer.flush());
-                std::thread::sleep(Duration::from_millis(50));
-                shared.forget(id);
-                drop(reader);
-                reset(writer);
-                return;
-            }
-            Action::ResetBeforeReply => {
-                shared.forget(id);
-                drop(reader);
-                reset(writer);
-                return;
-            }
-        };
-        if !keep_going {
-            let _ = writer.shutdown(Shutdown::Both);
-            return;
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -475,6 +172,16 @@ pub fn try_send(addr: SocketAddr, request: &Request, timeout: Duration) -> io::R
         let _ = stream.shutdown(Shutdown::Both);
     }
     result
+}
+
+/// Asserts that a load met no failure (`what` names its requests); shows the first ten.
+pub fn assert_none_failed(failures: &[String], what: &str) {
+    assert!(
+        failures.is_empty(),
+        "{} {what} failed: {:#?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

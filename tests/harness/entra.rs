@@ -7,6 +7,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use crate::http::Request;
+use crate::proxy::ProxyProcess;
+use crate::upstream::Upstream;
 use crate::{CLIENT_ID, REDIRECT_URI};
 
 pub const AUTHORIZE_PATH: &str = "/authorize";
@@ -193,4 +195,29 @@ pub fn assert_entra_rewrite(received: &[(String, String)], sent: &EntraRequest, 
             "{param} must be appended after the request's own parameters: {received:#?}"
         );
     }
+}
+
+/// Sends Entra's POST of `sent` and asserts that it was forwarded, rewritten for the hint's
+/// `claims` (see [`assert_sent_and_forwarded`]).
+pub fn assert_forwarded(
+    proxy: &ProxyProcess,
+    upstream: &Upstream,
+    sent: &EntraRequest,
+    claims: &Value,
+) {
+    assert_sent_and_forwarded(proxy, upstream, &sent.post(), sent, claims);
+}
+
+/// Sends `request`, which carries the parameters of `sent`, and asserts README "How a request
+/// is handled", step 7: forwarded (see [`ProxyProcess::forward`]), rewritten for the hint's
+/// `claims`.
+pub fn assert_sent_and_forwarded(
+    proxy: &ProxyProcess,
+    upstream: &Upstream,
+    request: &Request,
+    sent: &EntraRequest,
+    claims: &Value,
+) {
+    let received = proxy.forward(upstream, request);
+    assert_entra_rewrite(&parse_form(&received.body), sent, claims);
 }

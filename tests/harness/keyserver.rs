@@ -4,7 +4,7 @@
 //! (connection refused), an error status, garbage, an oversized body, a slow answer. It records
 //! every fetch with the mode it was answered in, so that tests can count fetches exactly.
 
-use std::io::{BufReader, Write};
+use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::http::header;
-use crate::upstream::read_request;
+use crate::upstream::{pause, read_request, server_halves};
 
 pub const KEYS_PATH: &str = "/keys";
 
@@ -97,7 +97,7 @@ pub struct KeyServer {
 
 impl KeyServer {
     pub fn start(jwks: Value) -> KeyServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the key server");
+        let listener = crate::ports::listen();
         let addr = listener.local_addr().unwrap();
         listener.set_nonblocking(true).unwrap();
         let shared = Arc::new(Shared {
@@ -202,22 +202,11 @@ impl Drop for KeyServer {
     }
 }
 
-/// Binds `addr` again after a `Down` period (std sets `SO_REUSEADDR`, so lingering
-/// connections do not block it).
+/// Binds `addr` again after a `Down` period.
 fn rebind(addr: SocketAddr) -> TcpListener {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match TcpListener::bind(addr) {
-            Ok(listener) => {
-                listener.set_nonblocking(true).unwrap();
-                return listener;
-            }
-            Err(e) if Instant::now() > deadline => {
-                panic!("cannot bring the key server back up on {addr}: {e}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
+    let listener = crate::ports::rebind(addr, Duration::from_secs(5));
+    listener.set_nonblocking(true).unwrap();
+    listener
 }
 
 /// Polls the (non-blocking) listener, so that `set_mode(Down)` can close it at any time.
@@ -244,14 +233,6 @@ fn accept_loop(shared: &Arc<Shared>) {
             serve(stream, &shared);
             shared.connections.lock().unwrap().retain(|(i, _)| *i != id);
         });
-    }
-}
-
-/// Sleeps `delay` in small steps, giving up early when the server stops.
-fn pause(shared: &Shared, delay: Duration) {
-    let until = Instant::now() + delay;
-    while !shared.stop.load(Ordering::SeqCst) && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -313,7 +294,7 @@ fn answer(writer: &mut TcpStream, shared: &Shared, mode: KeyMode, jwks: &Value) 
             result.and_then(|()| writer.write_all(b"0\r\n\r\n"))
         }
         KeyMode::SlowHeaders(delay) => {
-            pause(shared, delay);
+            pause(&shared.stop, delay);
             writer.write_all(&fixed(200, JSON, &body))
         }
         KeyMode::SlowBody(delay) => {
@@ -324,7 +305,7 @@ fn answer(writer: &mut TcpStream, shared: &Shared, mode: KeyMode, jwks: &Value) 
                 .write_all(&out)
                 .and_then(|()| writer.flush())
                 .and_then(|()| {
-                    pause(shared, delay);
+                    pause(&shared.stop, delay);
                     writer.write_all(rest)
                 })
         }
@@ -335,13 +316,9 @@ fn answer(writer: &mut TcpStream, shared: &Shared, mode: KeyMode, jwks: &Value) 
 /// Serves one connection (keep-alive honoured) until the peer closes it, the server goes down
 /// or stops, or an error occurs.
 fn serve(stream: TcpStream, shared: &Shared) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(15)));
-    let Ok(read_half) = stream.try_clone() else {
+    let Some((mut reader, mut writer)) = server_halves(stream) else {
         return;
     };
-    let mut reader = BufReader::new(read_half);
-    let mut writer = stream;
     while !shared.stop.load(Ordering::SeqCst) {
         let Some(request) = read_request(&mut reader, None) else {
             return;

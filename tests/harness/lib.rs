@@ -5,24 +5,31 @@
 //! what goes on the wire (chunked bodies, `Expect: 100-continue`, spoofed percent-encoded names),
 //! which an HTTP client library would normalise away.
 
+pub mod command;
 pub mod drills;
 pub mod entra;
 pub mod hints;
 pub mod html;
 pub mod http;
 pub mod keyserver;
+pub mod ports;
 pub mod proxy;
 pub mod tempdir;
 pub mod tls;
 pub mod upstream;
+pub mod verdict;
 
-pub use entra::{assert_entra_rewrite, parse_form, EntraRequest};
+pub use entra::{
+    assert_entra_rewrite, assert_forwarded, assert_sent_and_forwarded, parse_form, EntraRequest,
+};
 pub use hints::{default_jwks, microsoft_claims, now, sign, sign_hint, SigningKey};
 pub use html::{parse_html_form, HtmlForm};
 pub use http::{Request, Response};
 pub use keyserver::KeyServer;
-pub use proxy::{check_config, closed_port, Keys, ProxyConfig, ProxyProcess};
+pub use ports::closed_port;
+pub use proxy::{check_config, upstream_and_proxy, Keys, ProxyConfig, ProxyProcess};
 pub use upstream::{Recorded, Reply, Upstream};
+pub use verdict::Verdict;
 
 /// The client_id the OP issued to Entra: the one `[[apps]]` of every test configuration.
 pub const CLIENT_ID: &str = "56c2b5e3-c41d-4c14-abcf-72d407f57650";

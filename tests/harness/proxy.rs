@@ -1,17 +1,20 @@
 //! The `eam-proxy` binary under test: its configuration, its process, its logs.
 
 use std::fs::File;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::command::{run_bounded, COMMAND_TIMEOUT};
 use crate::hints::default_jwks;
 use crate::http::{try_get, Request, Response};
+use crate::ports::closed_port;
 use crate::tempdir::TempDir;
-use crate::upstream::Upstream;
+use crate::upstream::{Recorded, Upstream};
 use crate::{AUDIENCE, CLIENT_ID};
 
 /// How long a proxy may take to start before the test fails.
@@ -29,13 +32,6 @@ pub fn binary() -> PathBuf {
         path.display()
     );
     path
-}
-
-/// A loopback port nobody listens on (bound, then released).
-pub fn closed_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("allocate a loopback port")
 }
 
 /// A TOML basic string (JSON's string syntax is a subset of it).
@@ -101,7 +97,7 @@ impl ProxyConfig {
                     ],
                 ),
                 // The test upstreams are not OPs: no discovery reads in their recordings
-                // (tests/tests/discovery.rs turns it on).
+                // (tests/tests/end_to_end/spoofing.rs turns it on).
                 table(
                     "authorize",
                     &[
@@ -201,6 +197,14 @@ impl ProxyConfig {
     }
 }
 
+/// A recording upstream answering [`Reply::ok`](crate::Reply::ok), and a proxy in front of it
+/// with the base configuration: where most tests start.
+pub fn upstream_and_proxy() -> (Upstream, ProxyProcess) {
+    let upstream = Upstream::start();
+    let proxy = ProxyProcess::start(ProxyConfig::new(&upstream));
+    (upstream, proxy)
+}
+
 /// What to wait for before handing the proxy to the test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wait {
@@ -232,6 +236,8 @@ impl ProxyProcess {
     }
 
     fn spawn(config: ProxyConfig, wait: Wait) -> ProxyProcess {
+        static RAISED: Once = Once::new();
+        RAISED.call_once(raise_descriptor_limit);
         let binary = binary();
         let dir = TempDir::new();
         let (config_path, config) = config.write_to(&dir);
@@ -302,10 +308,33 @@ impl ProxyProcess {
         request.send(self.addr)
     }
 
+    /// Sends `request`, asserts that the upstream answered it
+    /// ([`Response::assert_upstream_ok`]) and received it once, and returns it as received.
+    pub fn forward(&self, upstream: &Upstream, request: &Request) -> Recorded {
+        let before = upstream.count();
+        self.send(request).assert_upstream_ok();
+        let received = upstream.wait_for(before + 1, Duration::from_secs(5));
+        assert_eq!(
+            received.len(),
+            before + 1,
+            "the upstream must receive the request once: {received:#?}"
+        );
+        received[before].clone()
+    }
+
     /// `GET path` on the admin listener.
     pub fn admin_get(&self, path: &str) -> Response {
         try_get(self.admin, path, Duration::from_secs(5))
             .unwrap_or_else(|e| panic!("admin {path}: {e}"))
+    }
+
+    /// One series of `/metrics`, named exactly as the proxy writes it (`name{label="value",…}`,
+    /// labels in its order); `None` when it writes no such series.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        self.admin_get("/metrics").text().lines().find_map(|line| {
+            let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+            value.split_whitespace().next()?.parse().ok()
+        })
     }
 
     /// Everything the proxy wrote to stderr so far.
@@ -392,12 +421,68 @@ impl Drop for ProxyProcess {
     }
 }
 
+/// Raises this process's limit of open descriptors to its hard limit: every end-to-end test
+/// runs in this one process, and a few of them hold hundreds of connections at once (floods,
+/// concurrent clients, the recording upstream's side of each), more together than the usual
+/// soft limit of 1024. Linux only, like `/proc`, through the C library (no `libc` dependency).
+fn raise_descriptor_limit() {
+    #[repr(C)]
+    struct Rlimit {
+        current: u64,
+        max: u64,
+    }
+    extern "C" {
+        fn getrlimit(resource: i32, limit: *mut Rlimit) -> i32;
+        fn setrlimit(resource: i32, limit: *const Rlimit) -> i32;
+    }
+    const RLIMIT_NOFILE: i32 = 7;
+    let mut limit = Rlimit { current: 0, max: 0 };
+    // SAFETY: a pointer to a live `struct rlimit` (two 64-bit `rlim_t` on 64-bit Linux).
+    if unsafe { getrlimit(RLIMIT_NOFILE, &mut limit) } != 0 || limit.current >= limit.max {
+        return;
+    }
+    limit.current = limit.max;
+    // SAFETY: as above. A refusal leaves the limit as it was, which is no worse than before.
+    unsafe { setrlimit(RLIMIT_NOFILE, &limit) };
+}
+
 /// The result of `eam-proxy --check`.
 #[derive(Debug)]
 pub struct CheckOutcome {
     pub status: ExitStatus,
     pub stdout: String,
     pub stderr: String,
+}
+
+impl CheckOutcome {
+    pub fn assert_accepted(&self) {
+        assert!(
+            self.status.success(),
+            "the configuration was refused ({}): {}{}",
+            self.status,
+            self.stderr,
+            self.stdout
+        );
+    }
+
+    /// Asserts a refusal whose message on stderr names every one of `words`; `how` says which
+    /// run it was.
+    pub fn assert_refused(&self, how: &str, words: &[&str]) {
+        assert!(
+            !self.status.success(),
+            "{how} must fail; it exited {} with {}{}",
+            self.status,
+            self.stderr,
+            self.stdout
+        );
+        for word in words {
+            assert!(
+                self.stderr.contains(word),
+                "{how}: stderr must name {word:?}: {:?}",
+                self.stderr
+            );
+        }
+    }
 }
 
 /// Runs `eam-proxy --check --config FILE` on `config`; fails the test after 20 s.
@@ -412,38 +497,27 @@ pub fn start_expecting_exit(config: ProxyConfig) -> CheckOutcome {
 }
 
 fn run_to_exit(config: ProxyConfig, args: &[&str]) -> CheckOutcome {
-    let binary = binary();
     let dir = TempDir::new();
     let (config_path, _) = config.write_to(&dir);
-    let stdout_path = dir.path().join("stdout.log");
-    let stderr_path = dir.path().join("stderr.log");
-    let mut child = Command::new(&binary)
-        .args(args)
-        .arg("--config")
-        .arg(&config_path)
-        .env_remove("EAM_PROXY_CONFIG")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(File::create(&stdout_path).unwrap())
-        .stderr(File::create(&stderr_path).unwrap())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for eam-proxy") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("eam-proxy {args:?} did not exit within 20 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    run_on_file(&config_path, args, COMMAND_TIMEOUT)
+}
+
+/// Runs `eam-proxy <args> --config <config>` until it exits by itself, which must be within
+/// `timeout`.
+pub fn run_on_file(config: &Path, args: &[&str], timeout: Duration) -> CheckOutcome {
+    let output = run_bounded(
+        Command::new(binary())
+            .args(args)
+            .arg("--config")
+            .arg(config)
+            .env_remove("EAM_PROXY_CONFIG")
+            .env_remove("RUST_LOG"),
+        timeout,
+    );
     CheckOutcome {
-        status,
-        stdout: std::fs::read_to_string(stdout_path).unwrap_or_default(),
-        stderr: std::fs::read_to_string(stderr_path).unwrap_or_default(),
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
 

@@ -5,69 +5,17 @@
 //! The tests shell out rather than link a TLS stack: the clients are the ones operators use, they
 //! speak HTTP/2, and the harness keeps its few dependencies.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::command::{run_bounded, COMMAND_TIMEOUT};
 use crate::http::{read_head, read_response_rest, Request, Response};
 use crate::tempdir::TempDir;
-
-/// Upper bound of one `curl` or `openssl` run.
-pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// Runs `command` to completion with its output captured; kills it and fails the test after
-/// `timeout`.
-pub fn run_bounded(command: &mut Command, timeout: Duration) -> Output {
-    let program = format!("{command:?}");
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e} (is the tool installed?)"));
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut bytes);
-            }
-            bytes
-        })
-    };
-    let stdout = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let stderr = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for a child process") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{program} did not finish within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Output {
-        status,
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-    }
-}
 
 /// Runs an `openssl` subcommand that must succeed.
 fn openssl(dir: &Path, args: &[&str]) {
@@ -81,6 +29,28 @@ fn openssl(dir: &Path, args: &[&str]) {
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// `openssl req` making a new P-256 key, written to `key`, and `out`: a self-signed certificate
+/// (`mode` `-x509`) or a certificate request (`-new`) for `subject`.
+fn openssl_req(dir: &Path, mode: &str, key: &str, out: &str, subject: &str, more: &[&str]) {
+    let mut args = vec![
+        "req",
+        mode,
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        key,
+        "-out",
+        out,
+        "-subj",
+        subject,
+    ];
+    args.extend_from_slice(more);
+    openssl(dir, &args);
 }
 
 static SERIAL: AtomicU64 = AtomicU64::new(1);
@@ -117,29 +87,21 @@ impl TestCa {
     pub fn new(name: &str) -> TestCa {
         let dir = TempDir::new();
         let subject = format!("/CN=eam-proxy test CA {name}");
-        openssl(
+        let extensions = [
+            "-days",
+            "2",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ];
+        openssl_req(
             dir.path(),
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.crt",
-                "-days",
-                "2",
-                "-subj",
-                &subject,
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-            ],
+            "-x509",
+            "ca.key",
+            "ca.crt",
+            &subject,
+            &extensions,
         );
         TestCa {
             cert: dir.path().join("ca.crt"),
@@ -166,24 +128,7 @@ impl TestCa {
              extendedKeyUsage=serverAuth\n",
         );
         let subject = format!("/CN={common_name}");
-        openssl(
-            dir,
-            &[
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-                "-subj",
-                &subject,
-            ],
-        );
+        openssl_req(dir, "-new", &key, &csr, &subject, &[]);
         let serial = next_serial();
         let (ca_cert, ca_key) = (
             self.cert.display().to_string(),
@@ -347,6 +292,13 @@ pub struct CurlResponse {
 }
 
 impl CurlResponse {
+    /// Asserts the upstream's own `200` (`X-Upstream: yes`, see
+    /// [`Reply::ok`](crate::Reply::ok)); `context` says which request it answers.
+    pub fn assert_upstream_ok(&self, context: &str) {
+        assert_eq!(self.status, 200, "{context}: {}", self.describe());
+        assert_eq!(self.x_upstream, "yes", "{context}: {}", self.describe());
+    }
+
     pub fn describe(&self) -> String {
         format!(
             "status {} HTTP/{} x-upstream {:?} body {:?} curl exit {:?} {}",
@@ -453,7 +405,7 @@ class Server(http.server.ThreadingHTTPServer):
     def handle_error(self, request, client_address):
         pass
 
-server = Server(("127.0.0.1", 0), Handler)
+server = Server(("127.0.0.1", int(sys.argv[3])), Handler)
 print(server.server_address[1], flush=True)
 server.serve_forever()
 "#;
@@ -473,10 +425,14 @@ impl TlsUpstream {
         let script = dir.write("tls_upstream.py", TLS_UPSTREAM_PY);
         let stderr_path = dir.path().join("tls_upstream.stderr");
         let stderr = std::fs::File::create(&stderr_path).expect("create the upstream's stderr");
+        // A port of the harness's, not one python picks: another test may be about to bind
+        // whatever the OS hands out.
+        let port = crate::ports::closed_port().port();
         let mut child = Command::new("python3")
             .arg(&script)
             .arg(&identity.cert)
             .arg(&identity.key)
+            .arg(port.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)

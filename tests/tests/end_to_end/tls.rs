@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use eam_tests::proxy::{closed_port, toml_list, toml_str};
+use eam_tests::proxy::{toml_list, toml_str};
 use eam_tests::tempdir::TempDir;
 use eam_tests::tls::{
     assert_curl_has_http2, curl, mtime, replace_file, served_certificate, wait_for_certificate,
@@ -16,8 +16,8 @@ use eam_tests::tls::{
 };
 use eam_tests::upstream::{Reply, DEFAULT_BODY};
 use eam_tests::{
-    assert_entra_rewrite, microsoft_claims, parse_form, sign_hint, EntraRequest, ProxyConfig,
-    ProxyProcess, Request, Upstream, DEFAULT_HOST,
+    assert_entra_rewrite, closed_port, microsoft_claims, parse_form, sign_hint, EntraRequest,
+    ProxyConfig, ProxyProcess, Request, Upstream, DEFAULT_HOST,
 };
 use serde_json::Value;
 
@@ -129,13 +129,7 @@ impl TlsProxy {
     /// A GET over TLS must still reach the upstream.
     fn assert_still_proxies(&self, context: &str) {
         let response = self.curl("/still-there", &["--http1.1"]);
-        assert_eq!(response.status, 200, "{context}: {}", response.describe());
-        assert_eq!(
-            response.x_upstream,
-            "yes",
-            "{context}: {}",
-            response.describe()
-        );
+        response.assert_upstream_ok(context);
     }
 
     fn assert_alive(&mut self, context: &str) {
@@ -164,20 +158,18 @@ fn tls_listener_speaks_http1_and_http2_by_alpn() {
     let tls = TlsProxy::start(&upstream, &files, &ca, &first);
 
     let h1 = tls.curl("/page?x=1", &["--http1.1"]);
-    assert_eq!(h1.status, 200, "{}", h1.describe());
+    h1.assert_upstream_ok("HTTP/1.1");
     assert_eq!(h1.http_version, "1.1", "{}", h1.describe());
-    assert_eq!(h1.x_upstream, "yes", "{}", h1.describe());
     assert_eq!(h1.body, DEFAULT_BODY);
 
     let h2 = tls.curl("/page?x=2", &["--http2"]);
-    assert_eq!(h2.status, 200, "{}", h2.describe());
+    h2.assert_upstream_ok("HTTP/2");
     assert_eq!(
         h2.http_version,
         "2",
         "ALPN must select h2 when the client offers it: {}",
         h2.describe()
     );
-    assert_eq!(h2.x_upstream, "yes", "{}", h2.describe());
     assert_eq!(h2.body, DEFAULT_BODY);
 
     let requests = upstream.wait_for(2, Duration::from_secs(5));
@@ -234,13 +226,7 @@ fn entra_post_over_tls_is_rewritten_with_http1_and_http2() {
                 &body,
             ],
         );
-        assert_eq!(response.status, 200, "{version}: {}", response.describe());
-        assert_eq!(
-            response.x_upstream,
-            "yes",
-            "{version}: {}",
-            response.describe()
-        );
+        response.assert_upstream_ok(version);
         assert_eq!(
             response.http_version,
             version.trim_start_matches("--http"),
@@ -300,8 +286,7 @@ fn certificate_rotation_by_file_change_needs_no_restart() {
     let after = session
         .send(&Request::get("/after"))
         .expect("the connection opened before the rotation still carries requests");
-    assert_eq!(after.status, 200, "{}", after.describe());
-    assert_eq!(after.header("x-upstream"), Some("yes"));
+    after.assert_upstream_ok();
 }
 
 #[test]
@@ -378,6 +363,13 @@ fn broken_replacement_keeps_the_current_certificate() {
 // ---------------------------------------------------------------------------------------------
 // TLS to the upstream.
 
+/// A TLS upstream and the CA of its certificate, which names `localhost`.
+fn tls_upstream() -> (TestCa, TlsUpstream) {
+    let ca = TestCa::new("upstream");
+    let upstream = TlsUpstream::start(&ca.issue("upstream", "eam-proxy test upstream"));
+    (ca, upstream)
+}
+
 /// A configuration in front of a TLS upstream, checked against `ca_file`.
 fn upstream_tls_config(upstream: &TlsUpstream, ca_file: &Path, sni: &str) -> ProxyConfig {
     ProxyConfig::with_upstreams(&[upstream.addr()])
@@ -416,9 +408,7 @@ fn assert_refused(response: &eam_tests::Response, context: &str) {
 
 #[test]
 fn upstream_tls_is_verified_against_the_ca_file() {
-    let ca = TestCa::new("upstream");
-    let identity = ca.issue("upstream", "eam-proxy test upstream");
-    let upstream = TlsUpstream::start(&identity);
+    let (ca, upstream) = tls_upstream();
     // Readiness depends on the health check, which is tested on its own below.
     let proxy = ProxyProcess::start_unready(upstream_tls_config(&upstream, &ca.cert, "localhost"));
 
@@ -446,10 +436,8 @@ fn upstream_tls_is_verified_against_the_ca_file() {
 
 #[test]
 fn upstream_tls_with_a_wrong_ca_or_name_is_a_502() {
-    let right = TestCa::new("upstream");
+    let (right, upstream) = tls_upstream();
     let wrong = TestCa::new("someone else");
-    let identity = right.issue("upstream", "eam-proxy test upstream");
-    let upstream = TlsUpstream::start(&identity);
 
     // A certificate from a CA the proxy does not trust.
     let proxy =
@@ -498,15 +486,12 @@ fn readyz_within(proxy: &ProxyProcess, timeout: Duration) -> Option<String> {
     }
 }
 
-#[test]
-fn upstream_tls_with_the_ca_file_becomes_ready() {
-    let ca = TestCa::new("upstream");
-    let identity = ca.issue("upstream", "eam-proxy test upstream");
-    let upstream = TlsUpstream::start(&identity);
-
+/// Starts a proxy on `config` and asserts it serves and becomes ready, whether its health
+/// check only connects or also GETs a path.
+fn assert_becomes_ready(config: ProxyConfig) {
     let mut unready = Vec::new();
     for health_check_path in ["", "/healthz"] {
-        let config = upstream_tls_config(&upstream, &ca.cert, "localhost").set(
+        let config = config.clone().set(
             "upstream",
             "health_check_path",
             &toml_str(health_check_path),
@@ -521,28 +506,18 @@ fn upstream_tls_with_the_ca_file_becomes_ready() {
 }
 
 #[test]
+fn upstream_tls_with_the_ca_file_becomes_ready() {
+    let (ca, upstream) = tls_upstream();
+    assert_becomes_ready(upstream_tls_config(&upstream, &ca.cert, "localhost"));
+}
+
+#[test]
 fn upstream_tls_without_verification_becomes_ready() {
     let wrong = TestCa::new("someone else");
-    let ca = TestCa::new("upstream");
-    let identity = ca.issue("upstream", "eam-proxy test upstream");
-    let upstream = TlsUpstream::start(&identity);
-
-    let mut unready = Vec::new();
-    for health_check_path in ["", "/healthz"] {
-        let config = upstream_tls_config(&upstream, &wrong.cert, "localhost")
-            .set("upstream", "verify", "false")
-            .set(
-                "upstream",
-                "health_check_path",
-                &toml_str(health_check_path),
-            );
-        let proxy = ProxyProcess::start_unready(config);
-        upstream_view(&proxy.send(&Request::get("/")));
-        if let Some(last) = readyz_within(&proxy, Duration::from_secs(10)) {
-            unready.push(format!("health_check_path {health_check_path:?}: {last}"));
-        }
-    }
-    assert!(unready.is_empty(), "never ready: {unready:#?}");
+    let (_ca, upstream) = tls_upstream();
+    assert_becomes_ready(
+        upstream_tls_config(&upstream, &wrong.cert, "localhost").set("upstream", "verify", "false"),
+    );
 }
 
 /// cloudflare/pingora#935 (issue 16): an HTTP/2 request body ended by an empty DATA frame with

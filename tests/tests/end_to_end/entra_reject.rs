@@ -3,18 +3,12 @@
 
 use eam_tests::hints::{issuer, public_jwk, sign_hs256, unsigned};
 use eam_tests::{
-    microsoft_claims, now, parse_html_form, sign, sign_hint, EntraRequest, ProxyConfig,
-    ProxyProcess, Request, Response, SigningKey, Upstream, CLIENT_ID, MSA_TENANT_ID,
-    OTHER_TENANT_ID, REDIRECT_URI, TENANT_ID,
+    assert_forwarded, microsoft_claims, now, parse_html_form, sign, sign_hint, upstream_and_proxy,
+    EntraRequest, Request, Response, SigningKey, CLIENT_ID, MSA_TENANT_ID, OTHER_TENANT_ID,
+    REDIRECT_URI, TENANT_ID,
 };
 use serde_json::{json, Value};
 use std::panic::AssertUnwindSafe;
-
-fn start() -> (Upstream, ProxyProcess) {
-    let upstream = Upstream::start();
-    let proxy = ProxyProcess::start(ProxyConfig::new(&upstream));
-    (upstream, proxy)
-}
 
 /// The CSP directive `name`'s sources.
 fn csp_sources<'a>(csp: &'a str, name: &str) -> Option<Vec<&'a str>> {
@@ -99,7 +93,7 @@ fn assert_no_token(text: &str, hint: &str, what: &str) {
 
 #[test]
 fn foreign_signature_gets_a_form_post_error_to_entra() {
-    let (upstream, proxy) = start();
+    let (upstream, proxy) = upstream_and_proxy();
     let hint = sign(SigningKey::Foreign, "signer", &microsoft_claims());
     let state = "\"><script>alert(1)</script>&'x";
     let sent = EntraRequest::new(&hint).with("state", state);
@@ -127,7 +121,7 @@ fn foreign_signature_gets_a_form_post_error_to_entra() {
 
 #[test]
 fn unlisted_redirect_uri_gets_a_json_400() {
-    let (upstream, proxy) = start();
+    let (upstream, proxy) = upstream_and_proxy();
     let hint = sign(SigningKey::Foreign, "signer", &microsoft_claims());
     let sent = EntraRequest::new(&hint).with("redirect_uri", "https://evil.example/callback");
 
@@ -171,7 +165,7 @@ fn with_claims(edit: impl FnOnce(&mut Value)) -> Value {
 
 #[test]
 fn every_failed_check_is_rejected_with_its_reason() {
-    let (upstream, proxy) = start();
+    let (upstream, proxy) = upstream_and_proxy();
     let now = now();
     let hint = |claims: &Value| EntraRequest::new(&sign_hint(claims));
     let signer_n = public_jwk("signer")["n"].as_str().unwrap().to_string();
@@ -342,28 +336,19 @@ fn every_failed_check_is_rejected_with_its_reason() {
 
 #[test]
 fn key_with_a_pinned_issuer_accepts_its_own_tenant() {
-    let (upstream, proxy) = start();
+    let (upstream, proxy) = upstream_and_proxy();
     let claims = with_claims(|c| {
         c["tid"] = json!(OTHER_TENANT_ID);
         c["iss"] = json!(issuer(OTHER_TENANT_ID));
     });
     let sent = EntraRequest::new(&sign(SigningKey::Foreign, "foreign", &claims));
 
-    let response = proxy.send(&sent.post());
-
-    assert_eq!(
-        response.header("x-upstream"),
-        Some("yes"),
-        "{}",
-        response.describe()
-    );
-    let received = eam_tests::parse_form(&upstream.only_request().body);
-    eam_tests::assert_entra_rewrite(&received, &sent, &claims);
+    assert_forwarded(&proxy, &upstream, &sent, &claims);
 }
 
 #[test]
 fn oversize_authorize_body_gets_413() {
-    let (upstream, proxy) = start();
+    let (upstream, proxy) = upstream_and_proxy();
     let sent =
         EntraRequest::new(&sign_hint(&microsoft_claims())).with("padding", &"x".repeat(40_000));
     let body = sent.encoded();
@@ -391,7 +376,7 @@ fn oversize_authorize_body_gets_413() {
 
 #[test]
 fn authorize_post_with_another_content_type_gets_400() {
-    let (upstream, proxy) = start();
+    let (upstream, proxy) = upstream_and_proxy();
     let sent = EntraRequest::new(&sign_hint(&microsoft_claims()));
     for content_type in [
         "text/plain",

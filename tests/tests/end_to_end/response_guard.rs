@@ -133,6 +133,19 @@ impl FormPostOp {
     fn page(&self) -> Vec<u8> {
         self.last_page.lock().unwrap().clone()
     }
+
+    /// A proxy in `mode` in front of this OP, and Entra's POST sent through it as a browser
+    /// sends it (a navigation that accepts compressed HTML): the request and the answer.
+    fn login(&self, mode: &str) -> (ProxyProcess, EntraRequest, Response) {
+        let proxy = proxy(&self.upstream, mode);
+        let sent = EntraRequest::new(&sign_hint(&microsoft_claims()));
+        let request = sent
+            .post()
+            .header("Accept", "text/html,application/xhtml+xml")
+            .header("Accept-Encoding", "gzip, br");
+        let response = proxy.send(&request);
+        (proxy, sent, response)
+    }
 }
 
 fn gzip_bytes(body: &[u8]) -> Vec<u8> {
@@ -161,31 +174,15 @@ fn proxy(op: &Upstream, mode: &str) -> ProxyProcess {
     )
 }
 
-/// Entra's POST, as a browser sends it (a navigation that accepts compressed HTML).
-fn entra_post() -> (EntraRequest, Request) {
-    let sent = EntraRequest::new(&sign_hint(&microsoft_claims()));
-    let request = sent
-        .post()
-        .header("Accept", "text/html,application/xhtml+xml")
-        .header("Accept-Encoding", "gzip, br");
-    (sent, request)
-}
-
 /// `eam_response_guard_total{result,reason}` from the proxy's /metrics.
-fn guard_count(proxy: &ProxyProcess, result: &str, reason: &str) -> u64 {
-    let text = proxy.admin_get("/metrics").text();
-    let series = format!("eam_response_guard_total{{reason=\"{reason}\",result=\"{result}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
-        .trim()
-        .parse()
-        .unwrap()
+fn guard_count(proxy: &ProxyProcess, result: &str, reason: &str) -> Option<f64> {
+    proxy.metric(&format!(
+        "eam_response_guard_total{{reason=\"{reason}\",result=\"{result}\"}}"
+    ))
 }
 
 fn assert_untouched(response: &Response, op: &FormPostOp) {
-    assert_eq!(response.status, 200, "{}", response.describe());
-    assert_eq!(response.header("x-upstream"), Some("yes"));
+    response.assert_upstream_ok();
     assert_eq!(response.body, op.page(), "the page must pass byte for byte");
 }
 
@@ -251,11 +248,9 @@ fn violations() -> Vec<(&'static str, &'static str, Tweak)> {
 fn a_correct_answer_passes_untouched_in_both_modes() {
     for mode in ["monitor", "enforce"] {
         let op = FormPostOp::start(|_| {});
-        let proxy = proxy(&op.upstream, mode);
-        let (sent, request) = entra_post();
-        let response = proxy.send(&request);
+        let (proxy, sent, response) = op.login(mode);
         assert_untouched(&response, &op);
-        assert_eq!(guard_count(&proxy, "ok", "full"), 1, "{mode}");
+        assert_eq!(guard_count(&proxy, "ok", "full"), Some(1.0), "{mode}");
         let line = proxy.wait_for_log("response guard", 1, std::time::Duration::from_secs(5));
         let line: Value = serde_json::from_str(&line[0]).unwrap();
         assert_eq!(
@@ -276,37 +271,35 @@ fn a_correct_answer_passes_untouched_in_both_modes() {
 #[test]
 fn a_compressed_page_is_read_and_a_correct_one_passes_byte_for_byte() {
     let op = FormPostOp::gzipped(|_| {});
-    let proxy = proxy(&op.upstream, "enforce");
-    let (_, request) = entra_post();
-    let response = proxy.send(&request);
+    let (proxy, _, response) = op.login("enforce");
     assert_eq!(response.status, 200, "{}", response.describe());
     assert_eq!(response.header("content-encoding"), Some("gzip"));
     assert_eq!(gunzip(&response.body), op.page());
-    assert_eq!(guard_count(&proxy, "ok", "full"), 1);
+    assert_eq!(guard_count(&proxy, "ok", "full"), Some(1.0));
 }
 
 #[test]
 fn a_wrong_compressed_page_is_replaced_in_the_same_coding() {
     let op = FormPostOp::gzipped(|c| c["sub"] = json!("someone-else"));
-    let proxy = proxy(&op.upstream, "enforce");
-    let (sent, request) = entra_post();
-    let mut response = proxy.send(&request);
+    let (proxy, sent, mut response) = op.login("enforce");
     assert_eq!(response.header("content-encoding"), Some("gzip"));
     response.body = gunzip(&response.body);
     assert_denied(&response, &sent, "sub");
-    assert_eq!(guard_count(&proxy, "violation", "sub_mismatch"), 1);
+    assert_eq!(guard_count(&proxy, "violation", "sub_mismatch"), Some(1.0));
 }
 
 #[test]
 fn monitor_lets_every_wrong_answer_through_and_counts_it() {
     for (reason, _, tweak) in violations() {
         let op = FormPostOp::start(move |c| tweak(c));
-        let proxy = proxy(&op.upstream, "monitor");
-        let (sent, request) = entra_post();
-        let response = proxy.send(&request);
+        let (proxy, sent, response) = op.login("monitor");
         assert_untouched(&response, &op);
-        assert_eq!(guard_count(&proxy, "violation", reason), 1, "{reason}");
-        assert_eq!(guard_count(&proxy, "ok", "full"), 0);
+        assert_eq!(
+            guard_count(&proxy, "violation", reason),
+            Some(1.0),
+            "{reason}"
+        );
+        assert_eq!(guard_count(&proxy, "ok", "full"), Some(0.0));
         let lines = proxy.wait_for_log(reason, 1, std::time::Duration::from_secs(5));
         let line: Value = serde_json::from_str(&lines[0]).unwrap();
         assert_eq!(line["level"], "WARN", "{line}");
@@ -335,11 +328,13 @@ fn monitor_lets_every_wrong_answer_through_and_counts_it() {
 fn enforce_replaces_every_wrong_answer_with_access_denied() {
     for (reason, claim, tweak) in violations() {
         let op = FormPostOp::start(move |c| tweak(c));
-        let proxy = proxy(&op.upstream, "enforce");
-        let (sent, request) = entra_post();
-        let response = proxy.send(&request);
+        let (proxy, sent, response) = op.login("enforce");
         assert_denied(&response, &sent, claim);
-        assert_eq!(guard_count(&proxy, "violation", reason), 1, "{reason}");
+        assert_eq!(
+            guard_count(&proxy, "violation", reason),
+            Some(1.0),
+            "{reason}"
+        );
         let lines = proxy.wait_for_log(reason, 1, std::time::Duration::from_secs(5));
         assert!(lines[0].contains("\"action\":\"replaced\""), "{}", lines[0]);
     }
@@ -354,9 +349,7 @@ fn enforce_lets_the_replacement_script_run_under_the_ops_csp() {
             "default-src 'self'; script-src 'nonce-abc'",
         )],
     );
-    let proxy = proxy(&op.upstream, "enforce");
-    let (sent, request) = entra_post();
-    let response = proxy.send(&request);
+    let (_proxy, sent, response) = op.login("enforce");
     assert_denied(&response, &sent, "sub");
     let csp = response
         .header("content-security-policy")
@@ -387,9 +380,7 @@ fn an_unknown_state_gets_the_stateless_checks_only() {
     let served = pages.clone();
     let upstream = Upstream::with_responder(move |r| {
         let index = usize::from(r.target.ends_with("/2"));
-        let mut reply = Reply::ok(&served[index]);
-        reply.headers = vec![("Content-Type".into(), "text/html".into())];
-        reply
+        Reply::typed("text/html", &served[index])
     });
     let proxy = proxy(&upstream, "enforce");
     let resume = |n: u8| {
@@ -402,13 +393,13 @@ fn an_unknown_state_gets_the_stateless_checks_only() {
         pages[0],
         "stateless checks pass: unchanged"
     );
-    assert_eq!(guard_count(&proxy, "ok", "stateless"), 1);
+    assert_eq!(guard_count(&proxy, "ok", "stateless"), Some(1.0));
 
     let response = resume(2);
     let form = parse_html_form(&response.text()).unwrap();
     assert_eq!(form.field("error"), Some("access_denied"));
     assert_eq!(form.field("state"), Some("from-another-replica"));
-    assert_eq!(guard_count(&proxy, "violation", "aud_mismatch"), 1);
+    assert_eq!(guard_count(&proxy, "violation", "aud_mismatch"), Some(1.0));
 }
 
 #[test]
@@ -470,9 +461,12 @@ fn other_answers_pass_untouched() {
         assert_eq!(response.status, reply.status, "{path}");
         assert_eq!(response.body, reply.body, "{path} must pass unchanged");
     }
-    assert_eq!(guard_count(&proxy, "skipped", "too_large"), 1);
-    assert_eq!(guard_count(&proxy, "skipped", "undecodable"), 1);
-    assert_eq!(guard_count(&proxy, "skipped", "unknown_encoding"), 1);
+    assert_eq!(guard_count(&proxy, "skipped", "too_large"), Some(1.0));
+    assert_eq!(guard_count(&proxy, "skipped", "undecodable"), Some(1.0));
+    assert_eq!(
+        guard_count(&proxy, "skipped", "unknown_encoding"),
+        Some(1.0)
+    );
     assert!(
         proxy.log_lines("response guard").is_empty(),
         "nothing was judged"
@@ -482,11 +476,9 @@ fn other_answers_pass_untouched() {
 #[test]
 fn off_inspects_nothing_and_keeps_accept_encoding() {
     let op = FormPostOp::start(|c| c["sub"] = json!("someone-else"));
-    let proxy = proxy(&op.upstream, "off");
-    let (_, request) = entra_post();
-    let response = proxy.send(&request);
+    let (proxy, _, response) = op.login("off");
     assert_untouched(&response, &op);
-    assert_eq!(guard_count(&proxy, "violation", "sub_mismatch"), 0);
+    assert_eq!(guard_count(&proxy, "violation", "sub_mismatch"), Some(0.0));
     assert_eq!(
         the_request(&op.upstream).header("accept-encoding"),
         Some("gzip, br")
@@ -520,12 +512,7 @@ fn the_request(upstream: &Upstream) -> eam_tests::Recorded {
 }
 
 fn html(body: &str) -> Reply {
-    let mut reply = Reply::ok(body);
-    reply.headers = vec![
-        ("Content-Type".into(), "text/html; charset=utf-8".into()),
-        ("X-Upstream".into(), "yes".into()),
-    ];
-    reply
+    Reply::typed("text/html; charset=utf-8", body).header("X-Upstream", "yes")
 }
 
 #[test]
@@ -559,27 +546,28 @@ fn enforce_reads_a_page_that_arrives_in_chunks() {
         |n: usize| proxy.send(&Request::get(&format!("/resume/{n}")).header("Accept", "text/html"));
 
     assert_eq!(resume(0).text(), good);
-    assert_eq!(guard_count(&proxy, "ok", "stateless"), 1);
+    assert_eq!(guard_count(&proxy, "ok", "stateless"), Some(1.0));
 
     let form = parse_html_form(&resume(1).text()).unwrap();
     assert_eq!(form.field("error"), Some("access_denied"));
     assert_eq!(form.field("state"), Some("elsewhere"));
 
     assert_eq!(resume(2).text(), big, "a page over the limit passes whole");
-    assert_eq!(guard_count(&proxy, "skipped", "too_large"), 1);
+    assert_eq!(guard_count(&proxy, "skipped", "too_large"), Some(1.0));
 }
 
 #[test]
 fn monitor_keeps_the_ops_framing_and_counts_an_amr_string() {
     let op = FormPostOp::start(|c| c["amr"] = json!("fido"));
-    let proxy = proxy(&op.upstream, "monitor");
-    let (_, request) = entra_post();
-    let response = proxy.send(&request);
+    let (proxy, _, response) = op.login("monitor");
     assert_untouched(&response, &op);
     assert_eq!(
         response.header("content-length"),
         Some(op.page().len().to_string().as_str()),
         "monitor keeps the OP's framing"
     );
-    assert_eq!(guard_count(&proxy, "violation", "amr_not_single"), 1);
+    assert_eq!(
+        guard_count(&proxy, "violation", "amr_not_single"),
+        Some(1.0)
+    );
 }

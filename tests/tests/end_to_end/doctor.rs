@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
+use eam_tests::command::{run_bounded, COMMAND_TIMEOUT};
 use eam_tests::hints::public_jwk;
 use eam_tests::proxy::binary;
 use eam_tests::tempdir::TempDir;
@@ -45,12 +46,7 @@ fn stub_op(mutate: Mutation, frame: fn(String) -> Reply) -> Upstream {
 }
 
 fn json_reply(body: String) -> Reply {
-    Reply {
-        status: 200,
-        headers: vec![("Content-Type".into(), "application/json".into())],
-        body: body.into_bytes(),
-        chunk: None,
-    }
+    Reply::typed("application/json", &body)
 }
 
 fn chunked(body: String) -> Reply {
@@ -72,13 +68,14 @@ fn run_doctor(op: &Upstream, x5c: bool, args: &[&str]) -> std::process::Output {
         config = config.add_x5c("/jwks", &[signer_certificate(&dir)]);
     }
     let (path, _) = config.write_to(&dir);
-    Command::new(binary())
-        .args(["doctor", "--config"])
-        .arg(&path)
-        .args(args)
-        .env_remove("EAM_PROXY_CONFIG")
-        .output()
-        .unwrap()
+    run_bounded(
+        Command::new(binary())
+            .args(["doctor", "--config"])
+            .arg(&path)
+            .args(args)
+            .env_remove("EAM_PROXY_CONFIG"),
+        COMMAND_TIMEOUT,
+    )
 }
 
 struct Report {

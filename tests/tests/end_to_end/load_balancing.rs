@@ -5,16 +5,14 @@
 //! The backends here can be killed for real: the listener closes and every open connection
 //! (including the ones the proxy keeps alive in its pool) is shut down, as when a pod dies.
 
-use std::io::{BufReader, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use eam_tests::http::{read_body, read_head, request_framing};
 use eam_tests::proxy::toml_str;
-use eam_tests::{ProxyConfig, ProxyProcess, Request, Response};
+use eam_tests::upstream::Action;
+use eam_tests::{ProxyConfig, ProxyProcess, Recorded, Reply, Request, Response, Upstream};
 
 /// The proxies under test check their upstreams this often.
 const INTERVAL: Duration = Duration::from_millis(500);
@@ -23,148 +21,66 @@ const SLACK: Duration = Duration::from_millis(700);
 /// How long a test waits for something that should take about one interval.
 const DEADLINE: Duration = Duration::from_secs(10);
 
-struct State {
-    stop: AtomicBool,
-    /// What `GET /healthz` answers: 200 or 503.
-    healthy: AtomicBool,
-    /// Requests other than `/healthz`.
-    hits: AtomicUsize,
-    health_checks: AtomicUsize,
-    connections: Mutex<Vec<TcpStream>>,
-}
-
-/// An HTTP/1.1 upstream answering `200 <name>` with `X-Backend: <name>` (keep-alive honoured),
-/// and `/healthz` with 200 or 503.
+/// A recording upstream answering `200 <name>` with `X-Backend: <name>`, and `/healthz` with
+/// 200 or 503.
 struct Backend {
-    addr: SocketAddr,
-    state: Arc<State>,
-    acceptor: Option<JoinHandle<()>>,
+    upstream: Upstream,
+    /// What `GET /healthz` answers: 200 or 503.
+    healthy: Arc<AtomicBool>,
 }
 
 impl Backend {
     fn start(name: &'static str) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a backend");
-        Backend::serve(name, listener)
+        let healthy = Arc::new(AtomicBool::new(true));
+        let upstream = Upstream::with_actions(answers(name, healthy.clone()));
+        Backend { upstream, healthy }
     }
 
-    /// Starts again on the address of a killed backend (std sets SO_REUSEADDR, so the old
-    /// connections in TIME_WAIT do not block it; a port taken by someone else in between does,
-    /// hence the retries).
+    /// Starts again on the address of a killed backend.
     fn restart_on(name: &'static str, addr: SocketAddr) -> Backend {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            match TcpListener::bind(addr) {
-                Ok(listener) => return Backend::serve(name, listener),
-                Err(e) if Instant::now() > deadline => {
-                    panic!("cannot bind {addr} again for backend {name}: {e}")
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(50)),
-            }
-        }
-    }
-
-    fn serve(name: &'static str, listener: TcpListener) -> Backend {
-        let addr = listener.local_addr().unwrap();
-        let state = Arc::new(State {
-            stop: AtomicBool::new(false),
-            healthy: AtomicBool::new(true),
-            hits: AtomicUsize::new(0),
-            health_checks: AtomicUsize::new(0),
-            connections: Mutex::new(Vec::new()),
-        });
-        let shared = state.clone();
-        let acceptor = std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                if shared.stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(stream) = stream else { continue };
-                if let Ok(clone) = stream.try_clone() {
-                    shared.connections.lock().unwrap().push(clone);
-                }
-                let shared = shared.clone();
-                std::thread::spawn(move || serve_connection(name, stream, &shared));
-            }
-        });
-        Backend {
-            addr,
-            state,
-            acceptor: Some(acceptor),
-        }
+        let healthy = Arc::new(AtomicBool::new(true));
+        let upstream = Upstream::start_on(addr, answers(name, healthy.clone()));
+        Backend { upstream, healthy }
     }
 
     fn addr(&self) -> SocketAddr {
-        self.addr
+        self.upstream.addr()
     }
 
+    /// Requests other than `/healthz`.
     fn hits(&self) -> usize {
-        self.state.hits.load(Ordering::SeqCst)
+        self.count(|path| path != "/healthz")
+    }
+
+    fn health_checks(&self) -> usize {
+        self.count(|path| path == "/healthz")
+    }
+
+    fn count(&self, matches: impl Fn(&str) -> bool) -> usize {
+        let requests = self.upstream.requests();
+        requests.iter().filter(|r| matches(r.path())).count()
     }
 
     fn set_healthy(&self, healthy: bool) {
-        self.state.healthy.store(healthy, Ordering::SeqCst);
+        self.healthy.store(healthy, Ordering::SeqCst);
     }
 
     /// Closes the listener and every connection, then returns the address it had.
     fn kill(self) -> SocketAddr {
-        self.addr
+        self.upstream.kill()
     }
 }
 
-impl Drop for Backend {
-    fn drop(&mut self) {
-        self.state.stop.store(true, Ordering::SeqCst);
-        // Wakes the acceptor so that it sees the flag and drops the listener; no connection is
-        // registered after it has returned.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(acceptor) = self.acceptor.take() {
-            let _ = acceptor.join();
-        }
-        for connection in self.state.connections.lock().unwrap().drain(..) {
-            let _ = connection.shutdown(Shutdown::Both);
-        }
-    }
-}
-
-fn serve_connection(name: &str, stream: TcpStream, state: &State) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(15)));
-    let Ok(read_half) = stream.try_clone() else {
-        return;
-    };
-    let mut reader = BufReader::new(read_half);
-    let mut writer = stream;
-    loop {
-        let mut raw = Vec::new();
-        let Ok(Some(head)) = read_head(&mut reader, &mut raw) else {
-            return;
-        };
-        let Ok(framing) = request_framing(&head.headers) else {
-            return;
-        };
-        if read_body(&mut reader, framing, &mut raw).is_err() || state.stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let path = head.start_line.split(' ').nth(1).unwrap_or("");
-        let (status, body) = if path == "/healthz" {
-            state.health_checks.fetch_add(1, Ordering::SeqCst);
-            if state.healthy.load(Ordering::SeqCst) {
-                ("200 OK", "ok".to_string())
-            } else {
-                ("503 Service Unavailable", "draining".to_string())
-            }
+fn answers(name: &'static str, healthy: Arc<AtomicBool>) -> impl Fn(&Recorded) -> Action {
+    move |request| {
+        let reply = if request.path() != "/healthz" {
+            Reply::ok(name)
+        } else if healthy.load(Ordering::SeqCst) {
+            Reply::ok("ok")
         } else {
-            state.hits.fetch_add(1, Ordering::SeqCst);
-            ("200 OK", name.to_string())
+            Reply::ok("draining").status(503)
         };
-        let response = format!(
-            "HTTP/1.1 {status}\r\nX-Backend: {name}\r\nContent-Type: text/plain\r\n\
-             Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        if writer.write_all(response.as_bytes()).is_err() {
-            return;
-        }
+        Action::Reply(reply.header("X-Backend", name))
     }
 }
 
@@ -308,8 +224,7 @@ fn http_health_check_path_takes_a_failing_upstream_out() {
     let proxy = start_proxy(&[&a, &b], "/healthz");
     assert_alternating(&answered_by(&proxy, 6, "both healthy"), "both healthy");
     assert!(
-        a.state.health_checks.load(Ordering::SeqCst) > 0
-            && b.state.health_checks.load(Ordering::SeqCst) > 0,
+        a.health_checks() > 0 && b.health_checks() > 0,
         "the health check must GET health_check_path on each backend"
     );
 

@@ -29,32 +29,40 @@ fn op(reply: impl Fn() -> Reply + Send + Sync + 'static) -> Upstream {
 }
 
 fn json_reply(body: &str) -> Reply {
-    Reply {
-        status: 200,
-        headers: vec![
-            ("Content-Type".into(), "application/jwk-set+json".into()),
-            ("ETag".into(), "\"v1\"".into()),
-        ],
-        body: body.as_bytes().to_vec(),
-        chunk: None,
+    Reply::typed("application/jwk-set+json", body).header("ETag", "\"v1\"")
+}
+
+/// `op(reply)` behind a proxy that injects the `signer` certificate into `/jwks`.
+struct Injecting {
+    upstream: Upstream,
+    proxy: ProxyProcess,
+    /// The certificate's DER.
+    der: Vec<u8>,
+    _dir: TempDir,
+}
+
+fn injecting(reply: impl Fn() -> Reply + Send + Sync + 'static) -> Injecting {
+    let dir = TempDir::new();
+    let (cert_file, der) = signer_certificate(&dir);
+    let upstream = op(reply);
+    let proxy = ProxyProcess::start(ProxyConfig::new(&upstream).add_x5c("/jwks", &[cert_file]));
+    Injecting {
+        upstream,
+        proxy,
+        der,
+        _dir: dir,
     }
 }
 
-fn metric(proxy: &ProxyProcess, result: &str) -> String {
-    let text = proxy.admin_get("/metrics").text();
-    let prefix = format!("eam_x5c_injections_total{{result=\"{result}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no {prefix} in /metrics"))
-        .to_string()
+/// `eam_x5c_injections_total{result}`.
+fn injections(proxy: &ProxyProcess, result: &str) -> Option<f64> {
+    proxy.metric(&format!("eam_x5c_injections_total{{result=\"{result}\"}}"))
 }
 
 #[test]
 fn matching_keys_get_x5c_and_others_are_unchanged() {
-    let dir = TempDir::new();
-    let (cert_file, der) = signer_certificate(&dir);
-    let upstream = op(|| json_reply(&op_jwks().to_string()));
-    let proxy = ProxyProcess::start(ProxyConfig::new(&upstream).add_x5c("/jwks", &[cert_file]));
+    let x5c = injecting(|| json_reply(&op_jwks().to_string()));
+    let (upstream, proxy) = (&x5c.upstream, &x5c.proxy);
 
     let response = proxy.send(
         &Request::get("/jwks")
@@ -67,10 +75,10 @@ fn matching_keys_get_x5c_and_others_are_unchanged() {
     let keys = doc["keys"].as_array().unwrap();
     assert_eq!(keys.len(), 2);
     let signer = keys.iter().find(|k| k["kid"] == "signer").unwrap();
-    assert_eq!(signer["x5c"], json!([STANDARD.encode(&der)]));
+    assert_eq!(signer["x5c"], json!([STANDARD.encode(&x5c.der)]));
     assert_eq!(
         signer["x5t#S256"],
-        json!(URL_SAFE_NO_PAD.encode(Sha256::digest(&der)))
+        json!(URL_SAFE_NO_PAD.encode(Sha256::digest(&x5c.der)))
     );
     let mut without_x5c = signer.clone();
     let members = without_x5c.as_object_mut().unwrap();
@@ -103,8 +111,8 @@ fn matching_keys_get_x5c_and_others_are_unchanged() {
         assert_eq!(request.header("if-none-match"), None);
     }
 
-    assert_eq!(metric(&proxy, "injected"), "3");
-    assert_eq!(metric(&proxy, "no_match"), "3");
+    assert_eq!(injections(proxy, "injected"), Some(3.0));
+    assert_eq!(injections(proxy, "no_match"), Some(3.0));
     let warned = proxy.wait_for_log(
         "published without x5c",
         1,
@@ -115,10 +123,8 @@ fn matching_keys_get_x5c_and_others_are_unchanged() {
 
 #[test]
 fn other_paths_and_methods_pass_through_untouched() {
-    let dir = TempDir::new();
-    let (cert_file, _) = signer_certificate(&dir);
-    let upstream = op(|| json_reply(&op_jwks().to_string()));
-    let proxy = ProxyProcess::start(ProxyConfig::new(&upstream).add_x5c("/jwks", &[cert_file]));
+    let x5c = injecting(|| json_reply(&op_jwks().to_string()));
+    let (upstream, proxy) = (&x5c.upstream, &x5c.proxy);
 
     let other = proxy.send(&Request::get("/keys").header("Accept-Encoding", "gzip"));
     assert_eq!(other.json(), op_jwks());
@@ -128,13 +134,11 @@ fn other_paths_and_methods_pass_through_untouched() {
     assert!(post.header("content-length").is_some());
     let requests = upstream.wait_for(2, std::time::Duration::from_secs(5));
     assert_eq!(requests[0].header("accept-encoding"), Some("gzip"));
-    assert_eq!(metric(&proxy, "injected"), "0");
+    assert_eq!(injections(proxy, "injected"), Some(0.0));
 }
 
 #[test]
 fn what_cannot_be_rewritten_passes_through_byte_for_byte() {
-    let dir = TempDir::new();
-    let (cert_file, _) = signer_certificate(&dir);
     let cases: [(&str, Reply, &str); 4] = [
         ("not JSON", json_reply("{\"keys\": [oops"), "invalid_body"),
         (
@@ -149,39 +153,32 @@ fn what_cannot_be_rewritten_passes_through_byte_for_byte() {
         ),
         (
             "not a JSON content type",
-            Reply {
-                headers: vec![("Content-Type".into(), "text/html".into())],
-                ..json_reply(&op_jwks().to_string())
-            },
+            Reply::typed("text/html", &op_jwks().to_string()),
             "invalid_body",
         ),
     ];
     for (what, reply, result) in cases {
         let body = reply.body.clone();
-        let upstream = op(move || reply.clone());
-        let proxy = ProxyProcess::start(
-            ProxyConfig::new(&upstream).add_x5c("/jwks", std::slice::from_ref(&cert_file)),
-        );
+        let x5c = injecting(move || reply.clone());
+        let proxy = &x5c.proxy;
         let response = proxy.send(&Request::get("/jwks"));
         assert_eq!(response.status, 200, "{what}");
         assert_eq!(response.body, body, "{what}: body unchanged");
-        assert_eq!(metric(&proxy, result), "1", "{what}");
-        assert_eq!(metric(&proxy, "injected"), "0", "{what}");
+        assert_eq!(injections(proxy, result), Some(1.0), "{what}");
+        assert_eq!(injections(proxy, "injected"), Some(0.0), "{what}");
     }
 }
 
 #[test]
 fn an_unchanged_key_set_keeps_its_bytes() {
-    let dir = TempDir::new();
-    let (cert_file, _) = signer_certificate(&dir);
     // Pretty-printed, only `foreign`: nothing to inject, so the OP's exact bytes go out.
     let body = serde_json::to_string_pretty(&json!({"keys": [public_jwk("foreign")]})).unwrap();
     let served = body.clone();
-    let upstream = op(move || json_reply(&served));
-    let proxy = ProxyProcess::start(ProxyConfig::new(&upstream).add_x5c("/jwks", &[cert_file]));
+    let x5c = injecting(move || json_reply(&served));
+    let proxy = &x5c.proxy;
     let response = proxy.send(&Request::get("/jwks"));
     assert_eq!(response.text(), body);
-    assert_eq!(metric(&proxy, "no_match"), "1");
+    assert_eq!(injections(proxy, "no_match"), Some(1.0));
     // The OP's bytes keep the OP's validator, and the proxy answers it.
     assert_eq!(response.header("etag"), Some("\"v1\""));
     assert_eq!(
@@ -194,10 +191,8 @@ fn an_unchanged_key_set_keeps_its_bytes() {
 
 #[test]
 fn a_chunked_key_set_goes_out_with_its_length() {
-    let dir = TempDir::new();
-    let (cert_file, _) = signer_certificate(&dir);
-    let upstream = op(|| json_reply(&op_jwks().to_string()).chunked(7));
-    let proxy = ProxyProcess::start(ProxyConfig::new(&upstream).add_x5c("/jwks", &[cert_file]));
+    let x5c = injecting(|| json_reply(&op_jwks().to_string()).chunked(7));
+    let proxy = &x5c.proxy;
     let response = proxy.send(&Request::get("/jwks"));
     assert_eq!(response.status, 200, "{}", response.describe());
     assert_eq!(response.header("transfer-encoding"), None);
@@ -209,16 +204,14 @@ fn a_chunked_key_set_goes_out_with_its_length() {
         response.json()["keys"][0].get("x5c").is_some()
             || response.json()["keys"][1].get("x5c").is_some()
     );
-    assert_eq!(metric(&proxy, "injected"), "1");
+    assert_eq!(injections(proxy, "injected"), Some(1.0));
 }
 
 #[test]
 fn an_unreachable_upstream_is_a_502_on_the_key_set_path_too() {
-    let dir = TempDir::new();
-    let (cert_file, _) = signer_certificate(&dir);
-    let upstream = Upstream::start();
-    let proxy = ProxyProcess::start(ProxyConfig::new(&upstream).add_x5c("/jwks", &[cert_file]));
-    drop(upstream);
+    let x5c = injecting(|| json_reply(&op_jwks().to_string()));
+    let proxy = &x5c.proxy;
+    drop(x5c.upstream);
     let response = proxy.send(&Request::get("/jwks"));
     assert_eq!(response.status, 502, "{}", response.describe());
 }
@@ -238,8 +231,7 @@ fn check_reads_the_certificate_files() {
     );
     let dir = TempDir::new();
     let (cert_file, _) = signer_certificate(&dir);
-    let outcome = check_config(ProxyConfig::new(&upstream).add_x5c("/jwks", &[cert_file]));
-    assert_eq!(outcome.status.code(), Some(0), "{outcome:?}");
+    check_config(ProxyConfig::new(&upstream).add_x5c("/jwks", &[cert_file])).assert_accepted();
 }
 
 #[test]

@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use eam_tests::drills::assert_none_failed;
 use eam_tests::hints::SigningKey;
 use eam_tests::http::{try_get, IO_TIMEOUT};
 use eam_tests::proxy::toml_str;
 use eam_tests::tempdir::TempDir;
 use eam_tests::{
-    microsoft_claims, sign, sign_hint, EntraRequest, ProxyConfig, ProxyProcess, Reply, Request,
-    Upstream,
+    microsoft_claims, sign, sign_hint, upstream_and_proxy, EntraRequest, ProxyConfig, ProxyProcess,
+    Reply, Request, Upstream,
 };
 use prometheus_parse::{Sample, Scrape, Value};
 
@@ -30,7 +31,8 @@ fn scrape(proxy: &ProxyProcess) -> Scrape {
     Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("valid Prometheus text format")
 }
 
-/// The value of the one sample of `name` whose labels include `labels`.
+/// The value of the one sample of `name` whose labels include `labels` (of a histogram, its
+/// number of observations).
 fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
     let matching: Vec<&Sample> = scrape
         .samples
@@ -46,14 +48,9 @@ fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
     }
 }
 
-fn histogram_count(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
-    value(scrape, name, labels)
-}
-
 #[test]
 fn metrics_follow_a_known_sequence_of_requests() {
-    let upstream = Upstream::start();
-    let proxy = ProxyProcess::start(ProxyConfig::new(&upstream));
+    let (_upstream, proxy) = upstream_and_proxy();
     let before = scrape(&proxy);
     for metric in [
         "eam_requests_total",
@@ -107,8 +104,8 @@ fn metrics_follow_a_known_sequence_of_requests() {
     // Counters of a request move in Pingora's logging phase, just after its response is sent.
     let settled = |s: &Scrape| {
         let both = |route| {
-            histogram_count(s, "eam_request_duration_seconds", &[("route", route)])
-                - histogram_count(&before, "eam_request_duration_seconds", &[("route", route)])
+            value(s, "eam_request_duration_seconds", &[("route", route)])
+                - value(&before, "eam_request_duration_seconds", &[("route", route)])
         };
         both("authorize") >= 4.0 && both("other") >= 3.0
     };
@@ -121,55 +118,28 @@ fn metrics_follow_a_known_sequence_of_requests() {
     let delta = |name: &str, labels: &[(&str, &str)]| {
         value(&after, name, labels) - value(&before, name, labels)
     };
-    assert_eq!(
-        delta(
-            "eam_requests_total",
-            &[("route", "authorize"), ("outcome", "accepted")]
-        ),
-        2.0
-    );
-    assert_eq!(
-        delta(
-            "eam_requests_total",
-            &[("route", "authorize"), ("outcome", "rejected")]
-        ),
-        1.0
-    );
-    assert_eq!(
-        delta(
-            "eam_requests_total",
-            &[("route", "authorize"), ("outcome", "passed")]
-        ),
-        1.0
-    );
-    assert_eq!(
-        delta(
-            "eam_requests_total",
-            &[("route", "other"), ("outcome", "proxied")]
-        ),
-        3.0
-    );
+    for (route, outcome, count) in [
+        ("authorize", "accepted", 2.0),
+        ("authorize", "rejected", 1.0),
+        ("authorize", "passed", 1.0),
+        ("other", "proxied", 3.0),
+    ] {
+        let labels = [("route", route), ("outcome", outcome)];
+        assert_eq!(delta("eam_requests_total", &labels), count, "{labels:?}");
+    }
     assert_eq!(
         delta("eam_hint_rejections_total", &[("reason", "bad_signature")]),
         1.0
     );
     assert_eq!(delta("eam_spoofed_params_removed_total", &[]), 2.0);
+    // Histograms: the number of observations.
     assert_eq!(
-        histogram_count(&after, "eam_hint_validation_seconds", &[])
-            - histogram_count(&before, "eam_hint_validation_seconds", &[]),
+        delta("eam_hint_validation_seconds", &[]),
         3.0,
         "every validation attempt, accepted or rejected"
     );
     assert_eq!(
-        histogram_count(
-            &after,
-            "eam_request_duration_seconds",
-            &[("route", "authorize")]
-        ) - histogram_count(
-            &before,
-            "eam_request_duration_seconds",
-            &[("route", "authorize")]
-        ),
+        delta("eam_request_duration_seconds", &[("route", "authorize")]),
         4.0
     );
     assert_eq!(
@@ -313,13 +283,7 @@ fn zero_downtime_upgrade_under_load() {
     let new_alive = new.try_wait().unwrap().is_none();
     let _ = new.kill();
     let _ = new.wait();
-    let failures = failures.lock().unwrap();
-    assert!(
-        failures.is_empty(),
-        "{} failed requests: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
-    );
+    assert_none_failed(&failures.lock().unwrap(), "requests during the upgrade");
     assert!(new_alive, "the new process must keep running");
     assert!(served_before > 0, "load was running before the upgrade");
     assert!(

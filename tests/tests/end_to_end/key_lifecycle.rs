@@ -13,10 +13,10 @@ use eam_tests::hints::{issuer, jwk_with_issuer, public_jwk, KEY_ISSUER_TEMPLATE}
 use eam_tests::keyserver::KeyMode;
 use eam_tests::proxy::{start_expecting_exit, toml_list, toml_str, CheckOutcome};
 use eam_tests::{
-    assert_entra_rewrite, check_config, closed_port, default_jwks, microsoft_claims, parse_form,
-    parse_html_form, sign, EntraRequest, KeyServer, Keys, ProxyConfig, ProxyProcess, Request,
-    Response, SigningKey, Upstream, AUDIENCE, CLIENT_ID, MSA_TENANT_ID, OTHER_TENANT_ID,
-    REDIRECT_URI, TENANT_ID,
+    assert_forwarded, check_config, closed_port, default_jwks, microsoft_claims, parse_html_form,
+    sign, EntraRequest, KeyServer, Keys, ProxyConfig, ProxyProcess, Request, Response, SigningKey,
+    Upstream, Verdict, AUDIENCE, CLIENT_ID, MSA_TENANT_ID, OTHER_TENANT_ID, REDIRECT_URI,
+    TENANT_ID,
 };
 use serde_json::{json, Value};
 
@@ -30,45 +30,6 @@ const REFRESH_FAILED: &str = "key set refresh failed";
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-/// What the proxy did with an Entra request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Verdict {
-    /// The upstream answered (`X-Upstream: yes`).
-    Forwarded,
-    /// A form_post error page: its `error` field and its form's action.
-    FormPost { error: String, action: String },
-    /// A plain status with the JSON error body.
-    Status { status: u16, error: String },
-}
-
-fn verdict(response: &Response) -> Verdict {
-    if response.header("x-upstream") == Some("yes") {
-        return Verdict::Forwarded;
-    }
-    if response.status == 200 {
-        let form = parse_html_form(&response.text())
-            .unwrap_or_else(|| panic!("neither forwarded nor a form: {}", response.describe()));
-        return Verdict::FormPost {
-            error: form.field("error").unwrap_or_default().to_string(),
-            action: form.action.clone(),
-        };
-    }
-    Verdict::Status {
-        status: response.status,
-        error: response.json()["error"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-    }
-}
-
-fn form_post(error: &str, action: &str) -> Verdict {
-    Verdict::FormPost {
-        error: error.to_string(),
-        action: action.to_string(),
-    }
-}
 
 /// Claims of Microsoft's sample hint, for a tenant, an audience and an issuer.
 fn claims(tid: &str, aud: &str, iss: &str) -> Value {
@@ -92,31 +53,35 @@ fn jwk_as(key: &str, kid: &str, issuer: &str) -> Value {
     jwk
 }
 
+/// [`default_jwks`] with `signer`'s key published under `kid` as well.
+fn default_jwks_and(kid: &str) -> Value {
+    let mut jwks = default_jwks();
+    let keys = jwks["keys"].as_array_mut().unwrap();
+    keys.push(jwk_as("signer", kid, KEY_ISSUER_TEMPLATE));
+    jwks
+}
+
 fn jwks(keys: &[Value]) -> Value {
     json!({ "keys": keys })
 }
 
-/// Sends `sent`; asserts the upstream received it rewritten for the hint's `claims`.
-fn assert_forwarded(
-    proxy: &ProxyProcess,
-    upstream: &Upstream,
-    sent: &EntraRequest,
-    claims: &Value,
-) {
-    let before = upstream.requests().len();
-    let response = proxy.send(&sent.post());
-    assert_eq!(
-        verdict(&response),
-        Verdict::Forwarded,
-        "the hint must be accepted: {}",
-        response.describe()
-    );
-    let received = upstream.wait_for(before + 1, Duration::from_secs(5));
-    assert_entra_rewrite(&parse_form(&received[before].body), sent, claims);
+/// Sends a hint of the default user signed by `signer` under `kid`, a kid the proxy does not
+/// know: it must be refused as `unknown_kid`.
+fn assert_kid_unknown(proxy: &ProxyProcess, upstream: &Upstream, kid: &str) {
+    let sent = EntraRequest::new(&sign(SigningKey::Signer, kid, &default_claims()));
+    assert_refused(proxy, upstream, &sent, Verdict::refused(), "unknown_kid");
 }
 
-/// Sends `sent`; asserts it was refused with `expected` and logged with `reason`, and that
-/// nothing reached the upstream.
+/// Sends a hint of the default user signed by `key` under `kid`: it must be forwarded
+/// (see [`assert_forwarded`]).
+fn assert_kid_accepted(proxy: &ProxyProcess, upstream: &Upstream, key: SigningKey, kid: &str) {
+    let claims = default_claims();
+    let sent = EntraRequest::new(&sign(key, kid, &claims));
+    assert_forwarded(proxy, upstream, &sent, &claims);
+}
+
+/// Sends `sent`; asserts it was refused with `expected` (a form_post with the request's state),
+/// and logged with `reason`, and that nothing reached the upstream.
 fn assert_refused(
     proxy: &ProxyProcess,
     upstream: &Upstream,
@@ -124,17 +89,33 @@ fn assert_refused(
     expected: Verdict,
     reason: &str,
 ) {
-    let before = upstream.requests().len();
+    let before = upstream.count();
     let response = proxy.send(&sent.post());
-    assert_eq!(verdict(&response), expected, "{}", response.describe());
+    assert_eq!(response.verdict(), expected, "{}", response.describe());
+    if let Verdict::FormPost { .. } = expected {
+        let form = parse_html_form(&response.text()).unwrap();
+        assert_eq!(
+            form.field("state"),
+            sent.get("state"),
+            "Entra gets its state back"
+        );
+    }
     let decision = proxy.decision(sent.client_request_id());
     assert_eq!(decision["reason"], reason, "decision: {decision}");
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(
-        upstream.requests().len(),
+        upstream.count(),
         before,
         "a refused request must not reach the upstream"
     );
+}
+
+/// Sends a valid hint while the global cloud has no usable key set: Entra is told to stop
+/// waiting (`temporarily_unavailable`), and the log says why.
+fn assert_keys_unavailable(proxy: &ProxyProcess, upstream: &Upstream) {
+    let sent = EntraRequest::new(&sign(SigningKey::Signer, "signer", &default_claims()));
+    let unavailable = Verdict::form_post("temporarily_unavailable", REDIRECT_URI);
+    assert_refused(proxy, upstream, &sent, unavailable, "keys_unavailable");
 }
 
 /// Sends every request at once, one connection and one thread each.
@@ -160,22 +141,12 @@ fn send_concurrently(proxy: &ProxyProcess, requests: Vec<Request>) -> Vec<Respon
         .collect()
 }
 
-/// A sample of `/metrics` by its exact series (`name{labels}`), `None` when absent.
-fn metric(proxy: &ProxyProcess, series: &str) -> Option<f64> {
-    proxy
-        .admin_get("/metrics")
-        .text()
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-}
-
 /// `eam_jwks_refresh_total{cloud,result}`: completed loads of a cloud's key set.
 fn refreshes(proxy: &ProxyProcess, cloud: &str, result: &str) -> f64 {
-    metric(
-        proxy,
-        &format!("eam_jwks_refresh_total{{cloud=\"{cloud}\",result=\"{result}\"}}"),
-    )
-    .unwrap_or_else(|| panic!("no eam_jwks_refresh_total for {cloud}/{result}"))
+    let series = format!("eam_jwks_refresh_total{{cloud=\"{cloud}\",result=\"{result}\"}}");
+    proxy
+        .metric(&series)
+        .unwrap_or_else(|| panic!("no eam_jwks_refresh_total for {cloud}/{result}"))
 }
 
 /// Waits until `eam_jwks_refresh_total{cloud,result}` exceeds `than`.
@@ -190,17 +161,25 @@ fn wait_refreshes_above(proxy: &ProxyProcess, cloud: &str, result: &str, than: f
     }
 }
 
-/// A proxy whose global cloud's keys come from `keys`, with these `[jwks]` timings.
-fn start_with(
+/// The tests' configuration, the global cloud's keys coming from `keys` with these `[jwks]`
+/// timings.
+fn keys_from(
     upstream: &Upstream,
     keys: &KeyServer,
     (refresh, min_refetch, max_stale, fetch_timeout_ms): (u64, u64, u64, u64),
-) -> ProxyProcess {
-    ProxyProcess::start(
-        ProxyConfig::new(upstream)
-            .keys(Keys::Url(keys.url()))
-            .jwks_timings(refresh, min_refetch, max_stale, fetch_timeout_ms),
-    )
+) -> ProxyConfig {
+    ProxyConfig::new(upstream)
+        .keys(Keys::Url(keys.url()))
+        .jwks_timings(refresh, min_refetch, max_stale, fetch_timeout_ms)
+}
+
+/// A key server serving `jwks`, the recording upstream, and a proxy in front of it whose
+/// global cloud's keys come from that server, with these `[jwks]` timings.
+fn start_with(jwks: Value, timings: (u64, u64, u64, u64)) -> (KeyServer, Upstream, ProxyProcess) {
+    let keys = KeyServer::start(jwks);
+    let upstream = Upstream::start();
+    let proxy = ProxyProcess::start(keys_from(&upstream, &keys, timings));
+    (keys, upstream, proxy)
 }
 
 /// The global key set before Microsoft rotates `signer` in: only `foreign`, with the
@@ -237,9 +216,7 @@ fn rotated_kid_is_accepted_on_first_use_with_exactly_one_extra_fetch() {
 
     // Microsoft rotates: the new key is published, the proxy has not seen it yet.
     keys.set_jwks(after_rotation());
-    let claims = default_claims();
-    let sent = EntraRequest::new(&sign(SigningKey::Signer, "signer", &claims));
-    assert_forwarded(&proxy, &upstream, &sent, &claims);
+    assert_kid_accepted(&proxy, &upstream, SigningKey::Signer, "signer");
     assert_eq!(
         keys.fetches(),
         2,
@@ -248,14 +225,11 @@ fn rotated_kid_is_accepted_on_first_use_with_exactly_one_extra_fetch() {
     );
 
     // Known from now on: no further fetch, for the new key or the old one.
-    for key in [SigningKey::Signer, SigningKey::Foreign] {
-        let kid = if key == SigningKey::Signer {
-            "signer"
-        } else {
-            "foreign"
-        };
-        let sent = EntraRequest::new(&sign(key, kid, &claims));
-        assert_forwarded(&proxy, &upstream, &sent, &claims);
+    for (key, kid) in [
+        (SigningKey::Signer, "signer"),
+        (SigningKey::Foreign, "foreign"),
+    ] {
+        assert_kid_accepted(&proxy, &upstream, key, kid);
     }
     assert_eq!(keys.fetches(), 2, "a known kid never causes a fetch");
     assert_eq!(proxy.admin_get("/readyz").status, 200);
@@ -267,12 +241,13 @@ fn concurrent_rotated_kid(threads: usize, state_len: usize) {
     let keys = KeyServer::start(before_rotation());
     let upstream = Upstream::start();
     let proxy = ProxyProcess::start(
-        ProxyConfig::new(&upstream)
-            .keys(Keys::Url(keys.url()))
+        keys_from(&upstream, &keys, (NEVER, 60, 604_800, 5000))
             .set("server", "threads", &threads.to_string())
             // 200 requests at once through one recording upstream: slow on a loaded machine.
             .set("upstream", "read_timeout_ms", "20000")
-            .jwks_timings(NEVER, 60, 604_800, 5000),
+            // And more connections at once than its accept queue holds (128): the kernel drops
+            // the SYNs past it, and the proxy's connection is made on a retry 1 s later.
+            .set("upstream", "connect_timeout_ms", "5000"),
     );
     assert_eq!(keys.fetches(), 1, "one fetch at start-up");
     keys.set_jwks(after_rotation());
@@ -289,7 +264,7 @@ fn concurrent_rotated_kid(threads: usize, state_len: usize) {
     let refused: Vec<String> = sent
         .iter()
         .zip(&responses)
-        .filter(|(_, r)| verdict(r) != Verdict::Forwarded)
+        .filter(|(_, r)| r.verdict() != Verdict::Forwarded)
         .map(|(s, r)| {
             let decision = proxy
                 .decisions()
@@ -335,10 +310,7 @@ fn concurrent_requests_for_a_made_up_kid_share_one_fetch() {
     let keys = KeyServer::start(default_jwks());
     let upstream = Upstream::start();
     let proxy = ProxyProcess::start(
-        ProxyConfig::new(&upstream)
-            .keys(Keys::Url(keys.url()))
-            .set("server", "threads", "2")
-            .jwks_timings(NEVER, 60, 604_800, 5000),
+        keys_from(&upstream, &keys, (NEVER, 60, 604_800, 5000)).set("server", "threads", "2"),
     );
     assert_eq!(keys.fetches(), 1, "one fetch at start-up");
 
@@ -349,8 +321,8 @@ fn concurrent_requests_for_a_made_up_kid_share_one_fetch() {
 
     for response in &responses {
         assert_eq!(
-            verdict(response),
-            form_post("invalid_request", REDIRECT_URI),
+            response.verdict(),
+            Verdict::refused(),
             "{}",
             response.describe()
         );
@@ -370,28 +342,17 @@ fn concurrent_requests_for_a_made_up_kid_share_one_fetch() {
 
 #[test]
 fn unknown_kids_within_min_refetch_seconds_cause_no_further_fetch() {
-    let keys = KeyServer::start(default_jwks());
-    let upstream = Upstream::start();
-    let proxy = start_with(&upstream, &keys, (NEVER, 60, 604_800, 2000));
+    let (keys, upstream, proxy) = start_with(default_jwks(), (NEVER, 60, 604_800, 2000));
     assert_eq!(keys.fetches(), 1, "one fetch at start-up");
-    let refused = form_post("invalid_request", REDIRECT_URI);
 
-    let first = EntraRequest::new(&sign(SigningKey::Signer, "unknown-1", &default_claims()));
-    assert_refused(&proxy, &upstream, &first, refused.clone(), "unknown_kid");
+    assert_kid_unknown(&proxy, &upstream, "unknown-1");
     assert_eq!(keys.fetches(), 2, "the first unknown kid causes one fetch");
 
     // Even a kid the key server now publishes waits for min_refetch_seconds: a flood of
     // made-up kids must cost the key endpoint nothing.
-    let mut published = default_jwks();
-    published["keys"].as_array_mut().unwrap().push(jwk_as(
-        "signer",
-        "published-late",
-        KEY_ISSUER_TEMPLATE,
-    ));
-    keys.set_jwks(published);
+    keys.set_jwks(default_jwks_and("published-late"));
     for kid in ["unknown-2", "unknown-1", "unknown-3", "published-late"] {
-        let sent = EntraRequest::new(&sign(SigningKey::Signer, kid, &default_claims()));
-        assert_refused(&proxy, &upstream, &sent, refused.clone(), "unknown_kid");
+        assert_kid_unknown(&proxy, &upstream, kid);
     }
     assert_eq!(
         keys.fetches(),
@@ -400,43 +361,24 @@ fn unknown_kids_within_min_refetch_seconds_cause_no_further_fetch() {
         keys.fetch_log()
     );
     // Known kids are unaffected.
-    let claims = default_claims();
-    let sent = EntraRequest::new(&sign(SigningKey::Signer, "signer", &claims));
-    assert_forwarded(&proxy, &upstream, &sent, &claims);
+    assert_kid_accepted(&proxy, &upstream, SigningKey::Signer, "signer");
     assert_eq!(keys.fetches(), 2);
 }
 
 #[test]
 fn an_unknown_kid_after_min_refetch_seconds_fetches_again() {
-    let keys = KeyServer::start(default_jwks());
-    let upstream = Upstream::start();
-    let proxy = start_with(&upstream, &keys, (NEVER, 2, 604_800, 2000));
+    let (keys, upstream, proxy) = start_with(default_jwks(), (NEVER, 2, 604_800, 2000));
     assert_eq!(keys.fetches(), 1, "one fetch at start-up");
 
-    let first = EntraRequest::new(&sign(SigningKey::Signer, "unknown-1", &default_claims()));
-    assert_refused(
-        &proxy,
-        &upstream,
-        &first,
-        form_post("invalid_request", REDIRECT_URI),
-        "unknown_kid",
-    );
+    assert_kid_unknown(&proxy, &upstream, "unknown-1");
     assert_eq!(keys.fetches(), 2);
     let refetched_at = keys.fetch_log()[1].at;
 
     // Microsoft rotates again; once min_refetch_seconds have passed the new kid is fetched.
-    let mut rotated = default_jwks();
-    rotated["keys"].as_array_mut().unwrap().push(jwk_as(
-        "signer",
-        "rotated-2",
-        KEY_ISSUER_TEMPLATE,
-    ));
-    keys.set_jwks(rotated);
+    keys.set_jwks(default_jwks_and("rotated-2"));
     let wait = Duration::from_millis(2_300).saturating_sub(refetched_at.elapsed());
     std::thread::sleep(wait);
-    let claims = default_claims();
-    let sent = EntraRequest::new(&sign(SigningKey::Signer, "rotated-2", &claims));
-    assert_forwarded(&proxy, &upstream, &sent, &claims);
+    assert_kid_accepted(&proxy, &upstream, SigningKey::Signer, "rotated-2");
     assert_eq!(
         keys.fetches(),
         3,
@@ -448,9 +390,8 @@ fn an_unknown_kid_after_min_refetch_seconds_fetches_again() {
 #[test]
 fn a_hung_refetch_delays_unknown_kids_by_at_most_fetch_timeout_and_known_kids_not_at_all() {
     const FETCH_TIMEOUT_MS: u64 = 3000;
-    let keys = KeyServer::start(default_jwks());
-    let upstream = Upstream::start();
-    let proxy = start_with(&upstream, &keys, (NEVER, 60, 604_800, FETCH_TIMEOUT_MS));
+    let (keys, upstream, proxy) =
+        start_with(default_jwks(), (NEVER, 60, 604_800, FETCH_TIMEOUT_MS));
     assert_eq!(keys.fetches(), 1);
     keys.set_mode(KeyMode::SlowHeaders(Duration::from_secs(30)));
 
@@ -495,8 +436,8 @@ fn a_hung_refetch_delays_unknown_kids_by_at_most_fetch_timeout_and_known_kids_no
     let slowest = results.iter().map(|(_, d)| *d).max().unwrap();
     for (response, _) in &results {
         assert_eq!(
-            verdict(response),
-            form_post("invalid_request", REDIRECT_URI),
+            response.verdict(),
+            Verdict::refused(),
             "{}",
             response.describe()
         );
@@ -524,11 +465,9 @@ fn jku_and_x5u_in_a_hint_are_never_fetched() {
     use eam_tests::fixture;
     use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 
-    let keys = KeyServer::start(default_jwks());
+    let (keys, upstream, proxy) = start_with(default_jwks(), (NEVER, 60, 604_800, 2000));
     // The attacker publishes their key and points the hint at it.
     let attacker = KeyServer::start(jwks(&[jwk_as("foreign", "attacker", KEY_ISSUER_TEMPLATE)]));
-    let upstream = Upstream::start();
-    let proxy = start_with(&upstream, &keys, (NEVER, 60, 604_800, 2000));
 
     let pem = std::fs::read(fixture("keys/foreign.pem")).unwrap();
     let mut header = Header::new(Algorithm::RS256);
@@ -542,13 +481,7 @@ fn jku_and_x5u_in_a_hint_are_never_fetched() {
     )
     .unwrap();
     let sent = EntraRequest::new(&hint);
-    assert_refused(
-        &proxy,
-        &upstream,
-        &sent,
-        form_post("invalid_request", REDIRECT_URI),
-        "unknown_kid",
-    );
+    assert_refused(&proxy, &upstream, &sent, Verdict::refused(), "unknown_kid");
     assert_eq!(attacker.fetches(), 0, "a URL from the token was fetched");
     assert_eq!(
         keys.fetches(),
@@ -583,7 +516,7 @@ fn jwks_file_is_reread_on_the_refresh_schedule() {
         &proxy,
         &upstream,
         &foreign(),
-        form_post("invalid_request", REDIRECT_URI),
+        Verdict::refused(),
         "unknown_kid",
     );
 
@@ -591,8 +524,7 @@ fn jwks_file_is_reread_on_the_refresh_schedule() {
     let failures = refreshes(&proxy, "global", "failure");
     replace("{\"keys\": [");
     wait_refreshes_above(&proxy, "global", "failure", failures);
-    let sent = EntraRequest::new(&sign(SigningKey::Signer, "signer", &claims));
-    assert_forwarded(&proxy, &upstream, &sent, &claims);
+    assert_kid_accepted(&proxy, &upstream, SigningKey::Signer, "signer");
     assert_eq!(proxy.admin_get("/readyz").status, 200);
 
     // A rotated file is picked up by the next scheduled read, with no request asking for it.
@@ -601,15 +533,14 @@ fn jwks_file_is_reread_on_the_refresh_schedule() {
     wait_refreshes_above(&proxy, "global", "success", successes);
     let sent = foreign();
     assert_forwarded(&proxy, &upstream, &sent, &claims);
-    assert_eq!(metric(&proxy, "eam_jwks_keys{cloud=\"global\"}"), Some(2.0));
+    assert_eq!(proxy.metric("eam_jwks_keys{cloud=\"global\"}"), Some(2.0));
 }
 
 #[test]
 fn periodic_refresh_follows_refresh_seconds() {
     const REFRESH: f64 = 2.0;
-    let keys = KeyServer::start(default_jwks());
-    let upstream = Upstream::start();
-    let _proxy = start_with(&upstream, &keys, (REFRESH as u64, NEVER, 604_800, 2000));
+    let (keys, _upstream, _proxy) =
+        start_with(default_jwks(), (REFRESH as u64, NEVER, 604_800, 2000));
     let fetches = keys.wait_for_fetches(4, DEADLINE);
     let intervals: Vec<f64> = fetches
         .windows(2)
@@ -632,9 +563,7 @@ fn periodic_refresh_follows_refresh_seconds() {
 #[test]
 fn key_server_down_after_start_stale_keys_then_unavailable_then_recovery() {
     const MAX_STALE: u64 = 6;
-    let keys = KeyServer::start(default_jwks());
-    let upstream = Upstream::start();
-    let proxy = start_with(&upstream, &keys, (1, 1, MAX_STALE, 500));
+    let (keys, upstream, proxy) = start_with(default_jwks(), (1, 1, MAX_STALE, 500));
     let claims = default_claims();
     assert_forwarded(
         &proxy,
@@ -650,8 +579,7 @@ fn key_server_down_after_start_stale_keys_then_unavailable_then_recovery() {
 
     // A refresh failed: the last good set keeps validating until max_stale_seconds.
     let stale_for = down_at.elapsed();
-    let sent = EntraRequest::new(&sign(SigningKey::Signer, "signer", &claims));
-    assert_forwarded(&proxy, &upstream, &sent, &claims);
+    assert_kid_accepted(&proxy, &upstream, SigningKey::Signer, "signer");
     assert!(
         stale_for < Duration::from_secs(MAX_STALE - 2),
         "the check above ran {stale_for:?} after the outage: too late to prove staleness"
@@ -674,40 +602,26 @@ fn key_server_down_after_start_stale_keys_then_unavailable_then_recovery() {
         unready_after >= Duration::from_secs(MAX_STALE - 2),
         "unready after only {unready_after:?} (max_stale_seconds = {MAX_STALE})"
     );
-    let sent = EntraRequest::new(&sign(SigningKey::Signer, "signer", &claims));
-    let before = upstream.requests().len();
-    let response = proxy.send(&sent.post());
-    assert_eq!(
-        verdict(&response),
-        form_post("temporarily_unavailable", REDIRECT_URI),
-        "{}",
-        response.describe()
-    );
-    let form = parse_html_form(&response.text()).unwrap();
-    assert_eq!(form.field("state"), sent.get("state"));
-    assert_eq!(
-        proxy.decision(sent.client_request_id())["reason"],
-        "keys_unavailable"
-    );
+    let before = upstream.count();
+    assert_keys_unavailable(&proxy, &upstream);
     // Pass-through does not depend on keys.
-    let discovery = proxy.send(&Request::get("/.well-known/openid-configuration"));
-    assert_eq!(
-        discovery.header("x-upstream"),
-        Some("yes"),
-        "{}",
-        discovery.describe()
+    let discovery = proxy.forward(
+        &upstream,
+        &Request::get("/.well-known/openid-configuration"),
     );
-    let received = upstream.requests();
-    assert_eq!(received.len(), before + 1, "only the pass-through request");
-    assert_eq!(received[before].path(), "/.well-known/openid-configuration");
+    assert_eq!(discovery.path(), "/.well-known/openid-configuration");
+    assert_eq!(
+        upstream.count(),
+        before + 1,
+        "only the pass-through request"
+    );
 
     // Back up: ready again and accepting, without a restart.
     keys.set_mode(KeyMode::Serve);
     let up_at = Instant::now();
     proxy.wait_readyz(200, DEADLINE);
     let recovered_after = up_at.elapsed();
-    let sent = EntraRequest::new(&sign(SigningKey::Signer, "signer", &claims));
-    assert_forwarded(&proxy, &upstream, &sent, &claims);
+    assert_kid_accepted(&proxy, &upstream, SigningKey::Signer, "signer");
     assert!(
         refreshes(&proxy, "global", "failure") >= 1.0,
         "failed refreshes must be counted"
@@ -722,52 +636,22 @@ fn key_server_down_after_start_stale_keys_then_unavailable_then_recovery() {
 fn key_server_down_at_start_then_ready_as_soon_as_it_comes_up() {
     let keys = KeyServer::start_down(default_jwks());
     let upstream = Upstream::start();
-    let proxy = ProxyProcess::start_unready(
-        ProxyConfig::new(&upstream)
-            .keys(Keys::Url(keys.url()))
-            .jwks_timings(1, 1, 604_800, 500),
-    );
+    let proxy = ProxyProcess::start_unready(keys_from(&upstream, &keys, (1, 1, 604_800, 500)));
     let ready = proxy.admin_get("/readyz");
     assert_eq!(ready.status, 503, "{}", ready.describe());
     assert!(ready.text().contains("global"), "{}", ready.describe());
     assert_eq!(proxy.admin_get("/healthz").status, 200);
 
-    let claims = default_claims();
-    let sent = EntraRequest::new(&sign(SigningKey::Signer, "signer", &claims));
-    let response = proxy.send(&sent.post());
-    assert_eq!(
-        verdict(&response),
-        form_post("temporarily_unavailable", REDIRECT_URI),
-        "{}",
-        response.describe()
-    );
-    assert_eq!(
-        parse_html_form(&response.text()).unwrap().field("state"),
-        sent.get("state")
-    );
-    assert_eq!(
-        proxy.decision(sent.client_request_id())["reason"],
-        "keys_unavailable"
-    );
+    assert_keys_unavailable(&proxy, &upstream);
     upstream.assert_untouched();
 
     // Everything that is not an Entra request passes through meanwhile.
-    let discovery = proxy.send(&Request::get("/.well-known/openid-configuration"));
-    assert_eq!(
-        discovery.header("x-upstream"),
-        Some("yes"),
-        "{}",
-        discovery.describe()
-    );
-    let plain = proxy.send(&Request::get(
+    for target in [
+        "/.well-known/openid-configuration",
         "/authorize?client_id=other-rp&response_type=code",
-    ));
-    assert_eq!(
-        plain.header("x-upstream"),
-        Some("yes"),
-        "{}",
-        plain.describe()
-    );
+    ] {
+        proxy.forward(&upstream, &Request::get(target));
+    }
     assert_eq!(upstream.requests().len(), 2);
     assert_eq!(proxy.admin_get("/readyz").status, 503);
 
@@ -775,8 +659,7 @@ fn key_server_down_at_start_then_ready_as_soon_as_it_comes_up() {
     let up_at = Instant::now();
     proxy.wait_readyz(200, DEADLINE);
     let ready_after = up_at.elapsed();
-    let sent = EntraRequest::new(&sign(SigningKey::Signer, "signer", &claims));
-    assert_forwarded(&proxy, &upstream, &sent, &claims);
+    assert_kid_accepted(&proxy, &upstream, SigningKey::Signer, "signer");
     eprintln!("key server up: ready {ready_after:?} later (refresh_seconds = 1)");
 }
 
@@ -815,11 +698,9 @@ fn broken_key_responses_never_replace_a_good_set() {
     // What a broken answer carries where it carries a set: `foreign` instead of `signer`, so
     // that a proxy which took it would refuse `signer` hints and accept `foreign` ones.
     let replacement = before_rotation();
-    let keys = KeyServer::start(good);
+    let (keys, upstream, proxy) = start_with(good, (1, NEVER, 604_800, 500));
     // Where a redirect leads: a server with the replacement set (a fetch must not follow it).
     let elsewhere = KeyServer::start(replacement.clone());
-    let upstream = Upstream::start();
-    let proxy = start_with(&upstream, &keys, (1, NEVER, 604_800, 500));
     let claims = default_claims();
 
     let cases: Vec<(&str, KeyMode, Value)> = vec![
@@ -878,7 +759,7 @@ fn broken_key_responses_never_replace_a_good_set() {
         let sent = EntraRequest::new(&sign(SigningKey::Signer, "signer", &claims));
         let response = proxy.send(&sent.post());
         assert_eq!(
-            verdict(&response),
+            response.verdict(),
             Verdict::Forwarded,
             "{name}: the good set must stay in place: {}",
             response.describe()
@@ -886,8 +767,8 @@ fn broken_key_responses_never_replace_a_good_set() {
         let sent = EntraRequest::new(&sign(SigningKey::Foreign, "foreign", &claims));
         let response = proxy.send(&sent.post());
         assert_eq!(
-            verdict(&response),
-            form_post("invalid_request", REDIRECT_URI),
+            response.verdict(),
+            Verdict::refused(),
             "{name}: the broken answer's keys must not be used: {}",
             response.describe()
         );
@@ -905,8 +786,7 @@ fn broken_key_responses_never_replace_a_good_set() {
     keys.set_mode(KeyMode::Serve);
     let first = keys.fetches();
     keys.wait_for_fetches(first + 2, DEADLINE);
-    let sent = EntraRequest::new(&sign(SigningKey::Foreign, "foreign", &claims));
-    assert_forwarded(&proxy, &upstream, &sent, &claims);
+    assert_kid_accepted(&proxy, &upstream, SigningKey::Foreign, "foreign");
 
     let errors: Vec<String> = proxy
         .log_lines(REFRESH_FAILED)
@@ -954,7 +834,7 @@ fn private_keys() -> Value {
 /// App A: global, `TENANT_ID` only, audience `AUDIENCE`. App B: global, any tenant (MSA too),
 /// audience its client_id. App C: the private cloud, audience `AUDIENCE_C`.
 fn three_apps(upstream: &Upstream, global: &KeyServer, private: &str) -> ProxyConfig {
-    ProxyConfig::new(upstream)
+    let config = ProxyConfig::new(upstream)
         .keys(Keys::Url(global.url()))
         .jwks_timings(NEVER, 60, 604_800, 1000)
         .set("apps", "allowed_tenants", &toml_list(&[TENANT_ID.into()]))
@@ -967,8 +847,14 @@ fn three_apps(upstream: &Upstream, global: &KeyServer, private: &str) -> ProxyCo
             ("client_id", toml_str(CLIENT_C)),
             ("audiences", toml_list(&[AUDIENCE_C.into()])),
             ("cloud", toml_str("private")),
-        ])
-        .set("clouds.private", "jwks_url", &toml_str(private))
+        ]);
+    with_private_cloud(config, private)
+}
+
+/// `config` with a cloud of one's own, `private`, whose keys come from `jwks_url`.
+fn with_private_cloud(config: ProxyConfig, jwks_url: &str) -> ProxyConfig {
+    config
+        .set("clouds.private", "jwks_url", &toml_str(jwks_url))
         .set(
             "clouds.private",
             "issuer_template",
@@ -1004,12 +890,12 @@ fn two_clouds_three_apps_tenants_audiences_and_issuers() {
     assert_eq!(private.fetches(), 1, "private fetched once at start-up");
     for cloud in ["global", "private"] {
         let series = format!("eam_jwks_keys{{cloud=\"{cloud}\"}}");
-        assert_eq!(metric(&proxy, &series), Some(3.0), "{series}");
+        assert_eq!(proxy.metric(&series), Some(3.0), "{series}");
     }
 
     use SigningKey::{Foreign, Signer};
-    let global_refusal = form_post("invalid_request", REDIRECT_URI);
-    let private_refusal = form_post("invalid_request", PRIVATE_REDIRECT);
+    let global_refusal = Verdict::refused();
+    let private_refusal = Verdict::form_post("invalid_request", PRIVATE_REDIRECT);
     let t1 = TENANT_ID;
     let t2 = OTHER_TENANT_ID;
 
@@ -1144,7 +1030,7 @@ fn two_clouds_three_apps_tenants_audiences_and_issuers() {
     for (name, sent, expected, reason) in refusals {
         let response = proxy.send(&sent.post());
         assert_eq!(
-            &verdict(&response),
+            &response.verdict(),
             expected,
             "{name}: {}",
             response.describe()
@@ -1194,11 +1080,8 @@ fn two_clouds_three_apps_tenants_audiences_and_issuers() {
     .with("redirect_uri", REDIRECT_URI);
     let response = proxy.send(&misdirected.post());
     assert_eq!(
-        verdict(&response),
-        Verdict::Status {
-            status: 400,
-            error: "invalid_request".into()
-        },
+        response.verdict(),
+        Verdict::status(400, "invalid_request"),
         "{}",
         response.describe()
     );
@@ -1273,7 +1156,7 @@ fn one_cloud_without_keys_leaves_the_other_cloud_serving() {
         &proxy,
         &upstream,
         &request_for(CLIENT_C, Signer, "signer", &c_ok),
-        form_post("temporarily_unavailable", PRIVATE_REDIRECT),
+        Verdict::form_post("temporarily_unavailable", PRIVATE_REDIRECT),
         "keys_unavailable",
     );
 
@@ -1303,20 +1186,7 @@ fn assert_config_refused(config: ProxyConfig, words: &[&str]) {
         ("start-up", start_expecting_exit(config)),
     ];
     for (how, outcome) in outcomes {
-        assert!(
-            !outcome.status.success(),
-            "{how} must fail; it exited {} with {}{}",
-            outcome.status,
-            outcome.stderr,
-            outcome.stdout
-        );
-        for word in words {
-            assert!(
-                outcome.stderr.contains(word),
-                "{how}: stderr must name {word:?}: {:?}",
-                outcome.stderr
-            );
-        }
+        outcome.assert_refused(how, words);
     }
 }
 
@@ -1374,22 +1244,7 @@ fn config_rejects_plain_http_keys_off_loopback() {
     }
     // The same rule for a cloud of one's own.
     assert_config_refused(
-        base()
-            .set(
-                "clouds.private",
-                "jwks_url",
-                &toml_str("http://192.0.2.7/keys"),
-            )
-            .set(
-                "clouds.private",
-                "issuer_template",
-                &toml_str("https://login.private.test/{tid}/v2.0"),
-            )
-            .set(
-                "clouds.private",
-                "redirect_uris",
-                &toml_list(&[PRIVATE_REDIRECT.into()]),
-            ),
+        with_private_cloud(base(), "http://192.0.2.7/keys"),
         &["clouds.private.jwks_url"],
     );
 }
@@ -1403,12 +1258,5 @@ fn config_accepts_three_apps_on_two_clouds() {
         "jwks_url",
         &toml_str("http://[::1]:9/keys"),
     );
-    let outcome = check_config(config);
-    assert!(
-        outcome.status.success(),
-        "--check refused a valid configuration ({}): {}{}",
-        outcome.status,
-        outcome.stderr,
-        outcome.stdout
-    );
+    check_config(config).assert_accepted();
 }

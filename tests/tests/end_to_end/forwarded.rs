@@ -6,8 +6,6 @@
 //!
 //! The test client connects from 127.0.0.1.
 
-use std::time::Duration;
-
 use eam_tests::proxy::toml_list;
 use eam_tests::{
     microsoft_claims, sign_hint, EntraRequest, ProxyConfig, ProxyProcess, Recorded, Request,
@@ -52,11 +50,10 @@ impl Forwarded {
     }
 }
 
-/// A proxy, its upstream and the number of requests sent so far.
+/// A proxy and its upstream.
 struct Setup {
     upstream: Upstream,
     proxy: ProxyProcess,
-    sent: usize,
 }
 
 impl Setup {
@@ -69,26 +66,18 @@ impl Setup {
             config = config.set("server", "trusted_proxies", &toml_list(&trusted));
         }
         let proxy = ProxyProcess::start(config);
-        Setup {
-            upstream,
-            proxy,
-            sent: 0,
-        }
+        Setup { upstream, proxy }
     }
 
-    /// Sends `request`, which must be answered by the upstream, and returns what it received.
-    fn forward(&mut self, request: &Request) -> Forwarded {
-        let response = self.proxy.send(request);
-        assert_eq!(response.status, 200, "{}", response.describe());
-        assert_eq!(
-            response.header("x-upstream"),
-            Some("yes"),
-            "{}",
-            response.describe()
-        );
-        self.sent += 1;
-        let received = self.upstream.wait_for(self.sent, Duration::from_secs(5));
-        Forwarded::of(&received[self.sent - 1])
+    /// Sends `request`, which must be answered by the upstream, and returns it as received.
+    fn forward(&self, request: &Request) -> Recorded {
+        self.proxy.forward(&self.upstream, request)
+    }
+
+    /// Sends `request` (see [`Setup::forward`]) and asserts the `X-Forwarded-*` headers it
+    /// arrived with; `what` says which case it is.
+    fn assert_arrives_with(&self, request: &Request, expected: Forwarded, what: &str) {
+        assert_eq!(Forwarded::of(&self.forward(request)), expected, "{what}");
     }
 }
 
@@ -125,22 +114,14 @@ fn extended() -> Forwarded {
 
 #[test]
 fn forged_forwarded_headers_from_an_untrusted_client_are_replaced() {
-    let mut setup = Setup::start(None);
+    let setup = Setup::start(None);
 
-    assert_eq!(
-        setup.forward(&Request::get("/plain")),
+    setup.assert_arrives_with(&Request::get("/plain"), replaced(), "no incoming headers");
+    setup.assert_arrives_with(&forged("/page"), replaced(), "forged headers");
+    setup.assert_arrives_with(
+        &forged_entra_post(),
         replaced(),
-        "no incoming headers"
-    );
-    assert_eq!(
-        setup.forward(&forged("/page")),
-        replaced(),
-        "forged headers"
-    );
-    assert_eq!(
-        setup.forward(&forged_entra_post()),
-        replaced(),
-        "forged headers on the authorize route"
+        "forged headers on the authorize route",
     );
 
     // Repeated and oddly-cased field lines, and a forged chain, are all dropped.
@@ -151,41 +132,37 @@ fn forged_forwarded_headers_from_an_untrusted_client_are_replaced() {
         .header("X-Forwarded-Proto", "wss")
         .header("x-forwarded-host", FORGED_HOST)
         .header("X-Forwarded-Host", "another.example.test");
-    assert_eq!(
-        setup.forward(&request),
-        replaced(),
-        "repeated forged headers"
-    );
+    setup.assert_arrives_with(&request, replaced(), "repeated forged headers");
 
     // X-Forwarded-Host follows the request's Host.
     let request = forged("/host").header("Host", "login.contoso.test:8443");
-    assert_eq!(
-        setup.forward(&request),
+    setup.assert_arrives_with(
+        &request,
         Forwarded::expected("127.0.0.1", "http", "login.contoso.test:8443"),
-        "X-Forwarded-Host is the Host the client sent"
+        "X-Forwarded-Host is the Host the client sent",
     );
 }
 
 #[test]
 fn trusted_proxies_not_matching_the_peer_do_not_trust_it() {
-    let mut setup = Setup::start(Some(&["10.0.0.0/8", "192.168.1.7", "::1"]));
-    assert_eq!(setup.forward(&forged("/page")), replaced());
-    assert_eq!(setup.forward(&forged_entra_post()), replaced());
+    let setup = Setup::start(Some(&["10.0.0.0/8", "192.168.1.7", "::1"]));
+    setup.assert_arrives_with(&forged("/page"), replaced(), "untrusted peer");
+    setup.assert_arrives_with(
+        &forged_entra_post(),
+        replaced(),
+        "untrusted peer, authorize",
+    );
 }
 
 #[test]
 fn trusted_proxy_chain_is_extended_and_proto_host_kept() {
-    let mut setup = Setup::start(Some(&["127.0.0.1"]));
+    let setup = Setup::start(Some(&["127.0.0.1"]));
 
-    assert_eq!(
-        setup.forward(&forged("/page")),
+    setup.assert_arrives_with(&forged("/page"), extended(), "from a trusted peer");
+    setup.assert_arrives_with(
+        &forged_entra_post(),
         extended(),
-        "from a trusted peer"
-    );
-    assert_eq!(
-        setup.forward(&forged_entra_post()),
-        extended(),
-        "from a trusted peer, authorize route"
+        "from a trusted peer, authorize route",
     );
 
     // A chain of several hops is extended, not rewritten.
@@ -193,35 +170,36 @@ fn trusted_proxy_chain_is_extended_and_proto_host_kept() {
         .header("X-Forwarded-For", "6.6.6.6, 10.1.2.3")
         .header("X-Forwarded-Proto", "https")
         .header("X-Forwarded-Host", "idp.contoso.test");
-    assert_eq!(
-        setup.forward(&request),
-        Forwarded::expected("6.6.6.6, 10.1.2.3, 127.0.0.1", "https", "idp.contoso.test")
+    setup.assert_arrives_with(
+        &request,
+        Forwarded::expected("6.6.6.6, 10.1.2.3, 127.0.0.1", "https", "idp.contoso.test"),
+        "a chain of several hops",
     );
 
     // A trusted peer that sends none gets the proxy's own values.
-    assert_eq!(
-        setup.forward(&Request::get("/plain")),
-        replaced(),
-        "no incoming headers"
-    );
+    setup.assert_arrives_with(&Request::get("/plain"), replaced(), "no incoming headers");
 }
 
 #[test]
 fn trusted_proxies_accept_cidr_ranges() {
-    let mut setup = Setup::start(Some(&["10.0.0.0/8", "127.0.0.0/8"]));
-    assert_eq!(setup.forward(&forged("/page")), extended());
-    assert_eq!(setup.forward(&forged_entra_post()), extended());
+    let setup = Setup::start(Some(&["10.0.0.0/8", "127.0.0.0/8"]));
+    setup.assert_arrives_with(&forged("/page"), extended(), "trusted by range");
+    setup.assert_arrives_with(
+        &forged_entra_post(),
+        extended(),
+        "trusted by range, authorize",
+    );
 }
 
 #[test]
 fn trusted_chain_over_several_field_lines_is_kept_whole() {
-    let mut setup = Setup::start(Some(&["127.0.0.1"]));
+    let setup = Setup::start(Some(&["127.0.0.1"]));
     // RFC 9110 §5.3: several field lines are one comma-separated list. Here the client forged
     // the first line and the balancer appended the address it saw (203.0.113.9) as a second.
     let request = Request::get("/lines")
         .header("X-Forwarded-For", "6.6.6.6")
         .header("X-Forwarded-For", "203.0.113.9");
-    let seen = setup.forward(&request);
+    let seen = Forwarded::of(&setup.forward(&request));
     assert_eq!(
         seen.r#for,
         vec!["6.6.6.6, 203.0.113.9, 127.0.0.1".to_string()],
@@ -266,10 +244,9 @@ const UNDERSCORED: &[&str] = &["script_name", "path_info", "x_forwarded_for"];
 
 #[test]
 fn routing_headers_from_clients_never_reach_the_upstream() {
-    let mut setup = Setup::start(None);
+    let setup = Setup::start(None);
     for target in ["/x/authorize", "/authorize?client_id=app"] {
-        setup.forward(&routing_forgeries(target));
-        let received = setup.upstream.requests()[setup.sent - 1].clone();
+        let received = setup.forward(&routing_forgeries(target));
         let seen = names(&received);
         for name in ROUTING.iter().chain(UNDERSCORED) {
             assert!(
@@ -283,9 +260,8 @@ fn routing_headers_from_clients_never_reach_the_upstream() {
 
 #[test]
 fn a_trusted_proxy_keeps_routing_headers_but_not_underscored_ones() {
-    let mut setup = Setup::start(Some(&["127.0.0.1"]));
-    setup.forward(&routing_forgeries("/x/authorize"));
-    let received = setup.upstream.requests()[0].clone();
+    let setup = Setup::start(Some(&["127.0.0.1"]));
+    let received = setup.forward(&routing_forgeries("/x/authorize"));
     let seen = names(&received);
     for name in ROUTING {
         assert!(seen.contains(&name.to_string()), "{name} dropped: {seen:?}");
@@ -302,9 +278,7 @@ fn routing_headers_and_underscores_are_configurable() {
         .set("server", "routing_headers", &toml_list(&["x-kept".into()]))
         .set("server", "underscores_in_headers", "true");
     let proxy = ProxyProcess::start(config);
-    let response = proxy.send(&routing_forgeries("/page"));
-    assert_eq!(response.status, 200, "{}", response.describe());
-    let seen = names(&upstream.only_request());
+    let seen = names(&proxy.forward(&upstream, &routing_forgeries("/page")));
     for name in ROUTING.iter().chain(UNDERSCORED) {
         assert!(seen.contains(&name.to_string()), "{name} dropped: {seen:?}");
     }

@@ -1,9 +1,11 @@
 //! README "How a request is handled", steps 2 and 4: `entra_*` parameters are removed from every authorize request, so that the
 //! upstream can trust the ones it receives; non-Entra requests are otherwise left byte for byte.
 
+use std::time::Duration;
+
 use eam_tests::{
-    assert_entra_rewrite, microsoft_claims, parse_form, sign_hint, EntraRequest, ProxyConfig,
-    ProxyProcess, Request, Upstream,
+    assert_sent_and_forwarded, microsoft_claims, sign_hint, upstream_and_proxy, EntraRequest,
+    ProxyConfig, ProxyProcess, Recorded, Reply, Request, Upstream, Verdict,
 };
 
 /// A code-flow request from another client, with spoofed identity parameters, one of them
@@ -14,25 +16,12 @@ const SPOOFED: &str = "response_type=code&client_id=other-client&entra_sub=evil\
 const STRIPPED: &str = "response_type=code&client_id=other-client\
     &redirect_uri=https%3A%2F%2Fapp.example%2Fcb&scope=openid+profile&state=a%2Bb%7e";
 
-fn start() -> (Upstream, ProxyProcess) {
-    let upstream = Upstream::start();
-    let proxy = ProxyProcess::start(ProxyConfig::new(&upstream));
-    (upstream, proxy)
-}
-
 #[test]
 fn non_entra_post_loses_only_the_spoofed_parameters() {
-    let (upstream, proxy) = start();
+    let (upstream, proxy) = upstream_and_proxy();
 
-    let response = proxy.send(&Request::post("/authorize").form(SPOOFED));
+    let request = proxy.forward(&upstream, &Request::post("/authorize").form(SPOOFED));
 
-    assert_eq!(
-        response.header("x-upstream"),
-        Some("yes"),
-        "{}",
-        response.describe()
-    );
-    let request = upstream.only_request();
     assert_eq!(request.method, "POST");
     assert_eq!(request.target, "/authorize");
     assert_eq!(request.body_text(), STRIPPED);
@@ -47,24 +36,17 @@ fn non_entra_post_loses_only_the_spoofed_parameters() {
 
 #[test]
 fn non_entra_get_loses_only_the_spoofed_parameters() {
-    let (upstream, proxy) = start();
+    let (upstream, proxy) = upstream_and_proxy();
 
-    let response = proxy.send(&Request::get(&format!("/authorize?{SPOOFED}")));
+    let request = proxy.forward(&upstream, &Request::get(&format!("/authorize?{SPOOFED}")));
 
-    assert_eq!(
-        response.header("x-upstream"),
-        Some("yes"),
-        "{}",
-        response.describe()
-    );
-    let request = upstream.only_request();
     assert_eq!(request.method, "GET");
     assert_eq!(request.target, format!("/authorize?{STRIPPED}"));
 }
 
 #[test]
 fn non_entra_request_without_spoofing_is_forwarded_byte_for_byte() {
-    let (upstream, proxy) = start();
+    let (upstream, proxy) = upstream_and_proxy();
     // Encodings a re-encoder would normalise: %20 vs +, lowercase escapes, an unescaped URL,
     // an empty value, a valueless name.
     let params = "client_id=other-client&scope=openid%20profile&state=%7e%41&\
@@ -73,31 +55,24 @@ fn non_entra_request_without_spoofing_is_forwarded_byte_for_byte() {
     proxy.send(&Request::post("/authorize").form(params));
     proxy.send(&Request::get(&format!("/authorize?{params}")));
 
-    let requests = upstream.wait_for(2, std::time::Duration::from_secs(5));
+    let requests = upstream.wait_for(2, Duration::from_secs(5));
     assert_eq!(requests[0].body_text(), params);
     assert_eq!(requests[1].target, format!("/authorize?{params}"));
 }
 
 #[test]
 fn entra_request_cannot_smuggle_an_identity() {
-    let (upstream, proxy) = start();
+    let (upstream, proxy) = upstream_and_proxy();
     let claims = microsoft_claims();
     let sent = EntraRequest::new(&sign_hint(&claims));
     let body = format!(
         "entra_sub=evil&{}&%65ntra_oid=x&entra_id_token_hint=forged",
         sent.encoded()
     );
+    let request = Request::post("/authorize").form(&body);
 
-    let response = proxy.send(&Request::post("/authorize").form(&body));
-
-    assert_eq!(
-        response.header("x-upstream"),
-        Some("yes"),
-        "{}",
-        response.describe()
-    );
     // Each entra_* must appear once, with the hint's value: the spoofed ones are gone.
-    assert_entra_rewrite(&parse_form(&upstream.only_request().body), &sent, &claims);
+    assert_sent_and_forwarded(&proxy, &upstream, &request, &sent, &claims);
 }
 
 /// Upstreams route these like `/authorize` (Tomcat drops `;jsessionid`, most decode `%61`,
@@ -105,7 +80,7 @@ fn entra_request_cannot_smuggle_an_identity() {
 /// parameters never ride a path variant past the proxy.
 #[test]
 fn authorize_path_variants_are_stripped_like_the_path_itself() {
-    let (upstream, proxy) = start();
+    let (upstream, proxy) = upstream_and_proxy();
     let variants = [
         "/authorize/",
         "//authorize",
@@ -115,17 +90,7 @@ fn authorize_path_variants_are_stripped_like_the_path_itself() {
         "/x/../authorize",
     ];
     for path in variants {
-        let response = proxy.send(&Request::get(&format!("{path}?{SPOOFED}")));
-        assert_eq!(
-            response.header("x-upstream"),
-            Some("yes"),
-            "{path}: {}",
-            response.describe()
-        );
-    }
-    let requests = upstream.requests();
-    assert_eq!(requests.len(), variants.len());
-    for (request, path) in requests.iter().zip(variants) {
+        let request = proxy.forward(&upstream, &Request::get(&format!("{path}?{SPOOFED}")));
         assert_eq!(
             request.target,
             format!("{path}?{STRIPPED}"),
@@ -136,7 +101,7 @@ fn authorize_path_variants_are_stripped_like_the_path_itself() {
 
 #[test]
 fn other_methods_on_an_authorize_path_are_refused_with_405() {
-    let (upstream, proxy) = start();
+    let (upstream, proxy) = upstream_and_proxy();
     for method in ["HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"] {
         let response = proxy.send(&Request::new(method, &format!("/authorize?{SPOOFED}")));
         assert_eq!(response.status, 405, "{method}: {}", response.describe());
@@ -146,14 +111,13 @@ fn other_methods_on_an_authorize_path_are_refused_with_405() {
         }
     }
     // Elsewhere every method passes through.
-    let response = proxy.send(&Request::new("PUT", "/token"));
-    assert_eq!(response.header("x-upstream"), Some("yes"));
-    assert_eq!(upstream.only_request().method, "PUT");
+    let request = proxy.forward(&upstream, &Request::new("PUT", "/token"));
+    assert_eq!(request.method, "PUT");
 }
 
 #[test]
 fn a_get_authorize_request_with_a_body_is_refused() {
-    let (upstream, proxy) = start();
+    let (upstream, proxy) = upstream_and_proxy();
     let response = proxy.send(&Request::get("/authorize?client_id=other-client").form(SPOOFED));
     assert_eq!(response.status, 400, "{}", response.describe());
     assert_eq!(response.json()["error"], "invalid_request");
@@ -171,20 +135,10 @@ fn op_with_discovery(serves_discovery: bool) -> Upstream {
                 "pushed_authorization_request_endpoint": "https://op.example/request",
                 "jwks_uri": "https://op.example/jwks",
             });
-            let mut reply = eam_tests::Reply::ok(&doc.to_string());
-            reply.headers = vec![("Content-Type".into(), "application/json".into())];
-            return reply;
+            return Reply::typed("application/json", &doc.to_string());
         }
-        eam_tests::Reply::ok("ok")
+        Reply::ok("ok")
     })
-}
-
-fn metric(proxy: &ProxyProcess, name: &str) -> String {
-    let text = proxy.admin_get("/metrics").text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("no {name} in /metrics"))
-        .to_string()
 }
 
 /// The proxy configured for `/authorize`, reading the discovery of `op_with_discovery`; ready
@@ -196,9 +150,17 @@ fn reading_discovery(serves_discovery: bool, readyz_says: &str) -> (Upstream, Pr
         "discovery_path",
         "\"/.well-known/openid-configuration\"",
     ));
-    let ready = proxy.wait_readyz(200, std::time::Duration::from_secs(10));
+    let ready = proxy.wait_readyz(200, Duration::from_secs(10));
     assert!(ready.text().contains(readyz_says), "{}", ready.text());
     (upstream, proxy)
+}
+
+/// What the upstream received from the test's clients: not the proxy's discovery reads, which
+/// come at their own times.
+fn sent_by_clients(upstream: &Upstream) -> Vec<Recorded> {
+    let mut requests = upstream.requests();
+    requests.retain(|r| r.path() != "/.well-known/openid-configuration");
+    requests
 }
 
 #[test]
@@ -207,27 +169,28 @@ fn the_ops_discovered_authorize_and_par_paths_are_filtered_too() {
         true,
         "NOT in authorize.paths, filtered while discovery is read: /auth, /request",
     );
-    assert_eq!(metric(&proxy, "eam_discovery_up"), "1");
-    assert_eq!(metric(&proxy, "eam_authorize_paths_unlisted"), "2");
+    assert_eq!(proxy.metric("eam_discovery_up"), Some(1.0));
+    assert_eq!(proxy.metric("eam_authorize_paths_unlisted"), Some(2.0));
     assert!(!proxy
-        .wait_for_log(
-            "authorize.paths does not list",
-            1,
-            std::time::Duration::from_secs(5)
-        )
+        .wait_for_log("authorize.paths does not list", 1, Duration::from_secs(5))
         .is_empty());
 
+    // The proxy's own discovery reads reach the same upstream, at their own times: only the
+    // answers tell which requests went through.
+    let forwarded = |request: &Request, what: &str| {
+        let response = proxy.send(request);
+        assert_eq!(
+            response.verdict(),
+            Verdict::Forwarded,
+            "{what}: {}",
+            response.describe()
+        );
+    };
     for path in ["/auth", "/request"] {
-        let response = proxy.send(&Request::post(path).form(SPOOFED));
-        assert_eq!(response.header("x-upstream"), Some("yes"), "{path}");
-        let get = proxy.send(&Request::get(&format!("{path}?{SPOOFED}")));
-        assert_eq!(get.header("x-upstream"), Some("yes"), "{path}");
+        forwarded(&Request::post(path).form(SPOOFED), path);
+        forwarded(&Request::get(&format!("{path}?{SPOOFED}")), path);
     }
-    let received: Vec<_> = upstream
-        .requests()
-        .into_iter()
-        .filter(|r| r.path() != "/.well-known/openid-configuration")
-        .collect();
+    let received = sent_by_clients(&upstream);
     assert_eq!(received.len(), 4);
     for request in &received {
         let seen = format!("{} {}", request.target, request.body_text());
@@ -237,9 +200,12 @@ fn the_ops_discovered_authorize_and_par_paths_are_filtered_too() {
         );
     }
     // The configured path stays filtered.
-    let response = proxy.send(&Request::get(&format!("/authorize?{SPOOFED}")));
-    assert_eq!(response.header("x-upstream"), Some("yes"));
-    assert!(!upstream.requests().last().unwrap().target.contains("ntra_"));
+    forwarded(
+        &Request::get(&format!("/authorize?{SPOOFED}")),
+        "/authorize",
+    );
+    let last = sent_by_clients(&upstream).pop().unwrap();
+    assert!(!last.target.contains("ntra_"), "{}", last.target);
 }
 
 #[test]
@@ -248,8 +214,8 @@ fn without_discovery_the_configured_paths_are_filtered_and_readyz_says_so() {
         false,
         "unavailable (not a JSON object); filtering the configured paths only",
     );
-    assert_eq!(metric(&proxy, "eam_discovery_up"), "0");
+    assert_eq!(proxy.metric("eam_discovery_up"), Some(0.0));
     proxy.send(&Request::get(&format!("/authorize?{SPOOFED}")));
-    let last = upstream.requests().into_iter().last().unwrap();
+    let last = sent_by_clients(&upstream).pop().unwrap();
     assert_eq!(last.target, format!("/authorize?{STRIPPED}"));
 }

@@ -3,16 +3,10 @@
 use eam_tests::http::{Connection, CONTINUE_TIMEOUT};
 use eam_tests::upstream::DEFAULT_BODY;
 use eam_tests::{
-    assert_entra_rewrite, microsoft_claims, parse_form, sign_hint, EntraRequest, ProxyConfig,
-    ProxyProcess, Recorded, Response, Upstream, OID, PREFERRED_USERNAME, TENANT_ID,
+    assert_entra_rewrite, microsoft_claims, parse_form, sign_hint, upstream_and_proxy,
+    EntraRequest, ProxyProcess, Recorded, Request, Response, OID, PREFERRED_USERNAME, TENANT_ID,
 };
 use serde_json::Value;
-
-fn start() -> (Upstream, ProxyProcess) {
-    let upstream = Upstream::start();
-    let proxy = ProxyProcess::start(ProxyConfig::new(&upstream));
-    (upstream, proxy)
-}
 
 fn valid_request() -> (EntraRequest, Value) {
     let claims = microsoft_claims();
@@ -21,13 +15,7 @@ fn valid_request() -> (EntraRequest, Value) {
 
 /// The client must get the upstream's own answer, not one made up by the proxy.
 fn assert_upstream_answer(response: &Response) {
-    assert_eq!(response.status, 200, "{}", response.describe());
-    assert_eq!(
-        response.header("x-upstream"),
-        Some("yes"),
-        "{}",
-        response.describe()
-    );
+    response.assert_upstream_ok();
     assert_eq!(response.text(), DEFAULT_BODY);
 }
 
@@ -55,15 +43,23 @@ fn assert_forwarded_post(request: &Recorded, sent: &EntraRequest, claims: &Value
     assert_entra_rewrite(&parse_form(&request.body), sent, claims);
 }
 
+/// Sends `request`, made of a valid Entra request, through a proxy of its own and asserts the
+/// client got the upstream's answer. Returns the proxy, the Entra request, its hint's claims
+/// and the one request the upstream received.
+fn forward(
+    request: impl FnOnce(&EntraRequest) -> Request,
+) -> (ProxyProcess, EntraRequest, Value, Recorded) {
+    let (upstream, proxy) = upstream_and_proxy();
+    let (sent, claims) = valid_request();
+    assert_upstream_answer(&proxy.send(&request(&sent)));
+    let received = upstream.only_request();
+    (proxy, sent, claims, received)
+}
+
 #[test]
 fn valid_hint_post_is_rewritten_and_forwarded() {
-    let (upstream, proxy) = start();
-    let (sent, claims) = valid_request();
-
-    let response = proxy.send(&sent.post());
-
-    assert_upstream_answer(&response);
-    assert_forwarded_post(&upstream.only_request(), &sent, &claims);
+    let (proxy, sent, claims, received) = forward(EntraRequest::post);
+    assert_forwarded_post(&received, &sent, &claims);
 
     let decision = proxy.decision(sent.client_request_id());
     assert_eq!(decision["tid"], TENANT_ID, "{decision}");
@@ -78,13 +74,7 @@ fn valid_hint_post_is_rewritten_and_forwarded() {
 
 #[test]
 fn valid_hint_get_is_rewritten_in_the_query() {
-    let (upstream, proxy) = start();
-    let (sent, claims) = valid_request();
-
-    let response = proxy.send(&sent.get_request());
-
-    assert_upstream_answer(&response);
-    let request = upstream.only_request();
+    let (_, sent, claims, request) = forward(EntraRequest::get_request);
     assert_eq!(request.method, "GET");
     assert_eq!(request.path(), "/authorize");
     assert!(request.body.is_empty(), "a GET has no body");
@@ -94,42 +84,38 @@ fn valid_hint_get_is_rewritten_in_the_query() {
 
 #[test]
 fn form_content_type_with_charset_is_an_entra_post() {
-    let (upstream, proxy) = start();
-    let (sent, claims) = valid_request();
-    let request = eam_tests::Request::post("/authorize")
-        .header(
-            "Content-Type",
-            "application/x-www-form-urlencoded; charset=UTF-8",
-        )
-        .body(sent.encoded());
-
-    assert_upstream_answer(&proxy.send(&request));
-    assert_entra_rewrite(&parse_form(&upstream.only_request().body), &sent, &claims);
+    let (_, sent, claims, received) = forward(|sent| {
+        Request::post("/authorize")
+            .header(
+                "Content-Type",
+                "application/x-www-form-urlencoded; charset=UTF-8",
+            )
+            .body(sent.encoded())
+    });
+    assert_entra_rewrite(&parse_form(&received.body), &sent, &claims);
 }
 
 #[test]
 fn chunked_entra_post_is_forwarded_with_content_length() {
-    let (upstream, proxy) = start();
-    let (sent, claims) = valid_request();
-    // Small chunks, so that chunk boundaries fall inside the hint and the percent-escapes.
-    let chunks: Vec<Vec<u8>> = sent
-        .encoded()
-        .as_bytes()
-        .chunks(97)
-        .map(<[u8]>::to_vec)
-        .collect();
-    assert!(chunks.len() > 3);
-    let request = eam_tests::Request::post("/authorize")
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .chunked(chunks);
-
-    assert_upstream_answer(&proxy.send(&request));
-    assert_forwarded_post(&upstream.only_request(), &sent, &claims);
+    let (_, sent, claims, received) = forward(|sent| {
+        // Small chunks, so that chunk boundaries fall inside the hint and the percent-escapes.
+        let chunks: Vec<Vec<u8>> = sent
+            .encoded()
+            .as_bytes()
+            .chunks(97)
+            .map(<[u8]>::to_vec)
+            .collect();
+        assert!(chunks.len() > 3);
+        Request::post("/authorize")
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .chunked(chunks)
+    });
+    assert_forwarded_post(&received, &sent, &claims);
 }
 
 #[test]
 fn expect_100_continue_is_answered_before_the_body() {
-    let (upstream, proxy) = start();
+    let (upstream, proxy) = upstream_and_proxy();
     let (sent, claims) = valid_request();
     let request = sent.post().header("Expect", "100-continue");
 
@@ -158,7 +144,7 @@ fn expect_100_continue_is_answered_before_the_body() {
 
 #[test]
 fn keep_alive_connection_carries_two_entra_posts() {
-    let (upstream, proxy) = start();
+    let (upstream, proxy) = upstream_and_proxy();
     let (first, first_claims) = valid_request();
     let (second, second_claims) = valid_request();
 
