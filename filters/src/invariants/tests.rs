@@ -4,6 +4,7 @@ use proptest::prelude::*;
 use super::fixture::{self, *};
 use super::*;
 use crate::authorize::Outcome;
+use crate::render::form_post_error;
 
 fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
