@@ -31,8 +31,6 @@ pub mod x5c;
 #[cfg(any(test, feature = "invariants"))]
 #[doc(hidden)]
 pub mod invariants;
-#[cfg(test)]
-mod testkeys;
 
 pub use authorize::{
     AuthorizeDecision, KeyFetch, Outcome, Progress, Ruling, Step, Summary, MAX_PARAMETERS,
