@@ -1,13 +1,13 @@
-//! Properties that must hold for every input (issue 8), asserted by the property tests at the end
-//! of this file (stable, part of `cargo test -p eam-filters`) and by the `cargo fuzz` targets in
-//! `fuzz/` (which enable the `invariants` feature).
+//! Properties that must hold for every input (issue 8), asserted by the property tests in
+//! `tests.rs` (stable, part of `cargo test -p eam-filters`) and by the `cargo fuzz` targets in
+//! `fuzz/` (which cargo-fuzz builds with `--cfg fuzzing`).
 //!
 //! Each `check_*` function panics with a message naming the property that failed, so a fuzzer
 //! crash or a shrunk proptest case says what went wrong, not merely that something did.
 //! [`fixture`] holds what both drivers share: the policy variants, the fixed key set built from
-//! `tests/fixtures/keys`, the pre-signed hints and a small model of Entra-shaped requests.
+//! the test kit's keys, the pre-signed hints and a small model of Entra-shaped requests.
 //!
-//! Not part of the supported API: compiled for tests and under the `invariants` feature only.
+//! Not part of the supported API: compiled for tests and fuzzing only.
 
 use std::collections::HashSet;
 
