@@ -2,7 +2,7 @@
 //!
 //! `cargo bench -p eam-filters --bench validate` (bench/run does it and reads the medians from
 //! `target/criterion/*/new/estimates.json`). The hint is Microsoft-shaped (kid `signer`,
-//! `exp = iat - 1`), signed with `tests/fixtures/keys/signer.pem`. With `EAM_BENCH_HINT_FILE` set
+//! `exp = iat - 1`), signed with the test kit's `SIGNER` (`tests/fixtures/keys/signer.pem`). With `EAM_BENCH_HINT_FILE` set
 //! (bench/run sets it), that exact token is used instead, so that OpenSSL, Node's `jose` and this
 //! bench all verify the same bytes; its `iat` is the validation clock.
 //!
@@ -35,19 +35,15 @@ use filters::{
     AppPolicy, AuthorizeDecision, AuthorizeRequest, AuthorizeSettings, CloudPolicy, HintValidator,
     KeySet, Outcome, Policy,
 };
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
-use serde_json::{json, Value};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde_json::Value;
+use testkit::claims::{sample, set_tenant, APP_REGISTRATION, OTHER_TID};
+use testkit::entra::{CLIENT_ID, FORM, GLOBAL_REDIRECT};
+use testkit::jwk::jwks;
+use testkit::{FOREIGN, SIGNER};
 
-const SIGNER_PEM: &str = include_str!("../../tests/fixtures/keys/signer.pem");
-const PUBLIC_JWKS: &str = include_str!("../../tests/fixtures/keys/public.jwks.json");
-
-const CLIENT_ID: &str = "56c2b5e3-c41d-4c14-abcf-72d407f57650";
-const AUDIENCE: &str = "600b719b-3766-4dc5-95a6-3c4a8dc31885";
-const TENANT_ID: &str = "14c2f153-90a7-4689-9db7-9543bf084dad";
-const REDIRECT_URI: &str =
-    "https://login.microsoftonline.com/common/federation/externalauthprovider";
+/// The `claims` parameter of bench/run's form (`entra_form` there), byte for byte.
 const CLAIMS: &str = r#"{"id_token":{"acr":{"essential":true,"values":["possessionorinherence"]},"amr":{"essential":true,"values":["face","fido","fpt","hwk","iris","otp","pop","retina","sc","sms","swk","tel","vbm"]}}}"#;
-const KEY_ISSUER: &str = "https://login.microsoftonline.com/{tenantid}/v2.0";
 /// Issue time of the self-signed hint (when no `EAM_BENCH_HINT_FILE` is given).
 const IAT: u64 = 1_760_000_000;
 
@@ -123,28 +119,11 @@ impl Measurement for BenchClock {
     }
 }
 
-fn sign(pem: &str, claims: &Value) -> String {
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some("signer".into());
-    header.typ = Some("JWT".into());
-    let key = EncodingKey::from_rsa_pem(pem.as_bytes()).expect("fixture key");
-    jsonwebtoken::encode(&header, claims, &key).expect("sign")
-}
-
+/// Microsoft's sample claims issued at `iat`, in bench/run's tenant (`TENANT_ID` there).
 fn microsoft_claims(iat: u64) -> Value {
-    json!({
-        "ver": "2.0",
-        "iss": format!("https://login.microsoftonline.com/{TENANT_ID}/v2.0"),
-        "sub": "mBfcvuhSHkDWVgV72x2ruIYdSsPSvcj2R0qfc6mGEAA",
-        "aud": AUDIENCE,
-        "exp": iat - 1,
-        "iat": iat,
-        "nbf": iat,
-        "name": "Test User 2",
-        "preferred_username": "testuser2@contoso.com",
-        "oid": "951ddb04-b16d-45f3-bbf7-b0fa18fa7aee",
-        "tid": TENANT_ID,
-    })
+    let mut claims = sample(APP_REGISTRATION, iat);
+    set_tenant(&mut claims, OTHER_TID);
+    Value::Object(claims)
 }
 
 /// The valid hint and its `iat` (the clock the validation runs at).
@@ -161,7 +140,7 @@ fn valid_hint() -> (String, u64) {
         let iat = claims["iat"].as_u64().expect("an integer iat");
         return (token, iat);
     }
-    (sign(SIGNER_PEM, &microsoft_claims(IAT)), IAT)
+    (SIGNER.sign(SIGNER.kid, &microsoft_claims(IAT)), IAT)
 }
 
 /// Same header and payload with the signer's signature of another payload (`iat + 1`): a value
@@ -169,7 +148,7 @@ fn valid_hint() -> (String, u64) {
 /// most expensive request). A signature made with another key would be refused without any RSA
 /// work whenever its value exceeds the modulus: a cost that depends on the bytes signed.
 fn bad_signature_hint(valid: &str, iat: u64) -> String {
-    let other = sign(SIGNER_PEM, &microsoft_claims(iat + 1));
+    let other = SIGNER.sign(SIGNER.kid, &microsoft_claims(iat + 1));
     let signature = other.rsplit('.').next().unwrap();
     let signing_input = &valid[..valid.rfind('.').unwrap()];
     format!("{signing_input}.{signature}")
@@ -177,11 +156,8 @@ fn bad_signature_hint(valid: &str, iat: u64) -> String {
 
 /// The fixture set with Microsoft's per-key issuer template, as the proxy loads it.
 fn key_set(loaded_at: u64) -> KeySet {
-    let mut jwks: Value = serde_json::from_str(PUBLIC_JWKS).unwrap();
-    for key in jwks["keys"].as_array_mut().unwrap() {
-        key["issuer"] = Value::String(KEY_ISSUER.into());
-    }
-    KeySet::from_jwks(jwks.to_string().as_bytes(), loaded_at).unwrap()
+    let doc = jwks([SIGNER.jwk(SIGNER.kid), FOREIGN.jwk(FOREIGN.kid)]);
+    KeySet::from_jwks(doc.to_string().as_bytes(), loaded_at).unwrap()
 }
 
 fn policy() -> Policy {
@@ -189,7 +165,7 @@ fn policy() -> Policy {
         authorize: AuthorizeSettings::default(),
         apps: vec![AppPolicy {
             client_id: CLIENT_ID.into(),
-            audiences: vec![CLIENT_ID.into(), AUDIENCE.into()],
+            audiences: vec![CLIENT_ID.into(), APP_REGISTRATION.into()],
             cloud: 0,
             allowed_tenants: vec![],
             allow_msa_tenant: false,
@@ -199,7 +175,8 @@ fn policy() -> Policy {
     }
 }
 
-/// Entra's auto-submitted form, in Entra's order.
+/// Entra's auto-submitted form as bench/run writes it (`entra_form` there), so that both
+/// benchmarks send the same bytes.
 fn entra_form(hint: &str) -> String {
     form_urlencoded::Serializer::new(String::new())
         .extend_pairs([
@@ -207,7 +184,7 @@ fn entra_form(hint: &str) -> String {
             ("response_type", "id_token"),
             ("response_mode", "form_post"),
             ("client_id", CLIENT_ID),
-            ("redirect_uri", REDIRECT_URI),
+            ("redirect_uri", GLOBAL_REDIRECT),
             ("nonce", "nonce-0b7e3c52-6a4f-4c1e-9d2a-5f8b1c3e7a90"),
             ("state", "opaque-state-1"),
             ("claims", CLAIMS),
@@ -218,11 +195,7 @@ fn entra_form(hint: &str) -> String {
 }
 
 fn post(body: &str) -> AuthorizeRequest<'_> {
-    AuthorizeRequest::post(
-        Some("application/x-www-form-urlencoded"),
-        None,
-        body.as_bytes(),
-    )
+    AuthorizeRequest::post(Some(FORM), None, body.as_bytes())
 }
 
 fn benches(c: &mut Criterion<BenchClock>) {
@@ -247,10 +220,8 @@ fn benches(c: &mut Criterion<BenchClock>) {
     );
 
     let mut g = c.benchmark_group("baseline");
-    let jwks: Value = serde_json::from_str(PUBLIC_JWKS).unwrap();
-    let jwk = &jwks["keys"][0];
-    let n = URL_SAFE_NO_PAD.decode(jwk["n"].as_str().unwrap()).unwrap();
-    let e = URL_SAFE_NO_PAD.decode(jwk["e"].as_str().unwrap()).unwrap();
+    let n = URL_SAFE_NO_PAD.decode(SIGNER.n()).unwrap();
+    let e = URL_SAFE_NO_PAD.decode(SIGNER.e()).unwrap();
     let decoding_key = DecodingKey::from_rsa_raw_components(&n, &e);
     let (signing_input, signature) = hint.rsplit_once('.').unwrap();
     let parsed = aws_lc_rs::signature::ParsedPublicKey::new(

@@ -10,38 +10,26 @@ use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, OnceLock};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{json, Map, Value};
+use testkit::claims::{
+    issuer, set_tenant, APP_REGISTRATION, NOW, OID, OTHER_TID, SUB, TID, USERNAME,
+};
+use testkit::entra::{
+    encode_form, CLIENT_ID, CRID, FORM, GLOBAL_REDIRECT, NONCE, STATE, USGOV_REDIRECT,
+};
+use testkit::jwk::{jwks, signer_jwks};
+use testkit::keys::PUBLIC_JWKS;
+use testkit::sign::{b64, hs256, signing_input};
+use testkit::{Algorithm, EntraRequest, TestKey, FOREIGN, SIGNER};
 
 use super::*;
 use crate::error::AuthorizeError as E;
+use crate::invariants::{form_action, header, hidden_fields};
 use crate::keys::KeySet;
 use crate::policy::{
     AppPolicy, AuthorizeSettings, CloudPolicy, DetectMode, ExtraClaim, MSA_TENANT,
 };
 use crate::request::{AuthorizeRequest, Field, Framing, Method};
-use crate::testkeys::{self, TestKey, FOREIGN, SIGNER};
-
-const NOW: u64 = 1_750_000_000;
-const CLIENT_ID: &str = "56c2b5e3-c41d-4c14-abcf-72d407f57650";
-/// Microsoft's sample `aud`: in practice the Entra app registration's Application ID.
-const APP_REGISTRATION: &str = "600b719b-3766-4dc5-95a6-3c4a8dc31885";
-const TID: &str = "9122040d-6c67-4c5b-b112-36a304b66dad";
-const OTHER_TID: &str = "14c2f153-90a7-4689-9db7-9543bf084dad";
-const SUB: &str = "mBfcvuhSHkDWVgV72x2ruIYdSsPSvcj2R0qfc6mGEAA";
-const OID: &str = "951ddb04-b16d-45f3-bbf7-b0fa18fa7aee";
-const USERNAME: &str = "testuser2@contoso.com";
-const GLOBAL_REDIRECT: &str =
-    "https://login.microsoftonline.com/common/federation/externalauthprovider";
-const USGOV_REDIRECT: &str =
-    "https://login.microsoftonline.us/common/federation/externalauthprovider";
-const STATE: &str = "AwABAAEAAAACAOz_BAD0_8h2Ejq7";
-const NONCE: &str = "9f3e2c4a-1c2b-4d8e-9a7b-3c2d1e0f9a8b";
-const CRID: &str = "1b5f7c9e-4a3d-4e2f-8b1a-0c9d8e7f6a5b";
-const CLAIMS_PARAM: &str = r#"{"id_token":{"acr":{"essential":true,"values":["possessionorinherence"]},"amr":{"essential":true,"values":["face","fido","fpt","hwk","iris","otp","tel","pop","retina","sc","sms","swk","vbm"]}}}"#;
-const FORM: &str = "application/x-www-form-urlencoded";
 
 // ---------------------------------------------------------------------------------------------
 // Builders
@@ -70,39 +58,26 @@ type Keys = HashMap<String, Arc<KeySet>>;
 
 /// The global key set, `SIGNER` under kid `signer` with Microsoft's issuer template, fresh.
 fn keys() -> Keys {
-    keys_for("global", testkeys::key_set(NOW))
+    keys_for("global", signer_set(NOW))
+}
+
+/// `SIGNER` under kid `signer` with Microsoft's issuer template, loaded at `loaded_at`.
+fn signer_set(loaded_at: u64) -> KeySet {
+    KeySet::from_jwks(signer_jwks().as_bytes(), loaded_at).unwrap()
 }
 
 fn keys_for(cloud: &str, set: KeySet) -> Keys {
     HashMap::from([(cloud.to_string(), Arc::new(set))])
 }
 
-fn key_set(jwks: Vec<Value>, loaded_at: u64) -> KeySet {
-    KeySet::from_jwks(json!({ "keys": jwks }).to_string().as_bytes(), loaded_at).unwrap()
+fn key_set(keys: Vec<Value>, loaded_at: u64) -> KeySet {
+    KeySet::from_jwks(jwks(keys).to_string().as_bytes(), loaded_at).unwrap()
 }
 
-fn issuer(host: &str, tid: &str) -> String {
-    format!("https://{host}/{tid}/v2.0")
-}
-
-/// Microsoft's sample member-user payload (README "7. Rewrite and forward", its example), pre-expired like the real thing.
+/// Microsoft's sample member-user payload (README "7. Rewrite and forward", its example) for
+/// the app, pre-expired like the real thing.
 fn claims() -> Map<String, Value> {
-    let Value::Object(claims) = json!({
-        "ver": "2.0",
-        "iss": issuer("login.microsoftonline.com", TID),
-        "sub": SUB,
-        "aud": CLIENT_ID,
-        "exp": NOW - 1,
-        "iat": NOW,
-        "nbf": NOW,
-        "name": "Test User 2",
-        "preferred_username": USERNAME,
-        "oid": OID,
-        "tid": TID,
-    }) else {
-        unreachable!()
-    };
-    claims
+    testkit::claims::sample(CLIENT_ID, NOW)
 }
 
 /// A hint signed by the trusted key, with `tweak` applied to the sample claims.
@@ -130,22 +105,12 @@ fn without(name: &'static str) -> impl FnOnce(&mut Map<String, Value>) {
 /// A claims tweak: the hint comes from tenant `tid` (with the matching global issuer).
 fn tenant(tid: &str) -> impl FnOnce(&mut Map<String, Value>) {
     let tid = tid.to_string();
-    move |claims| {
-        claims.insert(
-            "iss".into(),
-            issuer("login.microsoftonline.com", &tid).into(),
-        );
-        claims.insert("tid".into(), tid.into());
-    }
+    move |claims| set_tenant(claims, &tid)
 }
 
 fn valid_hint() -> String {
     static VALID: OnceLock<String> = OnceLock::new();
     VALID.get_or_init(|| hint(|_| {})).clone()
-}
-
-fn b64(bytes: impl AsRef<[u8]>) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 fn rs256_header() -> Map<String, Value> {
@@ -161,12 +126,7 @@ fn claims_json() -> String {
 
 /// A JWS over arbitrary header and payload bytes, correctly signed by `key` with `alg`.
 fn jws(key: &TestKey, alg: Algorithm, header: &Map<String, Value>, payload: &str) -> String {
-    let input = format!(
-        "{}.{}",
-        b64(Value::Object(header.clone()).to_string()),
-        b64(payload)
-    );
-    format!("{input}.{}", key.signature(&input, alg))
+    key.jws(alg, &Value::Object(header.clone()), payload)
 }
 
 /// The sample claims under the trusted key with `tweak` applied to the header.
@@ -180,54 +140,22 @@ fn hint_with_header(tweak: impl FnOnce(&mut Map<String, Value>)) -> String {
 fn hmac_hint(alg_in_header: &str, secret: &[u8]) -> String {
     let mut header = rs256_header();
     header.insert("alg".into(), alg_in_header.into());
-    let input = format!(
-        "{}.{}",
-        b64(Value::Object(header).to_string()),
-        b64(claims_json())
-    );
-    let key = EncodingKey::from_secret(secret);
-    let signature = jsonwebtoken::crypto::sign(input.as_bytes(), &key, Algorithm::HS256).unwrap();
-    format!("{input}.{signature}")
+    let input = signing_input(&Value::Object(header), &claims_json());
+    format!("{input}.{}", hs256(&input, secret))
 }
 
 fn segments(token: &str) -> Vec<String> {
     token.split('.').map(str::to_string).collect()
 }
 
-/// The parameters Entra POSTs, in the order its auto-submitted form uses.
-fn entra_params(hint: &str) -> Vec<(String, String)> {
-    [
-        ("scope", "openid"),
-        ("response_type", "id_token"),
-        ("response_mode", "form_post"),
-        ("client_id", CLIENT_ID),
-        ("redirect_uri", GLOBAL_REDIRECT),
-        ("claims", CLAIMS_PARAM),
-        ("nonce", NONCE),
-        ("state", STATE),
-        ("client-request-id", CRID),
-        ("id_token_hint", hint),
-    ]
-    .map(|(n, v)| (n.to_string(), v.to_string()))
-    .into()
-}
-
-fn form(pairs: &[(String, String)]) -> String {
-    let mut s = form_urlencoded::Serializer::new(String::new());
-    for (n, v) in pairs {
-        s.append_pair(n, v);
-    }
-    s.finish()
-}
-
 fn entra_body(hint: &str) -> String {
-    form(&entra_params(hint))
+    EntraRequest::new(hint).body()
 }
 
 fn entra_body_with(hint: &str, tweak: impl FnOnce(&mut Vec<(String, String)>)) -> String {
-    let mut params = entra_params(hint);
+    let mut params = EntraRequest::new(hint).pairs();
     tweak(&mut params);
-    form(&params)
+    encode_form(&params)
 }
 
 fn set(params: &mut [(String, String)], name: &str, value: &str) {
@@ -526,40 +454,6 @@ fn check_all(cases: Vec<Case>) {
     );
 }
 
-fn header<'r>(response: &'r ErrorResponse, name: &str) -> Option<&'r str> {
-    response
-        .headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
-}
-
-fn unescape_html(s: &str) -> String {
-    s.replace("&quot;", "\"")
-        .replace("&#x27;", "'")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
-}
-
-/// The hidden inputs of a form_post page, unescaped, in order.
-fn hidden_fields(html: &str) -> Vec<(String, String)> {
-    html.split("<input type=\"hidden\" name=\"")
-        .skip(1)
-        .map(|rest| {
-            let (name, rest) = rest.split_once('"').unwrap();
-            let value = rest.strip_prefix(" value=\"").unwrap();
-            let (value, _) = value.split_once('"').unwrap();
-            (unescape_html(name), unescape_html(value))
-        })
-        .collect()
-}
-
-fn form_action(html: &str) -> String {
-    let (_, rest) = html.split_once("<form method=\"post\" action=\"").unwrap();
-    unescape_html(rest.split_once('"').unwrap().0)
-}
-
 fn assert_answer(name: &str, response: &ErrorResponse, error: E, answer: &Answer) {
     // README "How a request is handled", step 8: only a missing or stale key set is `temporarily_unavailable`.
     let code = if error == E::KeysUnavailable {
@@ -608,7 +502,7 @@ fn assert_answer(name: &str, response: &ErrorResponse, error: E, answer: &Answer
             assert!(csp.contains(&format!("form-action {to};")), "{name}: {csp}");
             assert!(csp.contains("script-src 'sha256-"), "{name}: {csp}");
             assert!(!csp.contains("unsafe-inline"), "{name}: {csp}");
-            assert_eq!(form_action(&body), *to, "{name}");
+            assert_eq!(form_action(&body).as_deref(), Some(*to), "{name}");
             let mut expected = vec![
                 ("error".to_string(), code.to_string()),
                 ("error_description".to_string(), error.description()),
@@ -630,7 +524,7 @@ fn hint_structure_algorithm_and_key() {
     let valid = valid_hint();
     let [h, p, s] = <[String; 3]>::try_from(segments(&valid)).unwrap();
     let none_header = b64(r#"{"typ":"JWT","alg":"none","kid":"signer"}"#);
-    let jwks_json = testkeys::PUBLIC_JWKS.as_bytes();
+    let jwks_json = PUBLIC_JWKS.as_bytes();
     let mut tampered_sub = claims();
     tampered_sub.insert("sub".into(), "attacker-chosen-subject".into());
     let tampered_payload = b64(Value::Object(tampered_sub).to_string());
@@ -1117,7 +1011,7 @@ fn hint_time_window() {
 
 #[test]
 fn key_set_availability() {
-    let stale_by = |extra: u64| keys_for("global", testkeys::key_set(NOW - 604_800 - extra));
+    let stale_by = |extra: u64| keys_for("global", signer_set(NOW - 604_800 - extra));
     let unlisted = Req::post(entra_body_with(&valid_hint(), |p| {
         set(p, "redirect_uri", "https://rp.example/cb")
     }));
@@ -1125,7 +1019,7 @@ fn key_set_availability() {
 
     check_all(vec![
         unavailable("no key set loaded").keys(HashMap::new()),
-        unavailable("only another cloud's key set").keys(keys_for("usgov", testkeys::key_set(NOW))),
+        unavailable("only another cloud's key set").keys(keys_for("usgov", signer_set(NOW))),
         unavailable("key set one second past max_stale_seconds").keys(stale_by(1)),
         case("key set exactly max_stale_seconds old")
             .keys(stale_by(0))
@@ -1629,7 +1523,7 @@ fn detection() {
     // A hint no validator would accept: if the request is detected, it is rejected.
     let forged = format!("{}.{}.", b64(r#"{"alg":"none"}"#), b64(claims_json()));
     // An unrelated client (B2C / External ID code flow) that also sends client-request-id.
-    let b2c = form(&[
+    let b2c = encode_form(&[
         (
             "client_id".into(),
             "0f3e1c2d-aaaa-bbbb-cccc-000000000001".into(),

@@ -1,8 +1,8 @@
 use rcgen::{CertificateParams, DistinguishedName, DnType, Issuer, KeyPair};
 use serde_json::json;
+use testkit::{FOREIGN, SIGNER};
 
 use super::*;
-use crate::testkeys::SIGNER;
 
 const URL: &str = "https://idp.example.com/.well-known/openid-configuration";
 const NOW: u64 = 1_900_000_000;
@@ -274,7 +274,7 @@ fn http_on_loopback_is_only_a_warning_with_allow_http() {
 }
 
 fn cert(params: CertificateParams, issuer: Option<&Issuer<'_, KeyPair>>) -> String {
-    let key = KeyPair::from_pem(SIGNER_PEM).unwrap();
+    let key = KeyPair::from_pem(SIGNER.pem).unwrap();
     let cert = match issuer {
         None => params.self_signed(&key).unwrap(),
         Some(issuer) => params.signed_by(&key, issuer).unwrap(),
@@ -354,7 +354,7 @@ fn x5c_problems_are_caught_and_name_the_fix() {
     assert_eq!(failed(&key_checks(Some(json!([])))), ["jwks.x5c"]);
 
     // Another key's certificate.
-    let foreign = KeyPair::from_pem(FOREIGN_PEM).unwrap();
+    let foreign = KeyPair::from_pem(FOREIGN.pem).unwrap();
     let other = STANDARD.encode(params(365).self_signed(&foreign).unwrap().der());
     assert_eq!(failed(&key_checks(Some(json!([other])))), ["jwks.x5c"]);
 
@@ -365,7 +365,7 @@ fn x5c_problems_are_caught_and_name_the_fix() {
             p.distinguished_name.push(DnType::CommonName, "Some CA");
             p
         },
-        KeyPair::from_pem(FOREIGN_PEM).unwrap(),
+        KeyPair::from_pem(FOREIGN.pem).unwrap(),
     );
     let issued = cert(params(365), Some(&ca));
     assert_eq!(
@@ -501,6 +501,3 @@ fn the_table_shows_entra_error_and_fix_under_each_problem() {
     assert_eq!(json[2]["status"], "fail");
     assert_eq!(json[0].get("fix"), None);
 }
-
-const SIGNER_PEM: &str = include_str!("../../tests/fixtures/keys/signer.pem");
-const FOREIGN_PEM: &str = include_str!("../../tests/fixtures/keys/foreign.pem");

@@ -1,14 +1,13 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::{json, Value};
+use testkit::claims::SUB;
+use testkit::entra::{CLIENT_ID, GLOBAL_REDIRECT as REDIRECT};
 
 use super::*;
 use crate::policy::{AppPolicy, AuthorizeSettings, CloudPolicy};
 
-const CLIENT_ID: &str = "56c2b5e3-c41d-4c14-abcf-72d407f57650";
 const OTHER_CLIENT: &str = "0d4c8e2a-7b1f-4c3e-9a5d-6e8f0a1b2c3d";
-const REDIRECT: &str = "https://login.microsoftonline.com/common/federation/externalauthprovider";
-const SUB: &str = "mBfcvuhSHkDWVgV72x2ruIYdSsPSvcj2R0qfc6mGEAA";
 const NONCE: &str = "nonce-9f3e2c4a";
 const STATE: &str = "AwABAAEAAAACAOz_BAD0&8h2Ejq7";
 

@@ -232,13 +232,15 @@ impl KeyLookup for HashMap<String, Arc<KeySet>> {
 
 #[cfg(test)]
 mod tests {
+    use testkit::jwk::signer_jwks;
+    use testkit::{FOREIGN, SIGNER};
+
     use super::*;
-    use crate::testkeys;
 
     #[test]
     fn keeps_rsa_signing_keys_only() {
-        let n = testkeys::SIGNER.n();
-        let e = testkeys::SIGNER.e();
+        let n = SIGNER.n();
+        let e = SIGNER.e();
         let doc = serde_json::json!({"keys": [
             {"kty":"RSA","kid":"plain","n":n,"e":e},
             {"kty":"RSA","kid":"sig","use":"sig","n":n,"e":e,"issuer":"https://login.microsoftonline.com/{tenantid}/v2.0"},
@@ -249,7 +251,7 @@ mod tests {
             {"kty":"RSA","kid":"badb64","n":"!!!","e":e},
             {"kty":"RSA","n":n,"e":e},
             {"kty":"RSA","kid":"","n":n,"e":e},
-            {"kty":"RSA","kid":"plain","n":testkeys::FOREIGN.n(),"e":e},
+            {"kty":"RSA","kid":"plain","n":FOREIGN.n(),"e":e},
             "not an object"
         ]});
         let set = KeySet::from_jwks(doc.to_string().as_bytes(), 7).unwrap();
@@ -292,7 +294,7 @@ mod tests {
 
     #[test]
     fn staleness_boundary() {
-        let set = testkeys::key_set(1_000);
+        let set = KeySet::from_jwks(signer_jwks().as_bytes(), 1_000).unwrap();
         assert!(set.is_usable(1_000, 0));
         assert!(set.is_usable(1_600, 600));
         assert!(!set.is_usable(1_601, 600));

@@ -28,11 +28,11 @@ pub mod request;
 pub mod rewrite;
 pub mod x5c;
 
-#[cfg(any(test, feature = "invariants"))]
+// The fuzz targets in `fuzz/` reach the property checks through this (cargo-fuzz builds with
+// `--cfg fuzzing`); not part of the supported API.
+#[cfg(any(test, fuzzing))]
 #[doc(hidden)]
 pub mod invariants;
-#[cfg(test)]
-mod testkeys;
 
 pub use authorize::{
     AuthorizeDecision, KeyFetch, Outcome, Progress, Ruling, Step, Summary, MAX_PARAMETERS,

@@ -188,9 +188,7 @@ mod tests {
     use super::*;
     use base64::Engine;
     use sha2::Digest;
-
-    const REDIRECT: &str =
-        "https://login.microsoftonline.com/common/federation/externalauthprovider";
+    use testkit::entra::GLOBAL_REDIRECT as REDIRECT;
 
     fn header<'a>(r: &'a ErrorResponse, name: &str) -> &'a str {
         &r.headers.iter().find(|(n, _)| *n == name).unwrap().1

@@ -1,8 +1,8 @@
 use rcgen::{CertificateParams, DistinguishedName, DnType, Issuer, KeyPair};
 use serde_json::json;
+use testkit::{FOREIGN, SIGNER};
 
 use super::*;
-use crate::testkeys::{FOREIGN, SIGNER};
 
 const DAY: u64 = 86_400;
 /// 2030-01-01T00:00:00Z: the start of every generated certificate.
@@ -44,7 +44,7 @@ fn signer_jwk() -> Map<String, Value> {
 
 #[test]
 fn the_certificate_of_a_jwk_matches_it_and_no_other() {
-    let cert = self_signed(SIGNER_PEM, 365);
+    let cert = self_signed(SIGNER.pem, 365);
     assert_eq!(cert.matches(&signer_jwk()), Ok(true));
     assert_eq!(
         cert.matches(&jwk("x", &FOREIGN.n(), &FOREIGN.e())),
@@ -57,7 +57,7 @@ fn the_certificate_of_a_jwk_matches_it_and_no_other() {
 
 #[test]
 fn integers_are_compared_not_encodings() {
-    let cert = self_signed(SIGNER_PEM, 365);
+    let cert = self_signed(SIGNER.pem, 365);
     // A leading zero byte in n (some encoders add the DER sign byte) and in e.
     let mut n = vec![0u8];
     n.extend(URL_SAFE_NO_PAD.decode(SIGNER.n()).unwrap());
@@ -68,7 +68,7 @@ fn integers_are_compared_not_encodings() {
 
 #[test]
 fn malformed_jwks_and_certificates_have_stable_reasons() {
-    let cert = self_signed(SIGNER_PEM, 365);
+    let cert = self_signed(SIGNER.pem, 365);
     let mut ec = signer_jwk();
     ec.insert("kty".into(), json!("EC"));
     assert_eq!(cert.matches(&ec), Err(X5cError::JwkNotRsa));
@@ -117,10 +117,10 @@ fn an_ec_certificate_is_not_rsa() {
 #[test]
 fn pem_files_give_every_certificate_in_order() {
     let leaf = params("idp.example.com", 365)
-        .self_signed(&key_pair(SIGNER_PEM))
+        .self_signed(&key_pair(SIGNER.pem))
         .unwrap();
     let other = params("other", 365)
-        .self_signed(&key_pair(FOREIGN_PEM))
+        .self_signed(&key_pair(FOREIGN.pem))
         .unwrap();
     let pem = format!("{}{}", leaf.pem(), other.pem());
     let chain = Certificate::from_pem(pem.as_bytes()).unwrap();
@@ -132,11 +132,11 @@ fn pem_files_give_every_certificate_in_order() {
 
 #[test]
 fn self_issued_means_issuer_dn_equals_subject_dn() {
-    assert!(self_signed(SIGNER_PEM, 365).is_self_issued());
-    let ca_key = key_pair(FOREIGN_PEM);
+    assert!(self_signed(SIGNER.pem, 365).is_self_issued());
+    let ca_key = key_pair(FOREIGN.pem);
     let ca = Issuer::new(params("Some CA", 3650), ca_key);
     let leaf = params("idp.example.com", 365)
-        .signed_by(&key_pair(SIGNER_PEM), &ca)
+        .signed_by(&key_pair(SIGNER.pem), &ca)
         .unwrap();
     let leaf = Certificate::from_der(leaf.der()).unwrap();
     assert!(!leaf.is_self_issued());
@@ -146,7 +146,7 @@ fn self_issued_means_issuer_dn_equals_subject_dn() {
 
 #[test]
 fn validity_is_judged_against_now() {
-    let cert = self_signed(SIGNER_PEM, 100);
+    let cert = self_signed(SIGNER.pem, 100);
     let start = START as u64;
     assert_eq!(cert.not_before(), start);
     assert_eq!(cert.not_after(), start + 100 * DAY);
@@ -166,7 +166,7 @@ fn validity_is_judged_against_now() {
 
 #[test]
 fn attach_adds_standard_base64_chain_and_s256_thumbprint() {
-    let cert = self_signed(SIGNER_PEM, 365);
+    let cert = self_signed(SIGNER.pem, 365);
     let mut key = signer_jwk();
     attach(&mut key, std::slice::from_ref(&cert));
     let x5c = key["x5c"].as_array().unwrap();
@@ -182,7 +182,7 @@ fn attach_adds_standard_base64_chain_and_s256_thumbprint() {
 
 #[test]
 fn inject_adds_x5c_to_matching_keys_only() {
-    let signer = self_signed(SIGNER_PEM, 365);
+    let signer = self_signed(SIGNER.pem, 365);
     let doc = json!({"keys": [
         signer_jwk(),
         jwk("other", &FOREIGN.n(), &FOREIGN.e()),
@@ -212,7 +212,7 @@ fn inject_adds_x5c_to_matching_keys_only() {
 
 #[test]
 fn inject_leaves_an_unchanged_document_byte_for_byte() {
-    let foreign = self_signed(FOREIGN_PEM, 365);
+    let foreign = self_signed(FOREIGN.pem, 365);
     let body = json!({"keys": [signer_jwk()]}).to_string();
     let result = inject(body.as_bytes(), &[vec![foreign]]).unwrap();
     assert_eq!(result.body, None);
@@ -221,7 +221,7 @@ fn inject_leaves_an_unchanged_document_byte_for_byte() {
 
 #[test]
 fn inject_keeps_the_ops_own_x5c() {
-    let signer = self_signed(SIGNER_PEM, 365);
+    let signer = self_signed(SIGNER.pem, 365);
     let mut key = signer_jwk();
     key.insert("x5c".into(), json!(["MIIB"]));
     let body = json!({"keys": [key]}).to_string();
@@ -232,14 +232,11 @@ fn inject_keeps_the_ops_own_x5c() {
 
 #[test]
 fn inject_refuses_what_is_not_a_key_set() {
-    let certs = [vec![self_signed(SIGNER_PEM, 365)]];
+    let certs = [vec![self_signed(SIGNER.pem, 365)]];
     for body in [&b"not json"[..], b"[]", b"{\"keys\": {}}", b"{}"] {
         assert_eq!(inject(body, &certs).unwrap_err(), X5cError::InvalidBody);
     }
 }
-
-const SIGNER_PEM: &str = include_str!("../../tests/fixtures/keys/signer.pem");
-const FOREIGN_PEM: &str = include_str!("../../tests/fixtures/keys/foreign.pem");
 
 mod hostile_input {
     use proptest::collection::vec;
@@ -263,7 +260,7 @@ mod hostile_input {
                 "[{}\\[\\]\",:a-z0-9 ]{0,200}".prop_map(String::into_bytes),
             ]
         ) {
-            let certs = [vec![self_signed(SIGNER_PEM, 365)]];
+            let certs = [vec![self_signed(SIGNER.pem, 365)]];
             if let Ok(result) = inject(&body, &certs) {
                 if let Some(new) = result.body {
                     prop_assert!(serde_json::from_slice::<Value>(&new).is_ok());

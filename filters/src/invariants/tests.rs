@@ -1,9 +1,14 @@
 use proptest::collection::vec;
 use proptest::prelude::*;
 
+use testkit::entra::{CRID, NONCE, STATE};
+use testkit::keys::PUBLIC_JWKS;
+use testkit::{EntraRequest, SIGNER};
+
 use super::fixture::{self, *};
 use super::*;
 use crate::authorize::Outcome;
+use crate::render::form_post_error;
 
 fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
@@ -177,7 +182,7 @@ proptest! {
 fn fixture_hints_get_their_documented_answers() {
     for hint in fixture::hints() {
         for post in [true, false] {
-            let body = entra_body(&hint.token);
+            let body = EntraRequest::new(&hint.token).body();
             let built = BuiltRequest::new(
                 fixture::shared_policy(0),
                 if post { Method::Post } else { Method::Get },
@@ -288,7 +293,10 @@ fn check_page_catches_an_unescaped_state() {
 
 #[test]
 fn raw_request_format() {
-    let text = format!("POST 0 0 0\n-\n{}", entra_body(fixture::hint("valid")));
+    let text = format!(
+        "POST 0 0 0\n-\n{}",
+        EntraRequest::new(fixture::hint("valid")).body()
+    );
     let built = fixture::parse_raw_request(text.as_bytes()).unwrap();
     assert_eq!(built.check().summary.outcome, Outcome::Accepted);
     assert!(fixture::parse_raw_request(b"PUT 0 0 0\n-\n").is_none());
@@ -334,7 +342,7 @@ fn write_fuzz_seeds() {
             (USGOV_CLIENT_ID, USGOV_REDIRECT),
             (CHINA_CLIENT_ID, CHINA_REDIRECT),
         ][app];
-        fixture::entra_pairs(client_id, redirect, hint).join("&")
+        EntraRequest::for_app(client_id, redirect, hint).body()
     };
     // Entra's form written by hand, with encodings form_urlencoded would not produce.
     let hand_written = format!(
@@ -585,7 +593,7 @@ fn write_fuzz_seeds() {
         write("params", name, bytes);
     }
     // Key sets.
-    let signer = fixture::jwk("signer", "signer", Some(fixture::KEY_ISSUER));
+    let signer = SIGNER.jwk("signer");
     let microsoft = serde_json::json!({"keys": [{
         "kty": "RSA", "use": "sig", "kid": "nOo3ZDrODXEK1jKWhXslHR_KXEg",
         "x5t": "nOo3ZDrODXEK1jKWhXslHR_KXEg", "n": signer["n"], "e": "AQAB",
