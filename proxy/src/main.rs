@@ -26,7 +26,7 @@ use eam_proxy::decision_log::{self, DecisionLog};
 use eam_proxy::discovery::{Discovery, DiscoveryRefresher};
 use eam_proxy::keystore::{KeyRefresher, KeyStore, KeyStores};
 use eam_proxy::metrics::Metrics;
-use eam_proxy::response_guard::{self, Guard};
+use eam_proxy::response_guard::{self, GuardStage};
 use eam_proxy::service::EamProxy;
 use eam_proxy::upstream_client::UpstreamClient;
 use eam_proxy::{admin, cert, deadline, doctor, heap, inject, logging, tls, unix_now};
@@ -386,8 +386,8 @@ fn key_stores(
     Ok(KeyStores(stores))
 }
 
-fn response_guard(plan: GuardPlan, policy: &Policy, shared: &Shared) -> Arc<Guard> {
-    Arc::new(Guard {
+fn response_guard(plan: GuardPlan, policy: &Policy, shared: &Shared) -> Arc<GuardStage> {
+    Arc::new(GuardStage {
         mode: plan.mode,
         max_body_bytes: plan.max_body_bytes,
         checks: filters::ResponseGuard::new(policy),
@@ -397,7 +397,7 @@ fn response_guard(plan: GuardPlan, policy: &Policy, shared: &Shared) -> Arc<Guar
 }
 
 /// The proxy itself: the one place an `EamProxy` is built.
-fn new_eam_proxy(plan: ProxyPlan, shared: &Shared, guard: Option<Arc<Guard>>) -> EamProxy {
+fn new_eam_proxy(plan: ProxyPlan, shared: &Shared, guard: Option<Arc<GuardStage>>) -> EamProxy {
     EamProxy {
         policy: Arc::new(plan.policy),
         keys: shared.keys.clone(),

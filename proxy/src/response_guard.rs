@@ -24,8 +24,10 @@ use crate::content_coding::Coding;
 use crate::discovery::Discovery;
 use crate::metrics::{GuardResult, GuardSkip, Metrics};
 
-/// Everything the guard needs at run time; absent when `response_guard = "off"`.
-pub struct Guard {
+/// The response guard as the proxy runs it, on the OP's answers: `filters`' checks, the memory
+/// of accepted requests they are checked against, and the mode. Absent when
+/// `response_guard = "off"`.
+pub struct GuardStage {
     pub mode: GuardMode,
     pub max_body_bytes: usize,
     pub checks: ResponseGuard,
@@ -34,7 +36,7 @@ pub struct Guard {
     pub discovery: Option<Arc<Discovery>>,
 }
 
-impl Guard {
+impl GuardStage {
     /// Checks a complete HTML answer; logs and counts the verdict. The replacement page when the
     /// guard enforces and the answer would be refused by Entra.
     pub fn judge(&self, html: &[u8], metrics: &Metrics) -> Option<Bytes> {
@@ -301,7 +303,7 @@ pub fn candidate(req: &RequestHeader, resp: &ResponseHeader, max_body_bytes: usi
     Candidate::Inspect(coding)
 }
 
-impl Guard {
+impl GuardStage {
     /// Whether the guard reads this answer; a page it holds back (`enforce`) gets the headers
     /// of a page replaced late.
     pub fn inspect(
@@ -346,7 +348,7 @@ impl Inspection {
     /// inspection is over: judged at the end, or too large to be a form_post.
     pub fn feed(
         &mut self,
-        guard: &Guard,
+        guard: &GuardStage,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
         metrics: &Metrics,

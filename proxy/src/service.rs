@@ -27,7 +27,7 @@ use crate::hop;
 use crate::inject::{self, X5cRoute};
 use crate::keystore::KeyStores;
 use crate::metrics::{Forwarding, Metrics, Route, UpstreamClass, X5cResult};
-use crate::response_guard::{Guard, Inspection};
+use crate::response_guard::{GuardStage, Inspection};
 use crate::unix_now;
 use crate::upstream_client::UpstreamClient;
 
@@ -48,7 +48,7 @@ pub struct EamProxy {
     /// Key-set paths that get `x5c` (`[[upstream.x5c]]`).
     pub x5c: Arc<Vec<X5cRoute>>,
     /// `None` when `authorize.response_guard = "off"`.
-    pub guard: Option<Arc<Guard>>,
+    pub guard: Option<Arc<GuardStage>>,
     /// `None` when `authorize.discovery_path` is empty.
     pub discovery: Option<Arc<Discovery>>,
 }
