@@ -468,8 +468,7 @@ fn loopback_http_key_urls_are_allowed() {
 
 /// A self-signed certificate for the signer fixture key, written to a temporary file.
 fn x5c_cert_file(name: &str) -> PathBuf {
-    let key =
-        rcgen::KeyPair::from_pem(include_str!("../../tests/fixtures/keys/signer.pem")).unwrap();
+    let key = rcgen::KeyPair::from_pem(testkit::SIGNER.pem).unwrap();
     let cert = rcgen::CertificateParams::new(vec!["idp.example.com".to_string()])
         .unwrap()
         .self_signed(&key)

@@ -9,12 +9,9 @@ use serde_json::Value;
 use crate::http::Request;
 use crate::proxy::ProxyProcess;
 use crate::upstream::Upstream;
-use crate::{CLIENT_ID, REDIRECT_URI};
+use testkit::entra::encode_form;
 
 pub const AUTHORIZE_PATH: &str = "/authorize";
-
-/// The `claims` parameter Entra sends to an EAM (requests an MFA-grade `amr`).
-pub const CLAIMS: &str = r#"{"id_token":{"acr":{"essential":true,"values":["possessionorinherence"]},"amr":{"essential":true,"values":["face","fido","fpt","hwk","iris","otp","pop","retina","sc","sms","swk","tel","vbm"]}}}"#;
 
 /// Parameters the proxy appends for a valid hint, in README "How a request is handled", step 7 order.
 pub const IDENTITY_PARAMS: [&str; 5] = [
@@ -50,13 +47,6 @@ pub fn parse_form(bytes: &[u8]) -> Vec<(String, String)> {
     form_urlencoded::parse(bytes).into_owned().collect()
 }
 
-/// Encodes ordered pairs as a browser encodes a form.
-pub fn encode_form(pairs: &[(String, String)]) -> String {
-    form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(pairs)
-        .finish()
-}
-
 /// The parameters of Entra's auto-submitted form, in Entra's order.
 #[derive(Debug, Clone)]
 pub struct EntraRequest {
@@ -64,25 +54,19 @@ pub struct EntraRequest {
 }
 
 impl EntraRequest {
+    /// The kit's request for the global app, with a nonce, state and client-request-id of its
+    /// own: one proxy serves many requests in a test, and each must be told apart in the log and
+    /// in what the upstream received.
     pub fn new(hint: &str) -> EntraRequest {
         let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
-        let params = [
-            ("scope", "openid".to_string()),
-            ("response_type", "id_token".to_string()),
-            ("response_mode", "form_post".to_string()),
-            ("client_id", CLIENT_ID.to_string()),
-            ("redirect_uri", REDIRECT_URI.to_string()),
-            ("nonce", format!("nonce-{}", new_guid())),
-            ("state", format!("opaque-state-{n}")),
-            ("claims", CLAIMS.to_string()),
-            ("client-request-id", new_guid()),
-            ("id_token_hint", hint.to_string()),
-        ];
+        let request = testkit::EntraRequest {
+            nonce: format!("nonce-{}", new_guid()),
+            state: format!("opaque-state-{n}"),
+            client_request_id: new_guid(),
+            ..testkit::EntraRequest::new(hint)
+        };
         EntraRequest {
-            params: params
-                .into_iter()
-                .map(|(n, v)| (n.to_string(), v))
-                .collect(),
+            params: request.pairs(),
         }
     }
 

@@ -15,7 +15,7 @@ use crate::http::{try_get, Request, Response};
 use crate::ports::closed_port;
 use crate::tempdir::TempDir;
 use crate::upstream::{Recorded, Upstream};
-use crate::{AUDIENCE, CLIENT_ID};
+use crate::{APP_REGISTRATION, CLIENT_ID};
 
 /// How long a proxy may take to start before the test fails.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -110,7 +110,7 @@ impl ProxyConfig {
                     "apps",
                     &[
                         ("client_id", toml_str(CLIENT_ID)),
-                        ("audiences", toml_list(&[AUDIENCE.into()])),
+                        ("audiences", toml_list(&[APP_REGISTRATION.into()])),
                         ("cloud", toml_str("global")),
                     ],
                 ),

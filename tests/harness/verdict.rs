@@ -3,7 +3,7 @@
 
 use crate::html::parse_html_form;
 use crate::http::Response;
-use crate::REDIRECT_URI;
+use crate::GLOBAL_REDIRECT;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -29,7 +29,7 @@ impl Verdict {
     /// An Entra request refused for its hint: `invalid_request` posted back to Entra's
     /// redirect_uri of the global cloud.
     pub fn refused() -> Verdict {
-        Verdict::form_post("invalid_request", REDIRECT_URI)
+        Verdict::form_post("invalid_request", GLOBAL_REDIRECT)
     }
 
     pub fn status(status: u16, error: &str) -> Verdict {

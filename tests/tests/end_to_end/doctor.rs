@@ -6,10 +6,9 @@ use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
 use eam_tests::command::{run_bounded, COMMAND_TIMEOUT};
-use eam_tests::hints::public_jwk;
 use eam_tests::proxy::binary;
 use eam_tests::tempdir::TempDir;
-use eam_tests::{ProxyConfig, Reply, Upstream};
+use eam_tests::{ProxyConfig, Reply, Upstream, SIGNER};
 use serde_json::{json, Value};
 
 type Mutation = fn(&mut Value);
@@ -37,7 +36,7 @@ fn stub_op(mutate: Mutation, frame: fn(String) -> Reply) -> Upstream {
                 mutate(&mut doc);
                 frame(doc.to_string())
             }
-            "/jwks" => json_reply(json!({"keys": [public_jwk("signer")]}).to_string()),
+            "/jwks" => json_reply(json!({"keys": [SIGNER.public_jwk(SIGNER.kid)]}).to_string()),
             _ => Reply::ok("not found").status(404),
         }
     });

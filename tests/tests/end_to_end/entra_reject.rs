@@ -1,11 +1,11 @@
 //! README "How a request is handled", steps 1, 5, 6 and 8: an Entra request that fails a check never reaches the upstream;
 //! Entra gets an OAuth error it can act on, and the log names the reason without the token.
 
-use eam_tests::hints::{issuer, public_jwk, sign_hs256, unsigned};
+use eam_tests::hints::{issuer, sign_hs256, unsigned};
 use eam_tests::{
-    assert_forwarded, microsoft_claims, now, parse_html_form, sign, sign_hint, upstream_and_proxy,
-    EntraRequest, Request, Response, SigningKey, CLIENT_ID, MSA_TENANT_ID, OTHER_TENANT_ID,
-    REDIRECT_URI, TENANT_ID,
+    assert_forwarded, microsoft_claims, now, parse_html_form, sign_hint, upstream_and_proxy,
+    EntraRequest, Request, Response, CLIENT_ID, FOREIGN, GLOBAL_REDIRECT, MSA_TENANT_ID,
+    OTHER_TENANT_ID, SIGNER, TENANT_ID,
 };
 use serde_json::{json, Value};
 use std::panic::AssertUnwindSafe;
@@ -53,7 +53,7 @@ fn assert_form_post_error(response: &Response, expected_error: &str) -> Vec<(Str
         csp_sources(csp, "form-action").unwrap_or_else(|| panic!("CSP without form-action: {csp}"));
     assert!(
         !form_action.is_empty()
-            && form_action.iter().all(|source| REDIRECT_URI
+            && form_action.iter().all(|source| GLOBAL_REDIRECT
                 .starts_with(source.trim_end_matches('/'))
                 && source.starts_with("https://")),
         "CSP form-action must allow only the redirect_uri: {csp}"
@@ -73,7 +73,7 @@ fn assert_form_post_error(response: &Response, expected_error: &str) -> Vec<(Str
     let form = parse_html_form(&response.text())
         .unwrap_or_else(|| panic!("no form in the page: {}", response.text()));
     assert!(form.method.eq_ignore_ascii_case("post"), "{form:?}");
-    assert_eq!(form.action, REDIRECT_URI, "{form:?}");
+    assert_eq!(form.action, GLOBAL_REDIRECT, "{form:?}");
     assert_eq!(form.field("error"), Some(expected_error), "{form:?}");
     assert!(
         form.field("error_description")
@@ -94,7 +94,7 @@ fn assert_no_token(text: &str, hint: &str, what: &str) {
 #[test]
 fn foreign_signature_gets_a_form_post_error_to_entra() {
     let (upstream, proxy) = upstream_and_proxy();
-    let hint = sign(SigningKey::Foreign, "signer", &microsoft_claims());
+    let hint = FOREIGN.sign("signer", &microsoft_claims());
     let state = "\"><script>alert(1)</script>&'x";
     let sent = EntraRequest::new(&hint).with("state", state);
 
@@ -122,7 +122,7 @@ fn foreign_signature_gets_a_form_post_error_to_entra() {
 #[test]
 fn unlisted_redirect_uri_gets_a_json_400() {
     let (upstream, proxy) = upstream_and_proxy();
-    let hint = sign(SigningKey::Foreign, "signer", &microsoft_claims());
+    let hint = FOREIGN.sign("signer", &microsoft_claims());
     let sent = EntraRequest::new(&hint).with("redirect_uri", "https://evil.example/callback");
 
     let response = proxy.send(&sent.post());
@@ -168,7 +168,7 @@ fn every_failed_check_is_rejected_with_its_reason() {
     let (upstream, proxy) = upstream_and_proxy();
     let now = now();
     let hint = |claims: &Value| EntraRequest::new(&sign_hint(claims));
-    let signer_n = public_jwk("signer")["n"].as_str().unwrap().to_string();
+    let signer_n = SIGNER.n();
     let mut duplicated_state = hint(&microsoft_claims());
     duplicated_state
         .params
@@ -243,7 +243,7 @@ fn every_failed_check_is_rejected_with_its_reason() {
         (
             "key pinned to another tenant",
             &["key_issuer_mismatch"],
-            EntraRequest::new(&sign(SigningKey::Foreign, "foreign", &microsoft_claims())),
+            EntraRequest::new(&FOREIGN.sign("foreign", &microsoft_claims())),
         ),
         (
             "no sub",
@@ -283,11 +283,7 @@ fn every_failed_check_is_rejected_with_its_reason() {
         (
             "kid not in the key set",
             &["unknown_kid"],
-            EntraRequest::new(&sign(
-                SigningKey::Signer,
-                "rotated-away",
-                &microsoft_claims(),
-            )),
+            EntraRequest::new(&SIGNER.sign("rotated-away", &microsoft_claims())),
         ),
         (
             "not a JWS",
@@ -341,7 +337,7 @@ fn key_with_a_pinned_issuer_accepts_its_own_tenant() {
         c["tid"] = json!(OTHER_TENANT_ID);
         c["iss"] = json!(issuer(OTHER_TENANT_ID));
     });
-    let sent = EntraRequest::new(&sign(SigningKey::Foreign, "foreign", &claims));
+    let sent = EntraRequest::new(&FOREIGN.sign("foreign", &claims));
 
     assert_forwarded(&proxy, &upstream, &sent, &claims);
 }

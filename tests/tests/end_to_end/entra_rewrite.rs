@@ -4,7 +4,7 @@ use eam_tests::http::{Connection, CONTINUE_TIMEOUT};
 use eam_tests::upstream::DEFAULT_BODY;
 use eam_tests::{
     assert_entra_rewrite, microsoft_claims, parse_form, sign_hint, upstream_and_proxy,
-    EntraRequest, ProxyProcess, Recorded, Request, Response, OID, PREFERRED_USERNAME, TENANT_ID,
+    EntraRequest, ProxyProcess, Recorded, Request, Response, OID, TENANT_ID, USERNAME,
 };
 use serde_json::Value;
 
@@ -67,7 +67,7 @@ fn valid_hint_post_is_rewritten_and_forwarded() {
     let log = proxy.log();
     assert!(!log.contains(sent.hint()), "the hint must never be logged");
     assert!(
-        !log.contains(PREFERRED_USERNAME),
+        !log.contains(USERNAME),
         "preferred_username is logged only with log.include_username"
     );
 }

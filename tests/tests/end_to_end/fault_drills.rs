@@ -26,9 +26,9 @@ use eam_tests::proxy::{binary, run_on_file, toml_list, toml_str};
 use eam_tests::tempdir::TempDir;
 use eam_tests::upstream::Action;
 use eam_tests::{
-    closed_port, microsoft_claims, parse_form, parse_html_form, sign, sign_hint, EntraRequest,
-    KeyServer, Keys, ProxyConfig, ProxyProcess, Recorded, Reply, Request, Response, SigningKey,
-    Upstream, Verdict, CLIENT_ID, MSA_TENANT_ID, SUB,
+    closed_port, microsoft_claims, parse_form, parse_html_form, sign_hint, EntraRequest, KeyServer,
+    Keys, ProxyConfig, ProxyProcess, Recorded, Reply, Request, Response, Upstream, Verdict,
+    CLIENT_ID, FOREIGN, MSA_TENANT_ID, SIGNER, SUB,
 };
 use serde_json::{json, Value};
 
@@ -69,7 +69,7 @@ fn entra_post(hint: &str, state: &str) -> (EntraRequest, Request) {
 
 /// A hint signed by the attacker's key under Microsoft's kid.
 fn forged_hint() -> String {
-    sign(SigningKey::Foreign, "signer", &microsoft_claims())
+    FOREIGN.sign("signer", &microsoft_claims())
 }
 
 /// The proxy forwarded the request and the upstream answered.
@@ -1251,7 +1251,7 @@ fn mint_hints() -> Hints {
     let tampered_payload = other_payload.split('.').nth(1).unwrap().to_string();
     parts[1] = &tampered_payload;
     let invalid = vec![
-        sign(SigningKey::Foreign, "signer", &base),
+        FOREIGN.sign("signer", &base),
         unsigned("signer", &base),
         sign_hs256(b"public-key-material", "signer", &base),
         sign_hint(&with(
@@ -1264,9 +1264,9 @@ fn mint_hints() -> Hints {
             json!({"tid": MSA_TENANT_ID, "iss": issuer(MSA_TENANT_ID)}),
         )),
         parts.join("."),
-        sign(SigningKey::Signer, "rotated-away", &base),
+        SIGNER.sign("rotated-away", &base),
         "not-a-jwt".to_string(),
-        sign(SigningKey::Foreign, "signer", &base),
+        FOREIGN.sign("signer", &base),
     ];
     assert_eq!(invalid.len(), INVALID_VARIANTS.len());
     Hints { valid, invalid }

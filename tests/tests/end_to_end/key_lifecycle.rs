@@ -9,16 +9,18 @@
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use eam_tests::hints::{issuer, jwk_with_issuer, public_jwk, KEY_ISSUER_TEMPLATE};
+use eam_tests::hints::issuer;
 use eam_tests::keyserver::KeyMode;
 use eam_tests::proxy::{start_expecting_exit, toml_list, toml_str, CheckOutcome};
 use eam_tests::{
     assert_forwarded, check_config, closed_port, default_jwks, microsoft_claims, parse_html_form,
-    sign, EntraRequest, KeyServer, Keys, ProxyConfig, ProxyProcess, Request, Response, SigningKey,
-    Upstream, Verdict, AUDIENCE, CLIENT_ID, MSA_TENANT_ID, OTHER_TENANT_ID, REDIRECT_URI,
-    TENANT_ID,
+    EntraRequest, KeyServer, Keys, ProxyConfig, ProxyProcess, Request, Response, TestKey, Upstream,
+    Verdict, APP_REGISTRATION, CLIENT_ID, FOREIGN, GLOBAL_REDIRECT, MSA_TENANT_ID, OTHER_TENANT_ID,
+    SIGNER, TENANT_ID,
 };
 use serde_json::{json, Value};
+use testkit::jwk::jwks;
+use testkit::Algorithm;
 
 /// Long enough that no periodic refresh happens during a test.
 const NEVER: u64 = 3600;
@@ -40,43 +42,31 @@ fn claims(tid: &str, aud: &str, iss: &str) -> Value {
     claims
 }
 
-/// The tests' default user (tenant `TENANT_ID`, audience `AUDIENCE`, global issuer).
+/// The tests' default user (tenant `TENANT_ID`, audience `APP_REGISTRATION`, global issuer).
 fn default_claims() -> Value {
-    claims(TENANT_ID, AUDIENCE, &issuer(TENANT_ID))
-}
-
-/// A public JWK of a fixture key published under another kid, with an `issuer` template.
-fn jwk_as(key: &str, kid: &str, issuer: &str) -> Value {
-    let mut jwk = public_jwk(key);
-    jwk["kid"] = json!(kid);
-    jwk["issuer"] = json!(issuer);
-    jwk
+    claims(TENANT_ID, APP_REGISTRATION, &issuer(TENANT_ID))
 }
 
 /// [`default_jwks`] with `signer`'s key published under `kid` as well.
 fn default_jwks_and(kid: &str) -> Value {
     let mut jwks = default_jwks();
     let keys = jwks["keys"].as_array_mut().unwrap();
-    keys.push(jwk_as("signer", kid, KEY_ISSUER_TEMPLATE));
+    keys.push(SIGNER.jwk(kid));
     jwks
-}
-
-fn jwks(keys: &[Value]) -> Value {
-    json!({ "keys": keys })
 }
 
 /// Sends a hint of the default user signed by `signer` under `kid`, a kid the proxy does not
 /// know: it must be refused as `unknown_kid`.
 fn assert_kid_unknown(proxy: &ProxyProcess, upstream: &Upstream, kid: &str) {
-    let sent = EntraRequest::new(&sign(SigningKey::Signer, kid, &default_claims()));
+    let sent = EntraRequest::new(&SIGNER.sign(kid, &default_claims()));
     assert_refused(proxy, upstream, &sent, Verdict::refused(), "unknown_kid");
 }
 
 /// Sends a hint of the default user signed by `key` under `kid`: it must be forwarded
 /// (see [`assert_forwarded`]).
-fn assert_kid_accepted(proxy: &ProxyProcess, upstream: &Upstream, key: SigningKey, kid: &str) {
+fn assert_kid_accepted(proxy: &ProxyProcess, upstream: &Upstream, key: TestKey, kid: &str) {
     let claims = default_claims();
-    let sent = EntraRequest::new(&sign(key, kid, &claims));
+    let sent = EntraRequest::new(&key.sign(kid, &claims));
     assert_forwarded(proxy, upstream, &sent, &claims);
 }
 
@@ -113,8 +103,8 @@ fn assert_refused(
 /// Sends a valid hint while the global cloud has no usable key set: Entra is told to stop
 /// waiting (`temporarily_unavailable`), and the log says why.
 fn assert_keys_unavailable(proxy: &ProxyProcess, upstream: &Upstream) {
-    let sent = EntraRequest::new(&sign(SigningKey::Signer, "signer", &default_claims()));
-    let unavailable = Verdict::form_post("temporarily_unavailable", REDIRECT_URI);
+    let sent = EntraRequest::new(&SIGNER.sign("signer", &default_claims()));
+    let unavailable = Verdict::form_post("temporarily_unavailable", GLOBAL_REDIRECT);
     assert_refused(proxy, upstream, &sent, unavailable, "keys_unavailable");
 }
 
@@ -185,15 +175,12 @@ fn start_with(jwks: Value, timings: (u64, u64, u64, u64)) -> (KeyServer, Upstrea
 /// The global key set before Microsoft rotates `signer` in: only `foreign`, with the
 /// `{tenantid}` template, so that a set without `signer` is still a valid, usable set.
 fn before_rotation() -> Value {
-    jwks(&[jwk_with_issuer("foreign", KEY_ISSUER_TEMPLATE)])
+    jwks([FOREIGN.jwk(FOREIGN.kid)])
 }
 
 /// After the rotation: both keys.
 fn after_rotation() -> Value {
-    jwks(&[
-        jwk_with_issuer("signer", KEY_ISSUER_TEMPLATE),
-        jwk_with_issuer("foreign", KEY_ISSUER_TEMPLATE),
-    ])
+    jwks([SIGNER.jwk(SIGNER.kid), FOREIGN.jwk(FOREIGN.kid)])
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -216,7 +203,7 @@ fn rotated_kid_is_accepted_on_first_use_with_exactly_one_extra_fetch() {
 
     // Microsoft rotates: the new key is published, the proxy has not seen it yet.
     keys.set_jwks(after_rotation());
-    assert_kid_accepted(&proxy, &upstream, SigningKey::Signer, "signer");
+    assert_kid_accepted(&proxy, &upstream, SIGNER, "signer");
     assert_eq!(
         keys.fetches(),
         2,
@@ -225,10 +212,7 @@ fn rotated_kid_is_accepted_on_first_use_with_exactly_one_extra_fetch() {
     );
 
     // Known from now on: no further fetch, for the new key or the old one.
-    for (key, kid) in [
-        (SigningKey::Signer, "signer"),
-        (SigningKey::Foreign, "foreign"),
-    ] {
+    for (key, kid) in [(SIGNER, "signer"), (FOREIGN, "foreign")] {
         assert_kid_accepted(&proxy, &upstream, key, kid);
     }
     assert_eq!(keys.fetches(), 2, "a known kid never causes a fetch");
@@ -252,7 +236,7 @@ fn concurrent_rotated_kid(threads: usize, state_len: usize) {
     assert_eq!(keys.fetches(), 1, "one fetch at start-up");
     keys.set_jwks(after_rotation());
 
-    let hint = sign(SigningKey::Signer, "signer", &default_claims());
+    let hint = SIGNER.sign("signer", &default_claims());
     let state = "<&>\"'".repeat(state_len / 5);
     let sent: Vec<EntraRequest> = (0..200)
         .map(|_| EntraRequest::new(&hint).with("state", &state))
@@ -315,7 +299,7 @@ fn concurrent_requests_for_a_made_up_kid_share_one_fetch() {
     assert_eq!(keys.fetches(), 1, "one fetch at start-up");
 
     // A valid-looking hint under a kid that no key set will ever carry.
-    let hint = sign(SigningKey::Signer, "never-published", &default_claims());
+    let hint = SIGNER.sign("never-published", &default_claims());
     let sent: Vec<EntraRequest> = (0..200).map(|_| EntraRequest::new(&hint)).collect();
     let responses = send_concurrently(&proxy, sent.iter().map(EntraRequest::post).collect());
 
@@ -361,7 +345,7 @@ fn unknown_kids_within_min_refetch_seconds_cause_no_further_fetch() {
         keys.fetch_log()
     );
     // Known kids are unaffected.
-    assert_kid_accepted(&proxy, &upstream, SigningKey::Signer, "signer");
+    assert_kid_accepted(&proxy, &upstream, SIGNER, "signer");
     assert_eq!(keys.fetches(), 2);
 }
 
@@ -378,7 +362,7 @@ fn an_unknown_kid_after_min_refetch_seconds_fetches_again() {
     keys.set_jwks(default_jwks_and("rotated-2"));
     let wait = Duration::from_millis(2_300).saturating_sub(refetched_at.elapsed());
     std::thread::sleep(wait);
-    assert_kid_accepted(&proxy, &upstream, SigningKey::Signer, "rotated-2");
+    assert_kid_accepted(&proxy, &upstream, SIGNER, "rotated-2");
     assert_eq!(
         keys.fetches(),
         3,
@@ -396,7 +380,7 @@ fn a_hung_refetch_delays_unknown_kids_by_at_most_fetch_timeout_and_known_kids_no
     keys.set_mode(KeyMode::SlowHeaders(Duration::from_secs(30)));
 
     // Twenty requests with an unknown kid while the key endpoint hangs.
-    let hint = sign(SigningKey::Signer, "rotated-in", &default_claims());
+    let hint = SIGNER.sign("rotated-in", &default_claims());
     let sent: Vec<EntraRequest> = (0..20).map(|_| EntraRequest::new(&hint)).collect();
     let addr = proxy.addr;
     let requests: Vec<Request> = sent.iter().map(EntraRequest::post).collect();
@@ -423,7 +407,7 @@ fn a_hung_refetch_delays_unknown_kids_by_at_most_fetch_timeout_and_known_kids_no
     // While the refetch hangs, a known kid is validated at once.
     keys.wait_for_fetches(2, DEADLINE);
     let claims = default_claims();
-    let known = EntraRequest::new(&sign(SigningKey::Signer, "signer", &claims));
+    let known = EntraRequest::new(&SIGNER.sign("signer", &claims));
     let started = Instant::now();
     assert_forwarded(&proxy, &upstream, &known, &claims);
     let known_latency = started.elapsed();
@@ -462,24 +446,15 @@ fn a_hung_refetch_delays_unknown_kids_by_at_most_fetch_timeout_and_known_kids_no
 
 #[test]
 fn jku_and_x5u_in_a_hint_are_never_fetched() {
-    use eam_tests::fixture;
-    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
-
     let (keys, upstream, proxy) = start_with(default_jwks(), (NEVER, 60, 604_800, 2000));
     // The attacker publishes their key and points the hint at it.
-    let attacker = KeyServer::start(jwks(&[jwk_as("foreign", "attacker", KEY_ISSUER_TEMPLATE)]));
+    let attacker = KeyServer::start(jwks([FOREIGN.jwk("attacker")]));
 
-    let pem = std::fs::read(fixture("keys/foreign.pem")).unwrap();
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some("attacker".into());
-    header.jku = Some(attacker.url());
-    header.x5u = Some(attacker.url());
-    let hint = encode(
-        &header,
-        &default_claims(),
-        &EncodingKey::from_rsa_pem(&pem).unwrap(),
-    )
-    .unwrap();
+    let header = json!({
+        "typ": "JWT", "alg": "RS256", "kid": "attacker",
+        "jku": attacker.url(), "x5u": attacker.url(),
+    });
+    let hint = FOREIGN.jws(Algorithm::RS256, &header, &default_claims().to_string());
     let sent = EntraRequest::new(&hint);
     assert_refused(&proxy, &upstream, &sent, Verdict::refused(), "unknown_kid");
     assert_eq!(attacker.fetches(), 0, "a URL from the token was fetched");
@@ -495,10 +470,7 @@ fn jwks_file_is_reread_on_the_refresh_schedule() {
     let upstream = Upstream::start();
     let proxy = ProxyProcess::start(
         ProxyConfig::new(&upstream)
-            .keys(Keys::Jwks(jwks(&[jwk_with_issuer(
-                "signer",
-                KEY_ISSUER_TEMPLATE,
-            )])))
+            .keys(Keys::Jwks(jwks([SIGNER.jwk(SIGNER.kid)])))
             // No on-demand read after the first: only the schedule can pick up a change.
             .jwks_timings(1, NEVER, 604_800, 500),
     );
@@ -509,7 +481,7 @@ fn jwks_file_is_reread_on_the_refresh_schedule() {
         std::fs::rename(staged, &file).unwrap();
     };
     let claims = default_claims();
-    let foreign = || EntraRequest::new(&sign(SigningKey::Foreign, "foreign", &claims));
+    let foreign = || EntraRequest::new(&FOREIGN.sign("foreign", &claims));
 
     // Use up the one on-demand read an unknown kid may cause.
     assert_refused(
@@ -524,7 +496,7 @@ fn jwks_file_is_reread_on_the_refresh_schedule() {
     let failures = refreshes(&proxy, "global", "failure");
     replace("{\"keys\": [");
     wait_refreshes_above(&proxy, "global", "failure", failures);
-    assert_kid_accepted(&proxy, &upstream, SigningKey::Signer, "signer");
+    assert_kid_accepted(&proxy, &upstream, SIGNER, "signer");
     assert_eq!(proxy.admin_get("/readyz").status, 200);
 
     // A rotated file is picked up by the next scheduled read, with no request asking for it.
@@ -568,7 +540,7 @@ fn key_server_down_after_start_stale_keys_then_unavailable_then_recovery() {
     assert_forwarded(
         &proxy,
         &upstream,
-        &EntraRequest::new(&sign(SigningKey::Signer, "signer", &claims)),
+        &EntraRequest::new(&SIGNER.sign("signer", &claims)),
         &claims,
     );
 
@@ -579,7 +551,7 @@ fn key_server_down_after_start_stale_keys_then_unavailable_then_recovery() {
 
     // A refresh failed: the last good set keeps validating until max_stale_seconds.
     let stale_for = down_at.elapsed();
-    assert_kid_accepted(&proxy, &upstream, SigningKey::Signer, "signer");
+    assert_kid_accepted(&proxy, &upstream, SIGNER, "signer");
     assert!(
         stale_for < Duration::from_secs(MAX_STALE - 2),
         "the check above ran {stale_for:?} after the outage: too late to prove staleness"
@@ -621,7 +593,7 @@ fn key_server_down_after_start_stale_keys_then_unavailable_then_recovery() {
     let up_at = Instant::now();
     proxy.wait_readyz(200, DEADLINE);
     let recovered_after = up_at.elapsed();
-    assert_kid_accepted(&proxy, &upstream, SigningKey::Signer, "signer");
+    assert_kid_accepted(&proxy, &upstream, SIGNER, "signer");
     assert!(
         refreshes(&proxy, "global", "failure") >= 1.0,
         "failed refreshes must be counted"
@@ -659,7 +631,7 @@ fn key_server_down_at_start_then_ready_as_soon_as_it_comes_up() {
     let up_at = Instant::now();
     proxy.wait_readyz(200, DEADLINE);
     let ready_after = up_at.elapsed();
-    assert_kid_accepted(&proxy, &upstream, SigningKey::Signer, "signer");
+    assert_kid_accepted(&proxy, &upstream, SIGNER, "signer");
     eprintln!("key server up: ready {ready_after:?} later (refresh_seconds = 1)");
 }
 
@@ -671,7 +643,7 @@ fn key_server_down_at_start_then_ready_as_soon_as_it_comes_up() {
 /// forms that must be refused (encryption use, another algorithm), next to EC, symmetric,
 /// too-small and kid-less keys.
 fn non_rsa_signing_set() -> Value {
-    let foreign = public_jwk("foreign");
+    let foreign = FOREIGN.public_jwk(FOREIGN.kid);
     let mut enc = foreign.clone();
     enc["use"] = json!("enc");
     let mut ps256 = foreign.clone();
@@ -694,7 +666,7 @@ fn non_rsa_signing_set() -> Value {
 
 #[test]
 fn broken_key_responses_never_replace_a_good_set() {
-    let good = jwks(&[jwk_with_issuer("signer", KEY_ISSUER_TEMPLATE)]);
+    let good = jwks([SIGNER.jwk(SIGNER.kid)]);
     // What a broken answer carries where it carries a set: `foreign` instead of `signer`, so
     // that a proxy which took it would refuse `signer` hints and accept `foreign` ones.
     let replacement = before_rotation();
@@ -736,7 +708,7 @@ fn broken_key_responses_never_replace_a_good_set() {
         (
             "keys not an array",
             KeyMode::Serve,
-            json!({"keys": {"foreign": jwk_with_issuer("foreign", KEY_ISSUER_TEMPLATE)}}),
+            json!({"keys": {"foreign": FOREIGN.jwk(FOREIGN.kid)}}),
         ),
     ];
     let mut timings = Vec::new();
@@ -756,7 +728,7 @@ fn broken_key_responses_never_replace_a_good_set() {
         );
         proxy.wait_for_log(REFRESH_FAILED, failures + 1, DEADLINE);
 
-        let sent = EntraRequest::new(&sign(SigningKey::Signer, "signer", &claims));
+        let sent = EntraRequest::new(&SIGNER.sign("signer", &claims));
         let response = proxy.send(&sent.post());
         assert_eq!(
             response.verdict(),
@@ -764,7 +736,7 @@ fn broken_key_responses_never_replace_a_good_set() {
             "{name}: the good set must stay in place: {}",
             response.describe()
         );
-        let sent = EntraRequest::new(&sign(SigningKey::Foreign, "foreign", &claims));
+        let sent = EntraRequest::new(&FOREIGN.sign("foreign", &claims));
         let response = proxy.send(&sent.post());
         assert_eq!(
             response.verdict(),
@@ -786,7 +758,7 @@ fn broken_key_responses_never_replace_a_good_set() {
     keys.set_mode(KeyMode::Serve);
     let first = keys.fetches();
     keys.wait_for_fetches(first + 2, DEADLINE);
-    assert_kid_accepted(&proxy, &upstream, SigningKey::Foreign, "foreign");
+    assert_kid_accepted(&proxy, &upstream, FOREIGN, "foreign");
 
     let errors: Vec<String> = proxy
         .log_lines(REFRESH_FAILED)
@@ -813,10 +785,10 @@ fn private_issuer(tid: &str) -> String {
 /// The global cloud's keys: `signer` for any tenant, `foreign` pinned to another tenant, and
 /// `global-only` (signer's material) which the private cloud does not publish.
 fn global_keys() -> Value {
-    jwks(&[
-        jwk_with_issuer("signer", KEY_ISSUER_TEMPLATE),
-        jwk_with_issuer("foreign", &issuer(OTHER_TENANT_ID)),
-        jwk_as("signer", "global-only", KEY_ISSUER_TEMPLATE),
+    jwks([
+        SIGNER.jwk(SIGNER.kid),
+        FOREIGN.jwk_with_issuer(FOREIGN.kid, &issuer(OTHER_TENANT_ID)),
+        SIGNER.jwk("global-only"),
     ])
 }
 
@@ -824,15 +796,15 @@ fn global_keys() -> Value {
 /// global host's (a key of another cloud mixed in), and `private-only`.
 fn private_keys() -> Value {
     let template = "https://login.private.test/{tenantid}/v2.0";
-    jwks(&[
-        jwk_with_issuer("signer", template),
-        jwk_with_issuer("foreign", KEY_ISSUER_TEMPLATE),
-        jwk_as("signer", "private-only", template),
+    jwks([
+        SIGNER.jwk_with_issuer(SIGNER.kid, template),
+        FOREIGN.jwk(FOREIGN.kid),
+        SIGNER.jwk_with_issuer("private-only", template),
     ])
 }
 
-/// App A: global, `TENANT_ID` only, audience `AUDIENCE`. App B: global, any tenant (MSA too),
-/// audience its client_id. App C: the private cloud, audience `AUDIENCE_C`.
+/// App A: global, `TENANT_ID` only, audience `APP_REGISTRATION`. App B: global, any tenant
+/// (MSA too), audience its client_id. App C: the private cloud, audience `AUDIENCE_C`.
 fn three_apps(upstream: &Upstream, global: &KeyServer, private: &str) -> ProxyConfig {
     let config = ProxyConfig::new(upstream)
         .keys(Keys::Url(global.url()))
@@ -869,13 +841,13 @@ fn with_private_cloud(config: ProxyConfig, jwks_url: &str) -> ProxyConfig {
 
 /// An Entra request for app `client_id` (`redirect_uri` its cloud's) with a hint signed by
 /// `key` under `kid`.
-fn request_for(client_id: &str, key: SigningKey, kid: &str, claims: &Value) -> EntraRequest {
+fn request_for(client_id: &str, key: TestKey, kid: &str, claims: &Value) -> EntraRequest {
     let redirect = if client_id == CLIENT_C {
         PRIVATE_REDIRECT
     } else {
-        REDIRECT_URI
+        GLOBAL_REDIRECT
     };
-    EntraRequest::new(&sign(key, kid, claims))
+    EntraRequest::new(&key.sign(kid, claims))
         .with("client_id", client_id)
         .with("redirect_uri", redirect)
 }
@@ -893,18 +865,17 @@ fn two_clouds_three_apps_tenants_audiences_and_issuers() {
         assert_eq!(proxy.metric(&series), Some(3.0), "{series}");
     }
 
-    use SigningKey::{Foreign, Signer};
     let global_refusal = Verdict::refused();
     let private_refusal = Verdict::form_post("invalid_request", PRIVATE_REDIRECT);
     let t1 = TENANT_ID;
     let t2 = OTHER_TENANT_ID;
 
     // App A: global, tenant T1 only.
-    let a_ok = claims(t1, AUDIENCE, &issuer(t1));
+    let a_ok = claims(t1, APP_REGISTRATION, &issuer(t1));
     assert_forwarded(
         &proxy,
         &upstream,
-        &request_for(CLIENT_ID, Signer, "signer", &a_ok),
+        &request_for(CLIENT_ID, SIGNER, "signer", &a_ok),
         &a_ok,
     );
     let refusals: Vec<(&str, EntraRequest, &Verdict, &str)> = vec![
@@ -912,9 +883,9 @@ fn two_clouds_three_apps_tenants_audiences_and_issuers() {
             "A, other tenant",
             request_for(
                 CLIENT_ID,
-                Signer,
+                SIGNER,
                 "signer",
-                &claims(t2, AUDIENCE, &issuer(t2)),
+                &claims(t2, APP_REGISTRATION, &issuer(t2)),
             ),
             &global_refusal,
             "tenant_not_allowed",
@@ -923,9 +894,9 @@ fn two_clouds_three_apps_tenants_audiences_and_issuers() {
             "A, MSA tenant",
             request_for(
                 CLIENT_ID,
-                Signer,
+                SIGNER,
                 "signer",
-                &claims(MSA_TENANT_ID, AUDIENCE, &issuer(MSA_TENANT_ID)),
+                &claims(MSA_TENANT_ID, APP_REGISTRATION, &issuer(MSA_TENANT_ID)),
             ),
             &global_refusal,
             "msa_tenant",
@@ -934,7 +905,7 @@ fn two_clouds_three_apps_tenants_audiences_and_issuers() {
             "A, B's audience",
             request_for(
                 CLIENT_ID,
-                Signer,
+                SIGNER,
                 "signer",
                 &claims(t1, CLIENT_B, &issuer(t1)),
             ),
@@ -943,7 +914,7 @@ fn two_clouds_three_apps_tenants_audiences_and_issuers() {
         ),
         (
             "A, key pinned to another tenant",
-            request_for(CLIENT_ID, Foreign, "foreign", &a_ok),
+            request_for(CLIENT_ID, FOREIGN, "foreign", &a_ok),
             &global_refusal,
             "key_issuer_mismatch",
         ),
@@ -951,9 +922,9 @@ fn two_clouds_three_apps_tenants_audiences_and_issuers() {
             "A, private cloud issuer",
             request_for(
                 CLIENT_ID,
-                Signer,
+                SIGNER,
                 "signer",
-                &claims(t1, AUDIENCE, &private_issuer(t1)),
+                &claims(t1, APP_REGISTRATION, &private_issuer(t1)),
             ),
             &global_refusal,
             "issuer_mismatch",
@@ -963,9 +934,9 @@ fn two_clouds_three_apps_tenants_audiences_and_issuers() {
             "B, A's audience",
             request_for(
                 CLIENT_B,
-                Signer,
+                SIGNER,
                 "signer",
-                &claims(t1, AUDIENCE, &issuer(t1)),
+                &claims(t1, APP_REGISTRATION, &issuer(t1)),
             ),
             &global_refusal,
             "audience_mismatch",
@@ -974,7 +945,7 @@ fn two_clouds_three_apps_tenants_audiences_and_issuers() {
             "B, private cloud issuer",
             request_for(
                 CLIENT_B,
-                Signer,
+                SIGNER,
                 "signer",
                 &claims(t2, CLIENT_B, &private_issuer(t2)),
             ),
@@ -986,7 +957,7 @@ fn two_clouds_three_apps_tenants_audiences_and_issuers() {
             "C, global issuer",
             request_for(
                 CLIENT_C,
-                Signer,
+                SIGNER,
                 "signer",
                 &claims(t1, AUDIENCE_C, &issuer(t1)),
             ),
@@ -997,7 +968,7 @@ fn two_clouds_three_apps_tenants_audiences_and_issuers() {
             "C, key whose issuer template names the global host",
             request_for(
                 CLIENT_C,
-                Foreign,
+                FOREIGN,
                 "foreign",
                 &claims(t1, AUDIENCE_C, &private_issuer(t1)),
             ),
@@ -1008,9 +979,9 @@ fn two_clouds_three_apps_tenants_audiences_and_issuers() {
             "C, A's audience",
             request_for(
                 CLIENT_C,
-                Signer,
+                SIGNER,
                 "signer",
-                &claims(t1, AUDIENCE, &private_issuer(t1)),
+                &claims(t1, APP_REGISTRATION, &private_issuer(t1)),
             ),
             &private_refusal,
             "audience_mismatch",
@@ -1019,7 +990,7 @@ fn two_clouds_three_apps_tenants_audiences_and_issuers() {
             "C, MSA tenant",
             request_for(
                 CLIENT_C,
-                Signer,
+                SIGNER,
                 "signer",
                 &claims(MSA_TENANT_ID, AUDIENCE_C, &private_issuer(MSA_TENANT_ID)),
             ),
@@ -1050,7 +1021,7 @@ fn two_clouds_three_apps_tenants_audiences_and_issuers() {
         assert_forwarded(
             &proxy,
             &upstream,
-            &request_for(CLIENT_B, Signer, "signer", &ok),
+            &request_for(CLIENT_B, SIGNER, "signer", &ok),
             &ok,
         );
     }
@@ -1060,24 +1031,24 @@ fn two_clouds_three_apps_tenants_audiences_and_issuers() {
         assert_forwarded(
             &proxy,
             &upstream,
-            &request_for(CLIENT_C, Signer, "signer", &ok),
+            &request_for(CLIENT_C, SIGNER, "signer", &ok),
             &ok,
         );
         assert_forwarded(
             &proxy,
             &upstream,
-            &request_for(CLIENT_C, Signer, "private-only", &ok),
+            &request_for(CLIENT_C, SIGNER, "private-only", &ok),
             &ok,
         );
     }
     // An error for C goes to C's cloud only: Entra's global redirect_uri is not in its list.
     let misdirected = request_for(
         CLIENT_C,
-        Signer,
+        SIGNER,
         "signer",
-        &claims(t1, AUDIENCE, &issuer(t1)),
+        &claims(t1, APP_REGISTRATION, &issuer(t1)),
     )
-    .with("redirect_uri", REDIRECT_URI);
+    .with("redirect_uri", GLOBAL_REDIRECT);
     let response = proxy.send(&misdirected.post());
     assert_eq!(
         response.verdict(),
@@ -1089,7 +1060,7 @@ fn two_clouds_three_apps_tenants_audiences_and_issuers() {
 
     // Each cloud's keys are its own: a kid of the other cloud is unknown, and the refetch it
     // causes goes to its own cloud's key server only.
-    let a_private_kid = request_for(CLIENT_ID, Signer, "private-only", &a_ok);
+    let a_private_kid = request_for(CLIENT_ID, SIGNER, "private-only", &a_ok);
     assert_refused(
         &proxy,
         &upstream,
@@ -1103,7 +1074,7 @@ fn two_clouds_three_apps_tenants_audiences_and_issuers() {
         "an unknown kid for a global app refetches the global set only"
     );
     let c_ok = claims(t1, AUDIENCE_C, &private_issuer(t1));
-    let c_global_kid = request_for(CLIENT_C, Signer, "global-only", &c_ok);
+    let c_global_kid = request_for(CLIENT_C, SIGNER, "global-only", &c_ok);
     assert_refused(
         &proxy,
         &upstream,
@@ -1143,19 +1114,18 @@ fn one_cloud_without_keys_leaves_the_other_cloud_serving() {
         ready.describe()
     );
 
-    use SigningKey::Signer;
-    let a_ok = claims(TENANT_ID, AUDIENCE, &issuer(TENANT_ID));
+    let a_ok = claims(TENANT_ID, APP_REGISTRATION, &issuer(TENANT_ID));
     assert_forwarded(
         &proxy,
         &upstream,
-        &request_for(CLIENT_ID, Signer, "signer", &a_ok),
+        &request_for(CLIENT_ID, SIGNER, "signer", &a_ok),
         &a_ok,
     );
     let c_ok = claims(TENANT_ID, AUDIENCE_C, &private_issuer(TENANT_ID));
     assert_refused(
         &proxy,
         &upstream,
-        &request_for(CLIENT_C, Signer, "signer", &c_ok),
+        &request_for(CLIENT_C, SIGNER, "signer", &c_ok),
         Verdict::form_post("temporarily_unavailable", PRIVATE_REDIRECT),
         "keys_unavailable",
     );
@@ -1165,7 +1135,7 @@ fn one_cloud_without_keys_leaves_the_other_cloud_serving() {
     assert_forwarded(
         &proxy,
         &upstream,
-        &request_for(CLIENT_C, Signer, "signer", &c_ok),
+        &request_for(CLIENT_C, SIGNER, "signer", &c_ok),
         &c_ok,
     );
 }

@@ -2,10 +2,9 @@
 
 use std::time::Duration;
 
-use eam_tests::hints::{jwk_with_issuer, KEY_ISSUER_TEMPLATE};
 use eam_tests::{
     assert_forwarded, closed_port, default_jwks, microsoft_claims, parse_html_form, sign_hint,
-    EntraRequest, KeyServer, Keys, ProxyConfig, ProxyProcess, Upstream,
+    EntraRequest, KeyServer, Keys, ProxyConfig, ProxyProcess, Upstream, FOREIGN,
 };
 use serde_json::json;
 
@@ -55,7 +54,7 @@ fn keys_over_loopback_http_make_the_proxy_ready() {
 #[test]
 fn unknown_kid_triggers_a_refetch_that_finds_the_rotated_key() {
     // Start with only the other key published, as before Microsoft rotates its signer in.
-    let keys = KeyServer::start(json!({"keys": [jwk_with_issuer("foreign", KEY_ISSUER_TEMPLATE)]}));
+    let keys = KeyServer::start(json!({"keys": [FOREIGN.jwk(FOREIGN.kid)]}));
     let upstream = Upstream::start();
     let proxy = ProxyProcess::start(ProxyConfig::new(&upstream).keys(Keys::Url(keys.url())).set(
         "jwks",

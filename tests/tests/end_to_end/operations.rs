@@ -9,13 +9,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use eam_tests::drills::assert_none_failed;
-use eam_tests::hints::SigningKey;
 use eam_tests::http::{try_get, IO_TIMEOUT};
 use eam_tests::proxy::toml_str;
 use eam_tests::tempdir::TempDir;
 use eam_tests::{
-    microsoft_claims, sign, sign_hint, upstream_and_proxy, EntraRequest, ProxyConfig, ProxyProcess,
-    Reply, Request, Upstream,
+    microsoft_claims, sign_hint, upstream_and_proxy, EntraRequest, ProxyConfig, ProxyProcess,
+    Reply, Request, Upstream, FOREIGN,
 };
 use prometheus_parse::{Sample, Scrape, Value};
 
@@ -91,7 +90,7 @@ fn metrics_follow_a_known_sequence_of_requests() {
     for request in &accepted {
         assert_eq!(proxy.send(&request.post()).status, 200);
     }
-    let forged = EntraRequest::new(&sign(SigningKey::Foreign, "signer", &microsoft_claims()));
+    let forged = EntraRequest::new(&FOREIGN.sign("signer", &microsoft_claims()));
     let rejected = proxy.send(&forged.post());
     assert!(rejected.text().contains("invalid_request"));
     let spoofed = Request::post("/authorize")

@@ -5,11 +5,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use eam_tests::hints::SigningKey;
 use eam_tests::proxy::toml_str;
 use eam_tests::{
-    microsoft_claims, parse_form, parse_html_form, sign, sign_hint, EntraRequest, ProxyConfig,
-    ProxyProcess, Recorded, Reply, Request, Response, Upstream, CLIENT_ID, REDIRECT_URI,
+    microsoft_claims, parse_form, parse_html_form, sign_hint, EntraRequest, ProxyConfig,
+    ProxyProcess, Recorded, Reply, Request, Response, Upstream, CLIENT_ID, FOREIGN,
+    GLOBAL_REDIRECT,
 };
 use serde_json::{json, Value};
 
@@ -61,7 +61,7 @@ fn id_token_for(request: &Recorded, tweak: &Tweak) -> (String, String) {
         "exp": eam_tests::now() + 600,
     });
     tweak(&mut claims);
-    (sign(SigningKey::Foreign, "op", &claims), get("state"))
+    (FOREIGN.sign("op", &claims), get("state"))
 }
 
 /// An OP that ends every authorize POST at once with a form_post of its id_token to Entra.
@@ -113,7 +113,10 @@ impl FormPostOp {
                 return Reply::ok("not a form_post");
             }
             let (id_token, state) = id_token_for(request, &tweak);
-            let page = form_post_page(REDIRECT_URI, &[("id_token", &id_token), ("state", &state)]);
+            let page = form_post_page(
+                GLOBAL_REDIRECT,
+                &[("id_token", &id_token), ("state", &state)],
+            );
             *page_store.lock().unwrap() = page.clone().into_bytes();
             let mut reply = html(&page);
             for (n, v) in &headers {
@@ -191,7 +194,7 @@ fn assert_denied(response: &Response, sent: &EntraRequest, reason_text: &str) {
     assert_eq!(response.status, 200, "{}", response.describe());
     let form = parse_html_form(&response.text()).expect("a form_post page");
     assert_eq!(form.method.to_ascii_lowercase(), "post");
-    assert_eq!(form.action, REDIRECT_URI);
+    assert_eq!(form.action, GLOBAL_REDIRECT);
     assert_eq!(form.field("error"), Some("access_denied"));
     assert_eq!(form.field("state"), sent.get("state"));
     assert_eq!(
@@ -365,9 +368,9 @@ fn an_unknown_state_gets_the_stateless_checks_only() {
     // As if another replica had accepted the request: the page answers a request this proxy
     // never saw, so sub, nonce and the requested acr cannot be judged.
     let page = |claims: Value| {
-        let id_token = sign(SigningKey::Foreign, "op", &claims);
+        let id_token = FOREIGN.sign("op", &claims);
         form_post_page(
-            REDIRECT_URI,
+            GLOBAL_REDIRECT,
             &[("id_token", &id_token), ("state", "from-another-replica")],
         )
     };
@@ -406,14 +409,16 @@ fn an_unknown_state_gets_the_stateless_checks_only() {
 fn other_answers_pass_untouched() {
     let big_page = format!(
         "{}<!-- {} -->",
-        form_post_page(REDIRECT_URI, &[("id_token", "a.b.c"), ("state", "s")]),
+        form_post_page(GLOBAL_REDIRECT, &[("id_token", "a.b.c"), ("state", "s")]),
         "x".repeat(2000)
     );
     let replies: Vec<(&str, Reply)> = vec![
         // A 302 (a query/fragment response, or the login page's redirect).
         (
             "/redirect",
-            Reply::ok("").status(302).header("Location", REDIRECT_URI),
+            Reply::ok("")
+                .status(302)
+                .header("Location", GLOBAL_REDIRECT),
         ),
         // A form_post to another client.
         (
@@ -438,7 +443,7 @@ fn other_answers_pass_untouched() {
         (
             "/error",
             html(&form_post_page(
-                REDIRECT_URI,
+                GLOBAL_REDIRECT,
                 &[("error", "access_denied"), ("state", "s")],
             )),
         ),
@@ -521,9 +526,9 @@ fn enforce_reads_a_page_that_arrives_in_chunks() {
     let stateless = |aud: &str| {
         let claims = json!({"aud": aud, "sub": "s", "acr": "possessionorinherence", "amr": ["fido"],
                 "iss": "https://op.example", "iat": eam_tests::now(), "exp": eam_tests::now() + 600});
-        let id_token = sign(SigningKey::Foreign, "op", &claims);
+        let id_token = FOREIGN.sign("op", &claims);
         form_post_page(
-            REDIRECT_URI,
+            GLOBAL_REDIRECT,
             &[("id_token", &id_token), ("state", "elsewhere")],
         )
     };

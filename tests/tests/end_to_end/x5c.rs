@@ -5,15 +5,16 @@ use std::path::PathBuf;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
-use eam_tests::hints::public_jwk;
 use eam_tests::tempdir::TempDir;
-use eam_tests::{check_config, ProxyConfig, ProxyProcess, Reply, Request, Upstream};
+use eam_tests::{
+    check_config, ProxyConfig, ProxyProcess, Reply, Request, Upstream, FOREIGN, SIGNER,
+};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 /// The OP's key set: `signer` (whose certificate is configured) and `foreign` (none).
 fn op_jwks() -> Value {
-    json!({"keys": [public_jwk("signer"), public_jwk("foreign")]})
+    json!({"keys": [SIGNER.public_jwk(SIGNER.kid), FOREIGN.public_jwk(FOREIGN.kid)]})
 }
 
 fn signer_certificate(dir: &TempDir) -> (PathBuf, Vec<u8>) {
@@ -84,9 +85,17 @@ fn matching_keys_get_x5c_and_others_are_unchanged() {
     let members = without_x5c.as_object_mut().unwrap();
     members.remove("x5c");
     members.remove("x5t#S256");
-    assert_eq!(without_x5c, public_jwk("signer"), "other members unchanged");
+    assert_eq!(
+        without_x5c,
+        SIGNER.public_jwk(SIGNER.kid),
+        "other members unchanged"
+    );
     let foreign = keys.iter().find(|k| k["kid"] == "foreign").unwrap();
-    assert_eq!(foreign, &public_jwk("foreign"), "no certificate: unchanged");
+    assert_eq!(
+        foreign,
+        &FOREIGN.public_jwk(FOREIGN.kid),
+        "no certificate: unchanged"
+    );
     // A new representation, sent whole: its length, and a validator of its own bytes (the
     // OP's names the other one), which the proxy answers itself.
     assert_eq!(
@@ -172,7 +181,8 @@ fn what_cannot_be_rewritten_passes_through_byte_for_byte() {
 #[test]
 fn an_unchanged_key_set_keeps_its_bytes() {
     // Pretty-printed, only `foreign`: nothing to inject, so the OP's exact bytes go out.
-    let body = serde_json::to_string_pretty(&json!({"keys": [public_jwk("foreign")]})).unwrap();
+    let body =
+        serde_json::to_string_pretty(&json!({"keys": [FOREIGN.public_jwk(FOREIGN.kid)]})).unwrap();
     let served = body.clone();
     let x5c = injecting(move || json_reply(&served));
     let proxy = &x5c.proxy;
@@ -237,8 +247,7 @@ fn check_reads_the_certificate_files() {
 #[test]
 fn an_expired_certificate_is_reported_at_start_up() {
     let dir = TempDir::new();
-    let pem = std::fs::read_to_string(eam_tests::fixture("keys/signer.pem")).unwrap();
-    let key = rcgen::KeyPair::from_pem(&pem).unwrap();
+    let key = rcgen::KeyPair::from_pem(SIGNER.pem).unwrap();
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     params.not_before = rcgen::date_time_ymd(2020, 1, 1);
     params.not_after = rcgen::date_time_ymd(2021, 1, 1);
