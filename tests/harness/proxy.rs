@@ -7,6 +7,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
+use eam_proxy::config::{App, Cloud, Config, Jwks, LogFormat, X5cInjection};
 use serde_json::Value;
 
 use crate::command::{run_bounded, COMMAND_TIMEOUT};
@@ -34,16 +35,6 @@ pub fn binary() -> PathBuf {
     path
 }
 
-/// A TOML basic string (JSON's string syntax is a subset of it).
-pub fn toml_str(s: &str) -> String {
-    serde_json::to_string(s).unwrap()
-}
-
-pub fn toml_list(items: &[String]) -> String {
-    let items: Vec<String> = items.iter().map(|s| toml_str(s)).collect();
-    format!("[{}]", items.join(", "))
-}
-
 /// Where the global cloud's keys come from.
 #[derive(Debug, Clone)]
 pub enum Keys {
@@ -53,10 +44,11 @@ pub enum Keys {
     Url(String),
 }
 
-/// A configuration file, table by table. Values are TOML literals (see [`toml_str`]).
-#[derive(Debug, Clone)]
+/// A configuration file, held as the proxy's own schema so that a test cannot write a key the
+/// proxy does not know; rendered to TOML when written.
+#[derive(Debug)]
 pub struct ProxyConfig {
-    tables: Vec<(String, Vec<(String, String)>)>,
+    config: Config,
     keys: Keys,
 }
 
@@ -67,74 +59,37 @@ impl ProxyConfig {
         ProxyConfig::with_upstreams(&[upstream.addr()])
     }
 
+    /// The base configuration, its listeners on ports of their own (never handed out again, see
+    /// [`closed_port`]).
     pub fn with_upstreams(addresses: &[SocketAddr]) -> ProxyConfig {
-        let addresses: Vec<String> = addresses.iter().map(ToString::to_string).collect();
-        let table = |name: &str, entries: &[(&str, String)]| {
-            (
-                name.to_string(),
-                entries
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.clone()))
-                    .collect(),
-            )
-        };
+        let mut config = Config::default();
+        config.server.listen = vec![closed_port().to_string()];
+        config.server.admin_listen = closed_port().to_string();
+        config.server.threads = 1;
+        config.server.max_body_bytes = 32_768;
+        config.server.grace_period_seconds = 0;
+        config.upstream.addresses = addresses.iter().map(ToString::to_string).collect();
+        config.upstream.connect_timeout_ms = 500;
+        config.upstream.read_timeout_ms = 2000;
+        config.authorize.paths = vec!["/authorize".into()];
+        // The test upstreams are not OPs: no discovery reads in their recordings
+        // (tests/tests/end_to_end/spoofing.rs turns it on).
+        config.authorize.discovery_path = String::new();
+        config.log.format = LogFormat::Json;
+        config.apps = vec![App {
+            audiences: vec![APP_REGISTRATION.into()],
+            ..app(CLIENT_ID, "global")
+        }];
+        config.clouds.insert("global".into(), Cloud::default());
         ProxyConfig {
-            tables: vec![
-                table(
-                    "server",
-                    &[
-                        ("threads", "1".into()),
-                        ("max_body_bytes", "32768".into()),
-                        ("grace_period_seconds", "0".into()),
-                    ],
-                ),
-                table(
-                    "upstream",
-                    &[
-                        ("addresses", toml_list(&addresses)),
-                        ("connect_timeout_ms", "500".into()),
-                        ("read_timeout_ms", "2000".into()),
-                    ],
-                ),
-                // The test upstreams are not OPs: no discovery reads in their recordings
-                // (tests/tests/end_to_end/spoofing.rs turns it on).
-                table(
-                    "authorize",
-                    &[
-                        ("paths", toml_list(&["/authorize".into()])),
-                        ("discovery_path", toml_str("")),
-                    ],
-                ),
-                table("log", &[("format", toml_str("json"))]),
-                table(
-                    "apps",
-                    &[
-                        ("client_id", toml_str(CLIENT_ID)),
-                        ("audiences", toml_list(&[APP_REGISTRATION.into()])),
-                        ("cloud", toml_str("global")),
-                    ],
-                ),
-                table("clouds.global", &[]),
-            ],
+            config,
             keys: Keys::Jwks(default_jwks()),
         }
     }
 
-    /// Sets `key` in `table` (replacing it, or adding the table), e.g.
-    /// `set("upstream", "read_timeout_ms", "1000")`.
-    pub fn set(mut self, table: &str, key: &str, value: &str) -> ProxyConfig {
-        let index = match self.tables.iter().position(|(t, _)| t == table) {
-            Some(i) => i,
-            None => {
-                self.tables.push((table.to_string(), Vec::new()));
-                self.tables.len() - 1
-            }
-        };
-        let entries = &mut self.tables[index].1;
-        match entries.iter_mut().find(|(k, _)| k == key) {
-            Some(entry) => entry.1 = value.to_string(),
-            None => entries.push((key.to_string(), value.to_string())),
-        }
+    /// Edits the configuration, e.g. `with(|c| c.upstream.read_timeout_ms = 1000)`.
+    pub fn with(mut self, edit: impl FnOnce(&mut Config)) -> ProxyConfig {
+        edit(&mut self.config);
         self
     }
 
@@ -143,57 +98,34 @@ impl ProxyConfig {
         self
     }
 
-    fn get(&self, table: &str, key: &str) -> Option<&str> {
-        self.tables
-            .iter()
-            .find(|(t, _)| t == table)
-            .and_then(|(_, e)| e.iter().find(|(k, _)| k == key))
-            .map(|(_, v)| v.as_str())
-    }
-
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        for (table, entries) in &self.tables {
-            if ARRAY_TABLES.contains(&table.as_str()) {
-                out.push_str(&format!("[[{table}]]\n"));
-            } else {
-                out.push_str(&format!("[{table}]\n"));
-            }
-            for (key, value) in entries {
-                out.push_str(&format!("{key} = {value}\n"));
-            }
-            out.push('\n');
-        }
-        out
+        toml::to_string(&self.config).expect("the configuration renders as TOML")
     }
 
-    /// Writes the key file and the configuration into `dir`, giving the listeners free ports
-    /// unless the test chose them. Returns the configuration's path.
+    /// Writes the key file and the configuration into `dir`. Returns the configuration's path.
     pub fn write_to(mut self, dir: &TempDir) -> (PathBuf, ProxyConfig) {
-        if self.get("server", "listen").is_none() {
-            let port = closed_port().to_string();
-            self = self.set("server", "listen", &toml_list(&[port]));
-        }
-        if self.get("server", "admin_listen").is_none() {
-            let port = closed_port().to_string();
-            self = self.set("server", "admin_listen", &toml_str(&port));
-        }
-        match self.keys.clone() {
-            Keys::Jwks(jwks) => {
-                let file = dir.write("jwks.json", &jwks.to_string());
-                let file = file.display().to_string();
-                self = self.set("clouds.global", "jwks_file", &toml_str(&file));
-            }
-            Keys::Url(url) => self = self.set("clouds.global", "jwks_url", &toml_str(&url)),
+        let global = self.config.clouds.entry("global".into()).or_default();
+        match &self.keys {
+            Keys::Jwks(jwks) => global.jwks_file = Some(dir.write("jwks.json", &jwks.to_string())),
+            Keys::Url(url) => global.jwks_url = Some(url.clone()),
         }
         (dir.write("eam-proxy.toml", &self.render()), self)
     }
 
-    fn listen_addr(&self, table: &str, key: &str) -> SocketAddr {
-        let raw = self.get(table, key).expect("listener configured");
-        let addr = raw.trim_matches(|c| "[]\" ".contains(c));
-        addr.parse()
-            .unwrap_or_else(|e| panic!("{table}.{key} = {raw}: {e}"))
+    fn listen_addr(raw: &str) -> SocketAddr {
+        raw.parse()
+            .unwrap_or_else(|e| panic!("listener {raw:?}: {e}"))
+    }
+}
+
+/// An `[[apps]]` entry on `cloud` with every optional key at its default.
+pub fn app(client_id: &str, cloud: &str) -> App {
+    App {
+        client_id: client_id.into(),
+        audiences: Vec::new(),
+        cloud: cloud.into(),
+        allowed_tenants: Vec::new(),
+        allow_msa_tenant: false,
     }
 }
 
@@ -256,8 +188,8 @@ impl ProxyProcess {
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
         let mut proxy = ProxyProcess {
             child,
-            addr: config.listen_addr("server", "listen"),
-            admin: config.listen_addr("server", "admin_listen"),
+            addr: ProxyConfig::listen_addr(&config.config.server.listen[0]),
+            admin: ProxyConfig::listen_addr(&config.config.server.admin_listen),
             log_path,
             dir,
         };
@@ -487,19 +419,9 @@ impl CheckOutcome {
 
 /// Runs `eam-proxy --check --config FILE` on `config`; fails the test after 20 s.
 pub fn check_config(config: ProxyConfig) -> CheckOutcome {
-    run_to_exit(config, &["--check"])
-}
-
-/// Starts `eam-proxy --config FILE` (no `--check`) on a configuration it must refuse, and
-/// returns how it exited; fails the test if it is still running after 20 s.
-pub fn start_expecting_exit(config: ProxyConfig) -> CheckOutcome {
-    run_to_exit(config, &[])
-}
-
-fn run_to_exit(config: ProxyConfig, args: &[&str]) -> CheckOutcome {
     let dir = TempDir::new();
     let (config_path, _) = config.write_to(&dir);
-    run_on_file(&config_path, args, COMMAND_TIMEOUT)
+    run_on_file(&config_path, &["--check"], COMMAND_TIMEOUT)
 }
 
 /// Runs `eam-proxy <args> --config <config>` until it exits by itself, which must be within
@@ -521,38 +443,22 @@ pub fn run_on_file(config: &Path, args: &[&str], timeout: Duration) -> CheckOutc
     }
 }
 
-/// Tables rendered as arrays of tables: every entry with one of these names is one element.
-const ARRAY_TABLES: [&str; 2] = ["apps", "upstream.x5c"];
-
 /// Several apps, several clouds, key-set timings: the configurations of the key lifecycle tests.
 impl ProxyConfig {
     /// Appends one `[[upstream.x5c]]` entry: `path` gets `x5c` from these PEM files.
-    pub fn add_x5c(mut self, path: &str, certificates: &[PathBuf]) -> ProxyConfig {
-        let files: Vec<String> = certificates
-            .iter()
-            .map(|c| c.display().to_string())
-            .collect();
-        self.tables.push((
-            "upstream.x5c".to_string(),
-            vec![
-                ("path".to_string(), toml_str(path)),
-                ("certificates".to_string(), toml_list(&files)),
-            ],
-        ));
-        self
+    pub fn add_x5c(self, path: &str, certificates: &[PathBuf]) -> ProxyConfig {
+        self.with(|c| {
+            c.upstream.x5c.push(X5cInjection {
+                path: path.into(),
+                certificates: certificates.to_vec(),
+            })
+        })
     }
 
-    /// Appends one more `[[apps]]` entry (the first one stays the tests' default app, which
-    /// `set("apps", …)` edits). Values are TOML literals.
-    pub fn add_app(mut self, entries: &[(&str, String)]) -> ProxyConfig {
-        self.tables.push((
-            "apps".to_string(),
-            entries
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
-        ));
-        self
+    /// Appends one more `[[apps]]` entry (the first one stays the tests' default app), e.g.
+    /// [`app`]`(CLIENT_B, "global")`.
+    pub fn add_app(self, app: App) -> ProxyConfig {
+        self.with(|c| c.apps.push(app))
     }
 
     /// The four `[jwks]` timings at once.
@@ -563,14 +469,14 @@ impl ProxyConfig {
         max_stale_seconds: u64,
         fetch_timeout_ms: u64,
     ) -> ProxyConfig {
-        self.set("jwks", "refresh_seconds", &refresh_seconds.to_string())
-            .set(
-                "jwks",
-                "min_refetch_seconds",
-                &min_refetch_seconds.to_string(),
-            )
-            .set("jwks", "max_stale_seconds", &max_stale_seconds.to_string())
-            .set("jwks", "fetch_timeout_ms", &fetch_timeout_ms.to_string())
+        self.with(|c| {
+            c.jwks = Jwks {
+                refresh_seconds,
+                min_refetch_seconds,
+                max_stale_seconds,
+                fetch_timeout_ms,
+            }
+        })
     }
 }
 

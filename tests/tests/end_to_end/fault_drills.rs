@@ -22,7 +22,7 @@ use eam_tests::drills::{
 use eam_tests::entra::AUTHORIZE_PATH;
 use eam_tests::hints::{issuer, sign_hs256, unsigned};
 use eam_tests::keyserver::KeyMode;
-use eam_tests::proxy::{binary, run_on_file, toml_list, toml_str};
+use eam_tests::proxy::{app, binary, run_on_file};
 use eam_tests::tempdir::TempDir;
 use eam_tests::upstream::Action;
 use eam_tests::{
@@ -30,6 +30,7 @@ use eam_tests::{
     Keys, ProxyConfig, ProxyProcess, Recorded, Reply, Request, Response, Upstream, Verdict,
     CLIENT_ID, FOREIGN, MSA_TENANT_ID, SIGNER, SUB,
 };
+use filters::ExtraClaim;
 use serde_json::{json, Value};
 
 /// Client-side bound of one exchange in a drill.
@@ -172,11 +173,9 @@ fn state_of(request: &Recorded) -> String {
 #[test]
 fn upstream_refusing_is_a_fast_502_and_the_proxy_recovers_when_it_returns() {
     let port = closed_port();
-    let proxy = ProxyProcess::start_unready(ProxyConfig::with_upstreams(&[port]).set(
-        "upstream",
-        "health_check_interval_ms",
-        "200",
-    ));
+    let proxy = ProxyProcess::start_unready(
+        ProxyConfig::with_upstreams(&[port]).with(|c| c.upstream.health_check_interval_ms = 200),
+    );
     let baseline = ProcStats::of(proxy.pid());
     let hint = sign_hint(&microsoft_claims());
 
@@ -318,8 +317,9 @@ fn upstream_hang_is_a_504_after_the_read_timeout_while_other_paths_are_served() 
             || (request.path() == AUTHORIZE_PATH && state_of(request).starts_with("hang-"));
         hang.then_some(Action::Hang)
     });
-    let proxy =
-        ProxyProcess::start(ProxyConfig::new(&upstream).set("upstream", "read_timeout_ms", "1000"));
+    let proxy = ProxyProcess::start(
+        ProxyConfig::new(&upstream).with(|c| c.upstream.read_timeout_ms = 1000),
+    );
     let baseline = warm_baseline(&proxy);
     let addr = proxy.addr;
     let hint = sign_hint(&microsoft_claims());
@@ -379,8 +379,9 @@ fn slow_upstream_within_the_timeout_is_served_whole() {
         AUTHORIZE_PATH => Some(Action::Delay(Duration::from_millis(800), ok(&reply_body))),
         _ => None,
     });
-    let proxy =
-        ProxyProcess::start(ProxyConfig::new(&upstream).set("upstream", "read_timeout_ms", "2000"));
+    let proxy = ProxyProcess::start(
+        ProxyConfig::new(&upstream).with(|c| c.upstream.read_timeout_ms = 2000),
+    );
     let addr = proxy.addr;
     let hint = sign_hint(&microsoft_claims());
     let probe = Probe::get(addr, "/fast", Duration::from_millis(100));
@@ -416,11 +417,9 @@ fn slow_upstream_within_the_timeout_is_served_whole() {
 #[test]
 fn client_disconnecting_mid_body_forwards_nothing() {
     let upstream = Upstream::with_responder(|_| ok("ok"));
-    let proxy = ProxyProcess::start(ProxyConfig::new(&upstream).set(
-        "server",
-        "client_read_timeout_ms",
-        "5000",
-    ));
+    let proxy = ProxyProcess::start(
+        ProxyConfig::new(&upstream).with(|c| c.server.client_read_timeout_ms = 5000),
+    );
     let baseline = ProcStats::of(proxy.pid());
     let hint = sign_hint(&microsoft_claims());
     let body = EntraRequest::new(&hint)
@@ -518,12 +517,10 @@ fn slow_attack(
 }
 
 fn slow_client_proxy(upstream: &Upstream) -> ProxyProcess {
-    let timeout = CLIENT_READ_TIMEOUT_MS.to_string();
-    ProxyProcess::start(
-        ProxyConfig::new(upstream)
-            .set("server", "client_read_timeout_ms", &timeout)
-            .set("server", "client_header_timeout_ms", &timeout),
-    )
+    ProxyProcess::start(ProxyConfig::new(upstream).with(|c| {
+        c.server.client_read_timeout_ms = CLIENT_READ_TIMEOUT_MS;
+        c.server.client_header_timeout_ms = CLIENT_READ_TIMEOUT_MS;
+    }))
 }
 
 /// Asserts every slow connection was ended by the proxy within `bound`.
@@ -1013,15 +1010,43 @@ fn one_bad_key(dir: &TempDir) -> Vec<BrokenConfig> {
                 panic!("not `name | setting | words`: {row}")
             };
             let (path, value) = setting.split_once(" = ").expect("table.key = value");
-            let (table, key) = path.rsplit_once('.').expect("table.key");
-            let config = ProxyConfig::with_upstreams(&[closed_port()]).set(table, key, value);
+            let config = ProxyConfig::with_upstreams(&[closed_port()]);
             BrokenConfig {
                 name,
-                bytes: config_text(config, dir),
+                bytes: with_raw_key(&config_text(config, dir), path, value),
                 words: words.split(", ").collect(),
             }
         })
         .collect()
+}
+
+/// `text` with `path` (`table.key`; in `apps`, the first app's) set to `value`, a TOML literal.
+/// Text rather than the typed configuration, whose types would refuse most of these values.
+fn with_raw_key(text: &[u8], path: &str, value: &str) -> Vec<u8> {
+    let mut document: toml::Table = std::str::from_utf8(text).unwrap().parse().unwrap();
+    let mut value: toml::Table = format!("value = {value}").parse().unwrap();
+    let (tables, key) = path.rsplit_once('.').expect("table.key");
+    let mut table = &mut document;
+    for name in tables.split('.') {
+        table = match table
+            .entry(name)
+            .or_insert_with(|| toml::Table::new().into())
+        {
+            toml::Value::Table(table) => table,
+            toml::Value::Array(array) => array[0].as_table_mut().expect("an array of tables"),
+            other => panic!("{name} is not a table: {other}"),
+        };
+    }
+    table.insert(key.into(), value.remove("value").unwrap());
+    toml::to_string(&document).unwrap().into_bytes()
+}
+
+/// `[[authorize.extra_claims]]`: the `name` claim as `param`.
+fn extra_claim(param: &str) -> ExtraClaim {
+    ExtraClaim {
+        claim: "name".into(),
+        param: param.into(),
+    }
 }
 
 fn broken_configs(dir: &TempDir) -> Vec<BrokenConfig> {
@@ -1040,9 +1065,9 @@ fn broken_configs(dir: &TempDir) -> Vec<BrokenConfig> {
     let mut non_utf8 = text(base());
     non_utf8.extend_from_slice(b"\n# caf\xe9 \xff\xfe\n");
     let listeners = format!(
-        "[server]\nlisten = {}\nadmin_listen = {}\n",
-        toml_list(&[closed_port().to_string()]),
-        toml_str(&closed_port().to_string())
+        "[server]\nlisten = [\"{}\"]\nadmin_listen = \"{}\"\n",
+        closed_port(),
+        closed_port()
     );
     let mut cases = vec![
         // Bytes and syntax.
@@ -1080,22 +1105,22 @@ fn broken_configs(dir: &TempDir) -> Vec<BrokenConfig> {
         // Semantic errors (proxy/src/config.rs).
         case(
             "no_apps",
-            listeners.clone().into_bytes(),
+            text(base().with(|c| c.apps.clear())),
             &["apps", "at least one"],
         ),
         case(
             "extra_claim_without_prefix",
-            appended("[[authorize.extra_claims]]\nclaim = \"name\"\nparam = \"name\"\n"),
+            text(base().with(|c| c.authorize.extra_claims = vec![extra_claim("name")])),
             &["authorize.extra_claims[0].param", "entra_"],
         ),
         case(
             "extra_claim_shadows_builtin",
-            appended("[[authorize.extra_claims]]\nclaim = \"name\"\nparam = \"entra_sub\"\n"),
+            text(base().with(|c| c.authorize.extra_claims = vec![extra_claim("entra_sub")])),
             &["authorize.extra_claims[0].param", "entra_sub"],
         ),
         case(
             "duplicate_client_id",
-            text(base().add_app(&[("client_id", toml_str(CLIENT_ID))])),
+            text(base().add_app(app(CLIENT_ID, "global"))),
             &["apps[1].client_id", "duplicate"],
         ),
         case(
@@ -1110,7 +1135,10 @@ fn broken_configs(dir: &TempDir) -> Vec<BrokenConfig> {
         ),
         case(
             "incomplete_new_cloud",
-            appended("[clouds.mars]\njwks_url = \"https://keys.mars.test/keys\"\n"),
+            text(base().with(|c| {
+                let mars = c.clouds.entry("mars".into()).or_default();
+                mars.jwks_url = Some("https://keys.mars.test/keys".into());
+            })),
             &["clouds.mars", "issuer_template"],
         ),
     ];
@@ -1513,17 +1541,16 @@ fn soak() {
             Action::Reply(ok("ok"))
         })
     };
-    let proxy = ProxyProcess::start(
-        ProxyConfig::new(&upstream)
-            .set("server", "threads", "2")
-            .set("upstream", "read_timeout_ms", "10000")
-            .set("log", "level", &toml_str("info"))
-            // The response guard remembers each accepted Entra request up to a bound (20,000 by
-            // default: reached after about 4 minutes of this load, +12 MiB). A small bound is
-            // reached within the ramp-up, so the memory compared is steady state with eviction
-            // running all along, and any growth is a leak.
-            .set("authorize", "response_guard_max_entries", "500"),
-    );
+    let proxy = ProxyProcess::start(ProxyConfig::new(&upstream).with(|c| {
+        c.server.threads = 2;
+        c.upstream.read_timeout_ms = 10_000;
+        c.log.level = "info".into();
+        // The response guard remembers each accepted Entra request up to a bound (20,000
+        // by default: reached after about 4 minutes of this load, +12 MiB). A small bound
+        // is reached within the ramp-up, so the memory compared is steady state with
+        // eviction running all along, and any growth is a leak.
+        c.authorize.response_guard_max_entries = 500;
+    }));
     let pid = proxy.pid();
     let addr = proxy.addr;
     let hints = Arc::new(RwLock::new(mint_hints()));

@@ -6,7 +6,6 @@
 //!
 //! The test client connects from 127.0.0.1.
 
-use eam_tests::proxy::toml_list;
 use eam_tests::{
     microsoft_claims, sign_hint, EntraRequest, ProxyConfig, ProxyProcess, Recorded, Request,
     Upstream, DEFAULT_HOST,
@@ -62,8 +61,9 @@ impl Setup {
         let upstream = Upstream::start();
         let mut config = ProxyConfig::new(&upstream);
         if let Some(trusted) = trusted {
-            let trusted: Vec<String> = trusted.iter().map(ToString::to_string).collect();
-            config = config.set("server", "trusted_proxies", &toml_list(&trusted));
+            config = config.with(|c| {
+                c.server.trusted_proxies = trusted.iter().map(|t| t.to_string()).collect()
+            });
         }
         let proxy = ProxyProcess::start(config);
         Setup { upstream, proxy }
@@ -274,9 +274,10 @@ fn a_trusted_proxy_keeps_routing_headers_but_not_underscored_ones() {
 #[test]
 fn routing_headers_and_underscores_are_configurable() {
     let upstream = Upstream::start();
-    let config = ProxyConfig::new(&upstream)
-        .set("server", "routing_headers", &toml_list(&["x-kept".into()]))
-        .set("server", "underscores_in_headers", "true");
+    let config = ProxyConfig::new(&upstream).with(|c| {
+        c.server.routing_headers = vec!["x-kept".into()];
+        c.server.underscores_in_headers = true;
+    });
     let proxy = ProxyProcess::start(config);
     let seen = names(&proxy.forward(&upstream, &routing_forgeries("/page")));
     for name in ROUTING.iter().chain(UNDERSCORED) {

@@ -9,9 +9,12 @@
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use eam_proxy::config::{App, Cloud};
+use eam_tests::command::COMMAND_TIMEOUT;
 use eam_tests::hints::issuer;
 use eam_tests::keyserver::KeyMode;
-use eam_tests::proxy::{start_expecting_exit, toml_list, toml_str, CheckOutcome};
+use eam_tests::proxy::{app, run_on_file};
+use eam_tests::tempdir::TempDir;
 use eam_tests::{
     assert_forwarded, check_config, closed_port, default_jwks, microsoft_claims, parse_html_form,
     EntraRequest, KeyServer, Keys, ProxyConfig, ProxyProcess, Request, Response, TestKey, Upstream,
@@ -194,11 +197,11 @@ fn rotated_kid_is_accepted_on_first_use_with_exactly_one_extra_fetch() {
     // No periodic refresh can happen during the test. min_refetch_seconds keeps its default
     // (60): it spaces on-demand fetches, so a rotation met right after start-up is fetched at
     // once rather than a minute later.
-    let proxy = ProxyProcess::start(ProxyConfig::new(&upstream).keys(Keys::Url(keys.url())).set(
-        "jwks",
-        "refresh_seconds",
-        &NEVER.to_string(),
-    ));
+    let proxy = ProxyProcess::start(
+        ProxyConfig::new(&upstream)
+            .keys(Keys::Url(keys.url()))
+            .with(|c| c.jwks.refresh_seconds = NEVER),
+    );
     assert_eq!(keys.fetches(), 1, "one fetch at start-up");
 
     // Microsoft rotates: the new key is published, the proxy has not seen it yet.
@@ -225,13 +228,14 @@ fn concurrent_rotated_kid(threads: usize, state_len: usize) {
     let keys = KeyServer::start(before_rotation());
     let upstream = Upstream::start();
     let proxy = ProxyProcess::start(
-        keys_from(&upstream, &keys, (NEVER, 60, 604_800, 5000))
-            .set("server", "threads", &threads.to_string())
+        keys_from(&upstream, &keys, (NEVER, 60, 604_800, 5000)).with(|c| {
+            c.server.threads = threads;
             // 200 requests at once through one recording upstream: slow on a loaded machine.
-            .set("upstream", "read_timeout_ms", "20000")
-            // And more connections at once than its accept queue holds (128): the kernel drops
-            // the SYNs past it, and the proxy's connection is made on a retry 1 s later.
-            .set("upstream", "connect_timeout_ms", "5000"),
+            c.upstream.read_timeout_ms = 20_000;
+            // And more connections at once than its accept queue holds (128): the kernel
+            // drops the SYNs past it, and the proxy's connection is made on a retry 1 s later.
+            c.upstream.connect_timeout_ms = 5000;
+        }),
     );
     assert_eq!(keys.fetches(), 1, "one fetch at start-up");
     keys.set_jwks(after_rotation());
@@ -294,7 +298,7 @@ fn concurrent_requests_for_a_made_up_kid_share_one_fetch() {
     let keys = KeyServer::start(default_jwks());
     let upstream = Upstream::start();
     let proxy = ProxyProcess::start(
-        keys_from(&upstream, &keys, (NEVER, 60, 604_800, 5000)).set("server", "threads", "2"),
+        keys_from(&upstream, &keys, (NEVER, 60, 604_800, 5000)).with(|c| c.server.threads = 2),
     );
     assert_eq!(keys.fetches(), 1, "one fetch at start-up");
 
@@ -809,34 +813,29 @@ fn three_apps(upstream: &Upstream, global: &KeyServer, private: &str) -> ProxyCo
     let config = ProxyConfig::new(upstream)
         .keys(Keys::Url(global.url()))
         .jwks_timings(NEVER, 60, 604_800, 1000)
-        .set("apps", "allowed_tenants", &toml_list(&[TENANT_ID.into()]))
-        .add_app(&[
-            ("client_id", toml_str(CLIENT_B)),
-            ("cloud", toml_str("global")),
-            ("allow_msa_tenant", "true".into()),
-        ])
-        .add_app(&[
-            ("client_id", toml_str(CLIENT_C)),
-            ("audiences", toml_list(&[AUDIENCE_C.into()])),
-            ("cloud", toml_str("private")),
-        ]);
+        .with(|c| c.apps[0].allowed_tenants = vec![TENANT_ID.into()])
+        .add_app(App {
+            allow_msa_tenant: true,
+            ..app(CLIENT_B, "global")
+        })
+        .add_app(App {
+            audiences: vec![AUDIENCE_C.into()],
+            ..app(CLIENT_C, "private")
+        });
     with_private_cloud(config, private)
 }
 
 /// `config` with a cloud of one's own, `private`, whose keys come from `jwks_url`.
 fn with_private_cloud(config: ProxyConfig, jwks_url: &str) -> ProxyConfig {
-    config
-        .set("clouds.private", "jwks_url", &toml_str(jwks_url))
-        .set(
-            "clouds.private",
-            "issuer_template",
-            &toml_str("https://login.private.test/{tid}/v2.0"),
-        )
-        .set(
-            "clouds.private",
-            "redirect_uris",
-            &toml_list(&[PRIVATE_REDIRECT.into()]),
-        )
+    let private = Cloud {
+        jwks_url: Some(jwks_url.into()),
+        jwks_file: None,
+        issuer_template: Some("https://login.private.test/{tid}/v2.0".into()),
+        redirect_uris: Some(vec![PRIVATE_REDIRECT.into()]),
+    };
+    config.with(|c| {
+        c.clouds.insert("private".into(), private);
+    })
 }
 
 /// An Entra request for app `client_id` (`redirect_uri` its cloud's) with a hint signed by
@@ -1151,26 +1150,21 @@ fn base() -> ProxyConfig {
 /// Asserts that both `--check` and a plain start refuse `config`, exiting non-zero with a
 /// message that names every one of `words` (the key path first).
 fn assert_config_refused(config: ProxyConfig, words: &[&str]) {
-    let outcomes: [(&str, CheckOutcome); 2] = [
-        ("--check", check_config(config.clone())),
-        ("start-up", start_expecting_exit(config)),
-    ];
-    for (how, outcome) in outcomes {
-        outcome.assert_refused(how, words);
+    let dir = TempDir::new();
+    let (path, _) = config.write_to(&dir);
+    for (how, args) in [("--check", &["--check"][..]), ("start-up", &[])] {
+        run_on_file(&path, args, COMMAND_TIMEOUT).assert_refused(how, words);
     }
 }
 
 #[test]
 fn config_rejects_an_app_on_an_unknown_cloud() {
     assert_config_refused(
-        base().set("apps", "cloud", &toml_str("mars")),
+        base().with(|c| c.apps[0].cloud = "mars".into()),
         &["apps[0].cloud", "mars"],
     );
     assert_config_refused(
-        base().add_app(&[
-            ("client_id", toml_str(CLIENT_B)),
-            ("cloud", toml_str("private")),
-        ]),
+        base().add_app(app(CLIENT_B, "private")),
         &["apps[1].cloud", "private"],
     );
 }
@@ -1178,10 +1172,7 @@ fn config_rejects_an_app_on_an_unknown_cloud() {
 #[test]
 fn config_rejects_a_duplicate_client_id() {
     assert_config_refused(
-        base().add_app(&[
-            ("client_id", toml_str(CLIENT_ID)),
-            ("cloud", toml_str("usgov")),
-        ]),
+        base().add_app(app(CLIENT_ID, "usgov")),
         &["apps[1].client_id", "duplicate", CLIENT_ID],
     );
 }
@@ -1190,11 +1181,10 @@ fn config_rejects_a_duplicate_client_id() {
 fn config_rejects_both_jwks_url_and_jwks_file() {
     // The harness writes a jwks_file for the global cloud; add a URL as well.
     assert_config_refused(
-        base().set(
-            "clouds.global",
-            "jwks_url",
-            &toml_str("https://login.microsoftonline.com/common/discovery/v2.0/keys"),
-        ),
+        base().with(|c| {
+            c.clouds.get_mut("global").unwrap().jwks_url =
+                Some("https://login.microsoftonline.com/common/discovery/v2.0/keys".into());
+        }),
         &["clouds.global", "jwks_url", "jwks_file"],
     );
 }
@@ -1223,10 +1213,9 @@ fn config_rejects_plain_http_keys_off_loopback() {
 fn config_accepts_three_apps_on_two_clouds() {
     let upstream = Upstream::start();
     let global = KeyServer::start(global_keys());
-    let config = three_apps(&upstream, &global, "http://127.0.0.1:9/keys").set(
-        "clouds.usgov",
-        "jwks_url",
-        &toml_str("http://[::1]:9/keys"),
-    );
+    let config = three_apps(&upstream, &global, "http://127.0.0.1:9/keys").with(|c| {
+        let usgov = c.clouds.entry("usgov".into()).or_default();
+        usgov.jwks_url = Some("http://[::1]:9/keys".into());
+    });
     check_config(config).assert_accepted();
 }

@@ -14,7 +14,7 @@ fn unreachable_key_server_keeps_the_proxy_unready() {
     let proxy = ProxyProcess::start_unready(
         ProxyConfig::new(&upstream)
             .keys(Keys::Url(format!("http://{}/keys", closed_port())))
-            .set("jwks", "fetch_timeout_ms", "500"),
+            .with(|c| c.jwks.fetch_timeout_ms = 500),
     );
 
     assert_eq!(proxy.admin_get("/healthz").status, 200);
@@ -56,11 +56,11 @@ fn unknown_kid_triggers_a_refetch_that_finds_the_rotated_key() {
     // Start with only the other key published, as before Microsoft rotates its signer in.
     let keys = KeyServer::start(json!({"keys": [FOREIGN.jwk(FOREIGN.kid)]}));
     let upstream = Upstream::start();
-    let proxy = ProxyProcess::start(ProxyConfig::new(&upstream).keys(Keys::Url(keys.url())).set(
-        "jwks",
-        "min_refetch_seconds",
-        "1",
-    ));
+    let proxy = ProxyProcess::start(
+        ProxyConfig::new(&upstream)
+            .keys(Keys::Url(keys.url()))
+            .with(|c| c.jwks.min_refetch_seconds = 1),
+    );
     let before = keys.fetches();
     keys.set_jwks(default_jwks());
     // Past min_refetch_seconds since the start-up fetch.

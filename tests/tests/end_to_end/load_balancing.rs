@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use eam_tests::proxy::toml_str;
 use eam_tests::upstream::Action;
 use eam_tests::{ProxyConfig, ProxyProcess, Recorded, Reply, Request, Response, Upstream};
 
@@ -86,17 +85,10 @@ fn answers(name: &'static str, healthy: Arc<AtomicBool>) -> impl Fn(&Recorded) -
 
 fn start_proxy(backends: &[&Backend], health_check_path: &str) -> ProxyProcess {
     let addresses: Vec<SocketAddr> = backends.iter().map(|b| b.addr()).collect();
-    let config = ProxyConfig::with_upstreams(&addresses)
-        .set(
-            "upstream",
-            "health_check_interval_ms",
-            &INTERVAL.as_millis().to_string(),
-        )
-        .set(
-            "upstream",
-            "health_check_path",
-            &toml_str(health_check_path),
-        );
+    let config = ProxyConfig::with_upstreams(&addresses).with(|c| {
+        c.upstream.health_check_interval_ms = INTERVAL.as_millis().try_into().unwrap();
+        c.upstream.health_check_path = health_check_path.into();
+    });
     ProxyProcess::start(config)
 }
 

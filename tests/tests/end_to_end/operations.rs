@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use eam_tests::drills::assert_none_failed;
 use eam_tests::http::{try_get, IO_TIMEOUT};
-use eam_tests::proxy::toml_str;
 use eam_tests::tempdir::TempDir;
 use eam_tests::{
     microsoft_claims, sign_hint, upstream_and_proxy, EntraRequest, ProxyConfig, ProxyProcess,
@@ -176,11 +175,9 @@ fn slow_upstream(delay: Duration) -> Upstream {
 fn sigterm_finishes_in_flight_requests_and_exits_zero() {
     let upstream = slow_upstream(Duration::from_millis(800));
     let grace = 2;
-    let mut proxy = ProxyProcess::start(ProxyConfig::new(&upstream).set(
-        "server",
-        "grace_period_seconds",
-        &grace.to_string(),
-    ));
+    let mut proxy = ProxyProcess::start(
+        ProxyConfig::new(&upstream).with(|c| c.server.grace_period_seconds = grace),
+    );
     let addr = proxy.addr;
     let in_flight: Vec<_> = (0..20)
         .map(|i| thread::spawn(move || Request::get(&format!("/slow/{i}")).send(addr)))
@@ -209,15 +206,12 @@ fn sigterm_finishes_in_flight_requests_and_exits_zero() {
 fn zero_downtime_upgrade_under_load() {
     let upstream = Upstream::start();
     let sockets = TempDir::new();
-    let upgrade_sock = sockets.path().join("upgrade.sock").display().to_string();
-    let config = ProxyConfig::new(&upstream)
-        .set("server", "grace_period_seconds", "1")
-        .set("server", "upgrade_sock", &toml_str(&upgrade_sock))
-        .set(
-            "server",
-            "pid_file",
-            &toml_str(&sockets.path().join("pid").display().to_string()),
-        );
+    let upgrade_sock = sockets.path().join("upgrade.sock");
+    let config = ProxyConfig::new(&upstream).with(|c| {
+        c.server.grace_period_seconds = 1;
+        c.server.upgrade_sock = upgrade_sock.clone();
+        c.server.pid_file = sockets.path().join("pid");
+    });
     let mut old = ProxyProcess::start(config);
     let addr = old.addr;
 
@@ -255,10 +249,11 @@ fn zero_downtime_upgrade_under_load() {
         .expect("start the new process");
     // The new process listens on the upgrade socket for the old one's listeners: wait for it.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !std::path::Path::new(&upgrade_sock).exists() {
+    while !upgrade_sock.exists() {
         assert!(
             Instant::now() < deadline,
-            "the new process never opened {upgrade_sock}"
+            "the new process never opened {}",
+            upgrade_sock.display()
         );
         assert!(
             new.try_wait().unwrap().is_none(),

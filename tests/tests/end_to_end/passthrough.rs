@@ -161,8 +161,9 @@ fn upstream_down_is_502() {
 #[test]
 fn upstream_timeout_is_504() {
     let upstream = Upstream::hanging();
-    let proxy =
-        ProxyProcess::start(ProxyConfig::new(&upstream).set("upstream", "read_timeout_ms", "1000"));
+    let proxy = ProxyProcess::start(
+        ProxyConfig::new(&upstream).with(|c| c.upstream.read_timeout_ms = 1000),
+    );
 
     let started = Instant::now();
     let response = proxy.send(&Request::get("/slow"));

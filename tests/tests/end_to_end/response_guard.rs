@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use eam_tests::proxy::toml_str;
+use eam_proxy::config::GuardMode;
 use eam_tests::{
     microsoft_claims, parse_form, parse_html_form, sign_hint, EntraRequest, ProxyConfig,
     ProxyProcess, Recorded, Reply, Request, Response, Upstream, CLIENT_ID, FOREIGN,
@@ -139,7 +139,7 @@ impl FormPostOp {
 
     /// A proxy in `mode` in front of this OP, and Entra's POST sent through it as a browser
     /// sends it (a navigation that accepts compressed HTML): the request and the answer.
-    fn login(&self, mode: &str) -> (ProxyProcess, EntraRequest, Response) {
+    fn login(&self, mode: GuardMode) -> (ProxyProcess, EntraRequest, Response) {
         let proxy = proxy(&self.upstream, mode);
         let sent = EntraRequest::new(&sign_hint(&microsoft_claims()));
         let request = sent
@@ -169,12 +169,11 @@ fn gunzip(body: &[u8]) -> Vec<u8> {
 
 const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
 
-fn proxy(op: &Upstream, mode: &str) -> ProxyProcess {
-    ProxyProcess::start(
-        ProxyConfig::new(op)
-            .set("authorize", "response_guard", &toml_str(mode))
-            .set("authorize", "discovery_path", &toml_str(DISCOVERY_PATH)),
-    )
+fn proxy(op: &Upstream, mode: GuardMode) -> ProxyProcess {
+    ProxyProcess::start(ProxyConfig::new(op).with(|c| {
+        c.authorize.response_guard = mode;
+        c.authorize.discovery_path = DISCOVERY_PATH.into();
+    }))
 }
 
 /// `eam_response_guard_total{result,reason}` from the proxy's /metrics.
@@ -249,11 +248,11 @@ fn violations() -> Vec<(&'static str, &'static str, Tweak)> {
 
 #[test]
 fn a_correct_answer_passes_untouched_in_both_modes() {
-    for mode in ["monitor", "enforce"] {
+    for mode in [GuardMode::Monitor, GuardMode::Enforce] {
         let op = FormPostOp::start(|_| {});
         let (proxy, sent, response) = op.login(mode);
         assert_untouched(&response, &op);
-        assert_eq!(guard_count(&proxy, "ok", "full"), Some(1.0), "{mode}");
+        assert_eq!(guard_count(&proxy, "ok", "full"), Some(1.0), "{mode:?}");
         let line = proxy.wait_for_log("response guard", 1, std::time::Duration::from_secs(5));
         let line: Value = serde_json::from_str(&line[0]).unwrap();
         assert_eq!(
@@ -274,7 +273,7 @@ fn a_correct_answer_passes_untouched_in_both_modes() {
 #[test]
 fn a_compressed_page_is_read_and_a_correct_one_passes_byte_for_byte() {
     let op = FormPostOp::gzipped(|_| {});
-    let (proxy, _, response) = op.login("enforce");
+    let (proxy, _, response) = op.login(GuardMode::Enforce);
     assert_eq!(response.status, 200, "{}", response.describe());
     assert_eq!(response.header("content-encoding"), Some("gzip"));
     assert_eq!(gunzip(&response.body), op.page());
@@ -284,7 +283,7 @@ fn a_compressed_page_is_read_and_a_correct_one_passes_byte_for_byte() {
 #[test]
 fn a_wrong_compressed_page_is_replaced_in_the_same_coding() {
     let op = FormPostOp::gzipped(|c| c["sub"] = json!("someone-else"));
-    let (proxy, sent, mut response) = op.login("enforce");
+    let (proxy, sent, mut response) = op.login(GuardMode::Enforce);
     assert_eq!(response.header("content-encoding"), Some("gzip"));
     response.body = gunzip(&response.body);
     assert_denied(&response, &sent, "sub");
@@ -295,7 +294,7 @@ fn a_wrong_compressed_page_is_replaced_in_the_same_coding() {
 fn monitor_lets_every_wrong_answer_through_and_counts_it() {
     for (reason, _, tweak) in violations() {
         let op = FormPostOp::start(move |c| tweak(c));
-        let (proxy, sent, response) = op.login("monitor");
+        let (proxy, sent, response) = op.login(GuardMode::Monitor);
         assert_untouched(&response, &op);
         assert_eq!(
             guard_count(&proxy, "violation", reason),
@@ -331,7 +330,7 @@ fn monitor_lets_every_wrong_answer_through_and_counts_it() {
 fn enforce_replaces_every_wrong_answer_with_access_denied() {
     for (reason, claim, tweak) in violations() {
         let op = FormPostOp::start(move |c| tweak(c));
-        let (proxy, sent, response) = op.login("enforce");
+        let (proxy, sent, response) = op.login(GuardMode::Enforce);
         assert_denied(&response, &sent, claim);
         assert_eq!(
             guard_count(&proxy, "violation", reason),
@@ -352,7 +351,7 @@ fn enforce_lets_the_replacement_script_run_under_the_ops_csp() {
             "default-src 'self'; script-src 'nonce-abc'",
         )],
     );
-    let (_proxy, sent, response) = op.login("enforce");
+    let (_proxy, sent, response) = op.login(GuardMode::Enforce);
     assert_denied(&response, &sent, "sub");
     let csp = response
         .header("content-security-policy")
@@ -385,7 +384,7 @@ fn an_unknown_state_gets_the_stateless_checks_only() {
         let index = usize::from(r.target.ends_with("/2"));
         Reply::typed("text/html", &served[index])
     });
-    let proxy = proxy(&upstream, "enforce");
+    let proxy = proxy(&upstream, GuardMode::Enforce);
     let resume = |n: u8| {
         proxy.send(&Request::get(&format!("/auth/resume/{n}")).header("Sec-Fetch-Dest", "document"))
     };
@@ -456,11 +455,10 @@ fn other_answers_pass_untouched() {
             .map(|(_, reply)| reply.clone())
             .unwrap()
     });
-    let proxy = ProxyProcess::start(
-        ProxyConfig::new(&upstream)
-            .set("authorize", "response_guard", &toml_str("enforce"))
-            .set("authorize", "response_guard_max_body_bytes", "1024"),
-    );
+    let proxy = ProxyProcess::start(ProxyConfig::new(&upstream).with(|c| {
+        c.authorize.response_guard = GuardMode::Enforce;
+        c.authorize.response_guard_max_body_bytes = 1024;
+    }));
     for (path, reply) in &replies {
         let response = proxy.send(&Request::get(path).header("Sec-Fetch-Dest", "document"));
         assert_eq!(response.status, reply.status, "{path}");
@@ -481,7 +479,7 @@ fn other_answers_pass_untouched() {
 #[test]
 fn off_inspects_nothing_and_keeps_accept_encoding() {
     let op = FormPostOp::start(|c| c["sub"] = json!("someone-else"));
-    let (proxy, _, response) = op.login("off");
+    let (proxy, _, response) = op.login(GuardMode::Off);
     assert_untouched(&response, &op);
     assert_eq!(guard_count(&proxy, "violation", "sub_mismatch"), Some(0.0));
     assert_eq!(
@@ -493,7 +491,7 @@ fn off_inspects_nothing_and_keeps_accept_encoding() {
 #[test]
 fn assets_keep_their_compression() {
     let upstream = Upstream::start();
-    let proxy = proxy(&upstream, "monitor");
+    let proxy = proxy(&upstream, GuardMode::Monitor);
     proxy.send(
         &Request::get("/static/app.js")
             .header("Sec-Fetch-Dest", "script")
@@ -542,11 +540,10 @@ fn enforce_reads_a_page_that_arrives_in_chunks() {
         let index: usize = r.target.trim_start_matches("/resume/").parse().unwrap();
         html(&served[index]).chunked(100)
     });
-    let proxy = ProxyProcess::start(
-        ProxyConfig::new(&upstream)
-            .set("authorize", "response_guard", &toml_str("enforce"))
-            .set("authorize", "response_guard_max_body_bytes", "1536"),
-    );
+    let proxy = ProxyProcess::start(ProxyConfig::new(&upstream).with(|c| {
+        c.authorize.response_guard = GuardMode::Enforce;
+        c.authorize.response_guard_max_body_bytes = 1536;
+    }));
     let resume =
         |n: usize| proxy.send(&Request::get(&format!("/resume/{n}")).header("Accept", "text/html"));
 
@@ -564,7 +561,7 @@ fn enforce_reads_a_page_that_arrives_in_chunks() {
 #[test]
 fn monitor_keeps_the_ops_framing_and_counts_an_amr_string() {
     let op = FormPostOp::start(|c| c["amr"] = json!("fido"));
-    let (proxy, _, response) = op.login("monitor");
+    let (proxy, _, response) = op.login(GuardMode::Monitor);
     assert_untouched(&response, &op);
     assert_eq!(
         response.header("content-length"),

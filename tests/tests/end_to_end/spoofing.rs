@@ -145,11 +145,10 @@ fn op_with_discovery(serves_discovery: bool) -> Upstream {
 /// once its first read ended, `/readyz` then saying `readyz_says`.
 fn reading_discovery(serves_discovery: bool, readyz_says: &str) -> (Upstream, ProxyProcess) {
     let upstream = op_with_discovery(serves_discovery);
-    let proxy = ProxyProcess::start(ProxyConfig::new(&upstream).set(
-        "authorize",
-        "discovery_path",
-        "\"/.well-known/openid-configuration\"",
-    ));
+    let proxy = ProxyProcess::start(
+        ProxyConfig::new(&upstream)
+            .with(|c| c.authorize.discovery_path = "/.well-known/openid-configuration".into()),
+    );
     let ready = proxy.wait_readyz(200, Duration::from_secs(10));
     assert!(ready.text().contains(readyz_says), "{}", ready.text());
     (upstream, proxy)

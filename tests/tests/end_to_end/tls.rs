@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use eam_tests::proxy::{toml_list, toml_str};
 use eam_tests::tempdir::TempDir;
 use eam_tests::tls::{
     assert_curl_has_http2, curl, mtime, replace_file, served_certificate, wait_for_certificate,
@@ -76,18 +75,11 @@ struct TlsProxy {
 impl TlsProxy {
     fn start(upstream: &Upstream, files: &LiveFiles, ca: &TestCa, initial: &Issued) -> TlsProxy {
         let tls_addr = closed_port();
-        let config = ProxyConfig::new(upstream)
-            .set("server", "tls_listen", &toml_list(&[tls_addr.to_string()]))
-            .set(
-                "server",
-                "tls_cert",
-                &toml_str(&files.cert.display().to_string()),
-            )
-            .set(
-                "server",
-                "tls_key",
-                &toml_str(&files.key.display().to_string()),
-            );
+        let config = ProxyConfig::new(upstream).with(|c| {
+            c.server.tls_listen = vec![tls_addr.to_string()];
+            c.server.tls_cert = Some(files.cert.clone());
+            c.server.tls_key = Some(files.key.clone());
+        });
         let proxy = ProxyProcess::start(config);
         let tls = TlsProxy {
             proxy,
@@ -372,15 +364,12 @@ fn tls_upstream() -> (TestCa, TlsUpstream) {
 
 /// A configuration in front of a TLS upstream, checked against `ca_file`.
 fn upstream_tls_config(upstream: &TlsUpstream, ca_file: &Path, sni: &str) -> ProxyConfig {
-    ProxyConfig::with_upstreams(&[upstream.addr()])
-        .set("upstream", "tls", "true")
-        .set("upstream", "sni", &toml_str(sni))
-        .set(
-            "upstream",
-            "ca_file",
-            &toml_str(&ca_file.display().to_string()),
-        )
-        .set("upstream", "health_check_interval_ms", "500")
+    ProxyConfig::with_upstreams(&[upstream.addr()]).with(|c| {
+        c.upstream.tls = true;
+        c.upstream.sni = Some(sni.into());
+        c.upstream.ca_file = Some(ca_file.to_path_buf());
+        c.upstream.health_check_interval_ms = 500;
+    })
 }
 
 /// The TLS upstream's description of the request it answered.
@@ -465,7 +454,8 @@ fn upstream_tls_with_a_wrong_ca_or_name_is_a_502() {
 
     // Only `verify = false` lets it through.
     let proxy = ProxyProcess::start_unready(
-        upstream_tls_config(&upstream, &wrong.cert, "localhost").set("upstream", "verify", "false"),
+        upstream_tls_config(&upstream, &wrong.cert, "localhost")
+            .with(|c| c.upstream.verify = false),
     );
     let seen = upstream_view(&proxy.send(&Request::get("/userinfo")));
     assert_eq!(seen["path"], "/userinfo", "{seen}");
@@ -486,16 +476,12 @@ fn readyz_within(proxy: &ProxyProcess, timeout: Duration) -> Option<String> {
     }
 }
 
-/// Starts a proxy on `config` and asserts it serves and becomes ready, whether its health
-/// check only connects or also GETs a path.
-fn assert_becomes_ready(config: ProxyConfig) {
+/// Starts a proxy on each `config()` and asserts it serves and becomes ready, whether its
+/// health check only connects or also GETs a path.
+fn assert_becomes_ready(config: impl Fn() -> ProxyConfig) {
     let mut unready = Vec::new();
     for health_check_path in ["", "/healthz"] {
-        let config = config.clone().set(
-            "upstream",
-            "health_check_path",
-            &toml_str(health_check_path),
-        );
+        let config = config().with(|c| c.upstream.health_check_path = health_check_path.into());
         let proxy = ProxyProcess::start_unready(config);
         upstream_view(&proxy.send(&Request::get("/")));
         if let Some(last) = readyz_within(&proxy, Duration::from_secs(10)) {
@@ -508,16 +494,16 @@ fn assert_becomes_ready(config: ProxyConfig) {
 #[test]
 fn upstream_tls_with_the_ca_file_becomes_ready() {
     let (ca, upstream) = tls_upstream();
-    assert_becomes_ready(upstream_tls_config(&upstream, &ca.cert, "localhost"));
+    assert_becomes_ready(|| upstream_tls_config(&upstream, &ca.cert, "localhost"));
 }
 
 #[test]
 fn upstream_tls_without_verification_becomes_ready() {
     let wrong = TestCa::new("someone else");
     let (_ca, upstream) = tls_upstream();
-    assert_becomes_ready(
-        upstream_tls_config(&upstream, &wrong.cert, "localhost").set("upstream", "verify", "false"),
-    );
+    assert_becomes_ready(|| {
+        upstream_tls_config(&upstream, &wrong.cert, "localhost").with(|c| c.upstream.verify = false)
+    });
 }
 
 /// cloudflare/pingora#935 (issue 16): an HTTP/2 request body ended by an empty DATA frame with
