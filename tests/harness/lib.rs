@@ -8,6 +8,7 @@
 pub mod command;
 pub mod drills;
 pub mod entra;
+pub mod exclusive;
 pub mod hints;
 pub mod html;
 pub mod http;

@@ -593,6 +593,7 @@ fn stalled_authorize_body_is_ended_after_the_client_read_timeout() {
 
 #[test]
 fn slow_clients_leave_other_clients_unaffected() {
+    let _heavy = eam_tests::exclusive::heavy();
     let upstream = Upstream::with_responder(|_| ok("ok"));
     let proxy = slow_client_proxy(&upstream);
     let baseline = warm_baseline(&proxy);
@@ -706,6 +707,7 @@ fn stalled_request_head_is_ended_after_the_client_header_timeout() {
 
 #[test]
 fn slowloris_headers_are_ended_by_the_proxy() {
+    let _heavy = eam_tests::exclusive::heavy();
     SlowClients {
         what: "slowloris headers",
         count: 20,
@@ -792,6 +794,7 @@ fn settled_after_flood(proxy: &ProxyProcess, baseline: ProcStats, what: &str) ->
 
 #[test]
 fn ten_thousand_connections_opened_and_dropped() {
+    let _heavy = eam_tests::exclusive::heavy();
     let upstream = Upstream::with_responder(|_| ok("ok"));
     let proxy = ProxyProcess::start(ProxyConfig::new(&upstream));
     let baseline = warm_baseline(&proxy);
@@ -826,6 +829,7 @@ fn ten_thousand_connections_opened_and_dropped() {
 
 #[test]
 fn memory_returns_to_baseline_after_a_connection_flood() {
+    let _heavy = eam_tests::exclusive::heavy();
     let upstream = Upstream::with_responder(|_| ok("ok"));
     let proxy = ProxyProcess::start(ProxyConfig::new(&upstream));
     let baseline = warm_baseline(&proxy);
@@ -840,6 +844,7 @@ fn memory_returns_to_baseline_after_a_connection_flood() {
 
 #[test]
 fn key_server_faults_under_load_fail_no_request() {
+    let _heavy = eam_tests::exclusive::heavy();
     const REFRESH_FAILED: &str = "key set refresh failed";
     const LOADED: &str = "key set loaded";
     let keys = KeyServer::start(eam_tests::default_jwks());

@@ -280,6 +280,7 @@ fn concurrent_rotated_kid(threads: usize, state_len: usize) {
 
 #[test]
 fn concurrent_requests_for_a_rotated_kid_share_one_fetch() {
+    let _heavy = eam_tests::exclusive::heavy();
     concurrent_rotated_kid(1, 8_000);
 }
 
@@ -287,6 +288,7 @@ fn concurrent_requests_for_a_rotated_kid_share_one_fetch() {
 /// lengthens the time between a request's look at the key set and its call for a refetch.
 #[test]
 fn concurrent_requests_for_a_rotated_kid_share_one_fetch_on_two_threads() {
+    let _heavy = eam_tests::exclusive::heavy();
     // Before the fix one round lost a request about half the time; four make it near-certain.
     for _ in 0..4 {
         concurrent_rotated_kid(2, 8_000);
@@ -295,6 +297,7 @@ fn concurrent_requests_for_a_rotated_kid_share_one_fetch_on_two_threads() {
 
 #[test]
 fn concurrent_requests_for_a_made_up_kid_share_one_fetch() {
+    let _heavy = eam_tests::exclusive::heavy();
     let keys = KeyServer::start(default_jwks());
     let upstream = Upstream::start();
     let proxy = ProxyProcess::start(

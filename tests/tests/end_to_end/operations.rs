@@ -173,6 +173,7 @@ fn slow_upstream(delay: Duration) -> Upstream {
 
 #[test]
 fn sigterm_finishes_in_flight_requests_and_exits_zero() {
+    let _heavy = eam_tests::exclusive::heavy();
     let upstream = slow_upstream(Duration::from_millis(800));
     let grace = 2;
     let mut proxy = ProxyProcess::start(
@@ -204,6 +205,7 @@ fn sigterm_finishes_in_flight_requests_and_exits_zero() {
 
 #[test]
 fn zero_downtime_upgrade_under_load() {
+    let _heavy = eam_tests::exclusive::heavy();
     let upstream = Upstream::start();
     let sockets = TempDir::new();
     let upgrade_sock = sockets.path().join("upgrade.sock");
