@@ -114,31 +114,30 @@ impl KeyStore {
     /// Called when a hint names a `kid` the current set lacks (Microsoft rotated its keys), or
     /// (`kid` = `None`) when no usable set exists. Concurrent callers share one fetch; fetches
     /// are at least `min_refetch` apart, so a flood of made-up kids costs the key endpoint
-    /// nothing. Returns whether what was missing is now published.
-    pub async fn refetch_on_demand(&self, kid: Option<&str>) -> bool {
+    /// nothing.
+    pub async fn refetch_on_demand(&self, kid: Option<&str>) {
         // Another request's fetch may have published it since this one decided.
         if self.has(kid) {
-            return true;
+            return;
         }
         let wait = self.settings.fetch_timeout + Duration::from_millis(100);
         let Ok(_flight) = tokio::time::timeout(wait, self.refetch.lock()).await else {
-            return false;
+            return;
         };
         if self.has(kid) {
-            return true;
+            return;
         }
         let now_ms = self.created.elapsed().as_millis() as u64;
         let last = self.last_refetch_ms.load(Ordering::Relaxed);
         if last != u64::MAX
             && now_ms.saturating_sub(last) < self.settings.min_refetch.as_millis() as u64
         {
-            return false;
+            return;
         }
         self.last_refetch_ms.store(now_ms, Ordering::Relaxed);
         if let Err(error) = self.refresh().await {
             tracing::warn!(cloud = %self.cloud, source = %self.source, %error, "key set refetch on demand failed");
         }
-        self.has(kid)
     }
 
     /// A usable set is published and, when `kid` is given, holds it.
