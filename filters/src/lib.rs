@@ -7,8 +7,9 @@
 //! upstream receives), [`render`] (error responses), [`error`] (reasons), [`request`] (the
 //! request's head and the rules on it), [`detect`] (which
 //! requests are Entra's), [`authorize`] (the decision that ties them together), and [`guard`]
-//! (the OP's answer to Entra, checked as Entra will check it); [`discovery`] reads the OP's
-//! endpoints that take authorization requests.
+//! (the OP's answer to Entra, checked as Entra will check it), with [`sealed`] (its expectation
+//! sealed into a cookie for another replica); [`discovery`] reads the OP's endpoints that take
+//! authorization requests.
 
 mod acr_request;
 pub mod authorize;
@@ -26,6 +27,7 @@ pub mod policy;
 pub mod render;
 pub mod request;
 pub mod rewrite;
+pub mod sealed;
 pub mod x5c;
 
 // The fuzz targets in `fuzz/` reach the property checks through this (cargo-fuzz builds with
