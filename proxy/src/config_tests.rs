@@ -153,6 +153,7 @@ fn the_repository_example_is_valid_and_complete() {
         "response_guard_max_entries",
         "response_guard_ttl_seconds",
         "response_guard_max_body_bytes",
+        "response_guard_key_file",
         "claim",
         "param",
         "refresh_seconds",
@@ -547,4 +548,44 @@ fn x5c_errors_name_the_entry() {
         "[[upstream.x5c]]\npath = \"/jwks\"\ncertificates = [{cert}]\n[[upstream.x5c]]\npath = \"/jwks\"\ncertificates = [{cert}]\n{APP}"
     );
     assert_eq!(error_of(&twice).key(), "upstream.x5c[1].path");
+}
+
+#[test]
+fn the_guard_key_file_is_read_and_checked_at_validation() {
+    let dir = std::env::temp_dir().join(format!("eam-config-guard-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let with_file = |name: &str, contents: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, contents).unwrap();
+        format!(
+            "[authorize]\nresponse_guard_key_file = {:?}\n{APP}",
+            path.display().to_string()
+        )
+    };
+    let secret = "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE="; // 32 bytes
+    let v = validate(&with_file("ok.key", &format!("# key\n\n{secret}\n"))).unwrap();
+    assert!(v.guard_keys.is_some());
+    assert!(validate(APP).unwrap().guard_keys.is_none());
+    let cases = [
+        (with_file("empty.key", "# nothing\n"), "no secret"),
+        (
+            with_file("bad.key", "not base64!\n"),
+            "line 1 is not base64",
+        ),
+        (with_file("short.key", "QUFB\n"), "fewer than 32 bytes"),
+        (
+            with_file("three.key", &format!("{secret}\n{secret}\n{secret}\n")),
+            "more than 2",
+        ),
+        (
+            "[authorize]\nresponse_guard_key_file = \"/nonexistent/guard.key\"\n".to_string() + APP,
+            "cannot read",
+        ),
+    ];
+    for (text, words) in cases {
+        let e = error_of(&text);
+        let (key, reason) = key_and_reason(&e);
+        assert_eq!(key, "authorize.response_guard_key_file");
+        assert!(reason.contains(words), "{reason}");
+    }
 }

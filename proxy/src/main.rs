@@ -387,12 +387,32 @@ fn key_stores(
 }
 
 fn response_guard(plan: GuardPlan, policy: &Policy, shared: &Shared) -> Arc<GuardStage> {
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let seal = match plan.keys {
+        Some(keys) => {
+            tracing::info!(key_id = %keys.sealing_key_id(), "guard cookies sealed with the key file's first key");
+            keys
+        }
+        None => {
+            tracing::warn!(
+                "no authorize.response_guard_key_file: guard cookies are sealed with a random key \
+                 of this process; several replicas need one shared key file (README \
+                 \"Several replicas\")"
+            );
+            let mut secret = vec![0u8; 32];
+            aws_lc_rs::rand::SecureRandom::fill(&rng, &mut secret)
+                .expect("the system's random source works");
+            filters::sealed::SealKeys::derive(&[secret]).expect("32 bytes are a valid secret")
+        }
+    };
     Arc::new(GuardStage {
         mode: plan.mode,
         max_body_bytes: plan.max_body_bytes,
         checks: filters::ResponseGuard::new(policy),
         memory: response_guard::Memory::new(plan.max_entries, plan.ttl),
         discovery: shared.discovery.clone(),
+        seal,
+        rng,
     })
 }
 

@@ -70,6 +70,24 @@ labels! {
 }
 
 labels! {
+    /// `eam_response_guard_sealed_total{result}`: accepted Entra requests sealed into a cookie,
+    /// too large for one, or without a state or nonce to match an answer to.
+    SealResult { Sealed = "sealed", TooLarge = "too_large", NotRememberable = "not_rememberable" }
+}
+
+labels! {
+    /// `eam_response_guard_unsealed_total{result}`: for an answer this replica's memory did not
+    /// match, the request's sealed cookie opened, absent, unreadable (another key, altered) or
+    /// expired.
+    UnsealResult {
+        Opened = "opened",
+        Missing = "missing",
+        Unreadable = "unreadable",
+        Expired = "expired",
+    }
+}
+
+labels! {
     /// Upstream answers by status class, and requests that got none.
     UpstreamClass {
         Informational = "1xx",
@@ -95,6 +113,8 @@ pub struct Metrics {
     pub x5c_injections: IntCounterVec,
     pub response_guard: IntCounterVec,
     pub response_guard_remembered: IntGauge,
+    pub response_guard_sealed: IntCounterVec,
+    pub response_guard_unsealed: IntCounterVec,
     pub discovery_up: IntGauge,
     pub authorize_paths_unlisted: IntGauge,
 }
@@ -199,6 +219,28 @@ impl Metrics {
         registry.register(Box::new(jwks_age.clone()))?;
         registry.register(Box::new(response_guard.clone()))?;
         registry.register(Box::new(response_guard_remembered.clone()))?;
+        let response_guard_sealed = IntCounterVec::new(
+            Opts::new(
+                "eam_response_guard_sealed_total",
+                "Accepted Entra requests sealed into the response guard's cookie, or why not",
+            ),
+            &["result"],
+        )?;
+        let response_guard_unsealed = IntCounterVec::new(
+            Opts::new(
+                "eam_response_guard_unsealed_total",
+                "Answers the replica's memory did not match, by what the request's sealed cookie gave",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(response_guard_sealed.clone()))?;
+        registry.register(Box::new(response_guard_unsealed.clone()))?;
+        for result in SealResult::ALL {
+            response_guard_sealed.with_label_values(&[result.as_str()]);
+        }
+        for result in UnsealResult::ALL {
+            response_guard_unsealed.with_label_values(&[result.as_str()]);
+        }
         let discovery_up = IntGauge::new(
             "eam_discovery_up",
             "1 when the last read of the OP's discovery document succeeded",
@@ -265,6 +307,8 @@ impl Metrics {
             x5c_injections,
             response_guard,
             response_guard_remembered,
+            response_guard_sealed,
+            response_guard_unsealed,
             discovery_up,
             authorize_paths_unlisted,
         })
@@ -309,6 +353,18 @@ impl Metrics {
         self.guard(GuardResult::Skipped, skip.as_str());
     }
 
+    pub fn guard_sealed(&self, result: SealResult) {
+        self.response_guard_sealed
+            .with_label_values(&[result.as_str()])
+            .inc();
+    }
+
+    pub fn guard_unsealed(&self, result: UnsealResult) {
+        self.response_guard_unsealed
+            .with_label_values(&[result.as_str()])
+            .inc();
+    }
+
     /// The text exposition format, with its content type.
     pub fn render(&self) -> (String, Vec<u8>) {
         let encoder = TextEncoder::new();
@@ -345,6 +401,8 @@ mod tests {
             "eam_response_guard_total{reason=\"stateless\",result=\"ok\"} 0",
             "eam_response_guard_total{reason=\"too_large\",result=\"skipped\"} 0",
             "eam_response_guard_remembered 0",
+            "eam_response_guard_sealed_total{result=\"too_large\"} 0",
+            "eam_response_guard_unsealed_total{result=\"unreadable\"} 0",
             "process_resident_memory_bytes",
             "process_open_fds",
         ] {

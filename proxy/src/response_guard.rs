@@ -12,8 +12,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use bytes::Bytes;
 use filters::render::csp_allowing_auto_post;
+use filters::sealed::{SealKeys, Unsealed};
 use filters::{AnswerContext, Expectation, Remembered, ResponseGuard};
 use http::header;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -22,7 +24,10 @@ use sha2::{Digest, Sha256};
 use crate::config::GuardMode;
 use crate::content_coding::Coding;
 use crate::discovery::Discovery;
-use crate::metrics::{GuardResult, GuardSkip, Metrics};
+use crate::metrics::{GuardResult, GuardSkip, Metrics, SealResult, UnsealResult};
+
+mod cookies;
+pub use cookies::{add_set_cookies, strip as strip_cookies, GuardCookies};
 
 /// The response guard as the proxy runs it, on the OP's answers: `filters`' checks, the memory
 /// of accepted requests they are checked against, and the mode. Absent when
@@ -34,24 +39,57 @@ pub struct GuardStage {
     pub memory: Memory,
     /// The OP's issuer comes from its discovery document (`None`: not read, `iss` unchecked).
     pub discovery: Option<Arc<Discovery>>,
+    /// Seals the expectation into a cookie for the replica that carries the answer: the key
+    /// file's keys, or a random key of this process.
+    pub seal: SealKeys,
+    pub rng: SystemRandom,
+}
+
+/// Where the expectation of a judged answer came from, for its log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Memory,
+    Cookie,
+    None,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Source::Memory => "memory",
+            Source::Cookie => "cookie",
+            Source::None => "none",
+        }
+    }
 }
 
 impl GuardStage {
     /// Checks a complete HTML answer; logs and counts the verdict. The replacement page when the
     /// guard enforces and the answer would be refused by Entra.
-    pub fn judge(&self, html: &[u8], metrics: &Metrics) -> Option<Bytes> {
+    pub fn judge(&self, html: &[u8], cookies: &GuardCookies, metrics: &Metrics) -> Option<Bytes> {
         let post = self.checks.find(html)?;
         let now = Instant::now();
+        let state = post.state.as_deref().filter(|s| !s.is_empty());
+        let nonce = ResponseGuard::nonce_of(&post);
         // By the answer's state; by its id_token's nonce when the OP dropped or changed it.
-        let expected = post
-            .state
-            .as_deref()
-            .filter(|s| !s.is_empty())
+        let remembered = state
             .and_then(|state| self.memory.recall(Key::State(state), now))
             .or_else(|| {
-                ResponseGuard::nonce_of(&post)
-                    .and_then(|nonce| self.memory.recall(Key::Nonce(&nonce), now))
+                let nonce = nonce.as_deref()?;
+                self.memory.recall(Key::Nonce(nonce), now)
             });
+        let (expected, source) = match remembered {
+            Some(e) => (Some(e), Source::Memory),
+            None => {
+                let (result, opened) = self.unseal(cookies, state, nonce.as_deref());
+                metrics.guard_unsealed(result);
+                match opened {
+                    Some(e) => (Some(e), Source::Cookie),
+                    None => (None, Source::None),
+                }
+            }
+        };
+        let expectation = source.as_str();
         let issuer = self.discovery.as_ref().and_then(|d| d.issuer());
         let context = AnswerContext {
             issuer: issuer.as_deref(),
@@ -81,13 +119,89 @@ impl GuardStage {
         let action = if replace { "replaced" } else { "unchanged" };
         if verdict.passed() {
             tracing::info!(target: "eam_proxy::response_guard", client_request_id, client_id, state_hash,
-                scope, result, action, "response guard");
+                scope, expectation, result, action, "response guard");
         } else {
             tracing::warn!(target: "eam_proxy::response_guard", client_request_id, client_id, state_hash,
-                scope, result, reason, reasons, action, "response guard");
+                scope, expectation, result, reason, reasons, action, "response guard");
         }
         let violation = verdict.first().filter(|_| replace)?;
         Some(Bytes::from(self.checks.denial(&post, violation).body))
+    }
+
+    /// The expectation sealed in the request's cookies: the one named by the answer's state, or
+    /// when there is none of that name, any whose nonce is the id_token's.
+    fn unseal(
+        &self,
+        cookies: &GuardCookies,
+        state: Option<&str>,
+        nonce: Option<&str>,
+    ) -> (UnsealResult, Option<Expectation>) {
+        let now = crate::unix_now();
+        let open = |name: &str, value: &str| self.seal.open(value, name, state, now);
+        let named = cookies::name(state, None).and_then(|n| Some((cookies.named(&n)?, n)));
+        if let Some((value, name)) = named {
+            return match open(&name, value) {
+                Unsealed::Opened(e) => (UnsealResult::Opened, Some(e)),
+                Unsealed::Unreadable => (UnsealResult::Unreadable, None),
+                Unsealed::Expired => (UnsealResult::Expired, None),
+            };
+        }
+        let mut result = UnsealResult::Missing;
+        for (name, value) in cookies.iter() {
+            match open(name, value) {
+                Unsealed::Opened(e) if nonce.is_some() && e.nonce.as_deref() == nonce => {
+                    return (UnsealResult::Opened, Some(e));
+                }
+                Unsealed::Opened(_) => {}
+                Unsealed::Unreadable => result = UnsealResult::Unreadable,
+                Unsealed::Expired if result == UnsealResult::Missing => {
+                    result = UnsealResult::Expired
+                }
+                Unsealed::Expired => {}
+            }
+        }
+        (result, None)
+    }
+
+    /// Remembers an accepted Entra request in this replica's memory and seals it for the others:
+    /// the `Set-Cookie` values for the answer (the new cookie, and the oldest expired so that at
+    /// most four live). `remember` is `None` for a request the guard cannot match an answer to.
+    pub fn remember(
+        &self,
+        remember: Option<Remembered>,
+        sent: &GuardCookies,
+        metrics: &Metrics,
+    ) -> Vec<String> {
+        let Some(remembered) = remember else {
+            metrics.guard_sealed(SealResult::NotRememberable);
+            return Vec::new();
+        };
+        let e = remembered.expectation.clone();
+        let count = self.memory.remember(remembered, Instant::now());
+        metrics.response_guard_remembered.set(count as i64);
+        let Some(name) = cookies::name(e.state.as_deref(), e.nonce.as_deref()) else {
+            metrics.guard_sealed(SealResult::NotRememberable);
+            return Vec::new();
+        };
+        let mut nonce = [0u8; filters::sealed::NONCE_LEN];
+        if self.rng.fill(&mut nonce).is_err() {
+            tracing::warn!("no randomness for the response guard's cookie; not set");
+            return Vec::new();
+        }
+        let ttl = self.memory.ttl.as_secs();
+        let Ok(value) = self.seal.seal(&e, crate::unix_now() + ttl, &name, nonce) else {
+            metrics.guard_sealed(SealResult::TooLarge);
+            return Vec::new();
+        };
+        metrics.guard_sealed(SealResult::Sealed);
+        // Unreadable cookies (another key, forged) count as the oldest.
+        let age = |n: &str, v: &str| self.seal.expiry(v, n).unwrap_or(0);
+        let mut set: Vec<String> = cookies::to_expire(sent, &name, age)
+            .into_iter()
+            .map(|old| cookies::set_cookie(old, "", 0))
+            .collect();
+        set.push(cookies::set_cookie(&name, &value, ttl));
+        set
     }
 }
 
@@ -177,7 +291,8 @@ pub struct Memory {
     inner: Mutex<Inner>,
     /// Keys held at most: two per request.
     max_keys: usize,
-    ttl: Duration,
+    /// Also the sealed cookie's lifetime.
+    pub ttl: Duration,
 }
 
 impl Memory {
@@ -311,6 +426,7 @@ impl GuardStage {
         req: &RequestHeader,
         resp: &mut ResponseHeader,
         metrics: &Metrics,
+        cookies: GuardCookies,
     ) -> pingora::Result<Option<Inspection>> {
         Ok(match candidate(req, resp, self.max_body_bytes) {
             Candidate::No => None,
@@ -327,6 +443,7 @@ impl GuardStage {
                     buf: Vec::new(),
                     coding,
                     hold,
+                    cookies,
                 })
             }
         })
@@ -341,6 +458,8 @@ pub struct Inspection {
     /// `enforce`: chunks are held back until the verdict, so a violating page never reaches the
     /// browser. `monitor` copies them and lets them through at once.
     hold: bool,
+    /// The request's guard cookies: the expectation when another replica accepted the request.
+    cookies: GuardCookies,
 }
 
 impl Inspection {
@@ -374,7 +493,7 @@ impl Inspection {
         }
         let buf = std::mem::take(&mut self.buf);
         let verdict = match self.coding.decode(&buf, guard.max_body_bytes) {
-            Some(html) => guard.judge(&html, metrics),
+            Some(html) => guard.judge(&html, &self.cookies, metrics),
             None => {
                 // Not valid in its coding, or larger decoded than a form_post can be.
                 metrics.guard_skipped(GuardSkip::Undecodable);

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use filters::{
     AuthorizeDecision, AuthorizeRequest, ErrorResponse, Field, Framing, HeaderPolicy, Method,
-    Policy, Progress, Ruling, Step, Summary, FORM_CONTENT_TYPE,
+    Outcome, Policy, Progress, Ruling, Step, Summary, FORM_CONTENT_TYPE,
 };
 use http::header;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -27,7 +27,7 @@ use crate::hop;
 use crate::inject::{self, X5cRoute};
 use crate::keystore::KeyStores;
 use crate::metrics::{Forwarding, Metrics, Route, UpstreamClass, X5cResult};
-use crate::response_guard::{GuardStage, Inspection};
+use crate::response_guard::{self, GuardCookies, GuardStage, Inspection};
 use crate::unix_now;
 use crate::upstream_client::UpstreamClient;
 
@@ -72,6 +72,10 @@ pub struct RequestCtx {
     continued: bool,
     /// Why the request could not be proxied, once `fail_to_proxy` has said.
     failure: Option<Failure>,
+    /// The response guard's cookies the request carried (never sent upstream).
+    guard_cookies: GuardCookies,
+    /// `Set-Cookie` values the response guard adds to the answer.
+    set_cookies: Vec<String>,
 }
 
 impl EamProxy {
@@ -195,11 +199,12 @@ impl EamProxy {
         body: Bytes,
     ) -> Result<bool> {
         self.record_decision(&ruling.summary, ctx.started);
-        if let (Some(guard), Some(remembered)) = (&self.guard, ruling.remember) {
-            let remembered = guard.memory.remember(remembered, Instant::now());
-            self.metrics
-                .response_guard_remembered
-                .set(remembered as i64);
+        if let Some(guard) = self
+            .guard
+            .as_ref()
+            .filter(|_| ruling.summary.outcome == Outcome::Accepted)
+        {
+            ctx.set_cookies = guard.remember(ruling.remember, &ctx.guard_cookies, &self.metrics);
         }
         let post = session.req_header().method == http::Method::POST;
         match ruling.decision {
@@ -313,6 +318,7 @@ impl EamProxy {
             }
         }
         inject::prepare_request(&mut upstream)?;
+        response_guard::strip_cookies(&mut upstream)?;
         self.set_upstream_headers(session, &mut upstream)?;
         Ok(upstream)
     }
@@ -484,6 +490,8 @@ impl ProxyHttp for EamProxy {
             uploads: false,
             continued: false,
             failure: None,
+            guard_cookies: GuardCookies::default(),
+            set_cookies: Vec::new(),
         }
     }
 
@@ -500,6 +508,7 @@ impl ProxyHttp for EamProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
+        ctx.guard_cookies = GuardCookies::read(req);
         if let Some(route) = inject::route_for(&self.x5c, &req.method, req.uri.path()) {
             if self.serve_key_set(session, route).await? {
                 return Ok(true);
@@ -567,6 +576,7 @@ impl ProxyHttp for EamProxy {
         if ctx.continued {
             upstream_request.remove_header(&header::EXPECT);
         }
+        response_guard::strip_cookies(upstream_request)?;
         if session.is_http2() && upstream_request.version == http::Version::HTTP_11 {
             hop::join_cookies(upstream_request)?;
         }
@@ -615,9 +625,15 @@ impl ProxyHttp for EamProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(guard) = &self.guard {
-            ctx.inspection =
-                guard.inspect(session.req_header(), upstream_response, &self.metrics)?;
+            let cookies = std::mem::take(&mut ctx.guard_cookies);
+            ctx.inspection = guard.inspect(
+                session.req_header(),
+                upstream_response,
+                &self.metrics,
+                cookies,
+            )?;
         }
+        response_guard::add_set_cookies(upstream_response, &ctx.set_cookies)?;
         // Pingora's HTTP/2 server drops hop-by-hop fields and never chunks: HTTP/1 only.
         if !session.is_http2() {
             hop::remove_hop_by_hop(upstream_response);

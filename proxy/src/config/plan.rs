@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use filters::sealed::SealKeys;
 use filters::{HeaderPolicy, Policy};
 use pingora::server::configuration::{Opt, ServerConf};
 
@@ -74,6 +75,8 @@ pub struct GuardPlan {
     pub max_body_bytes: usize,
     pub max_entries: usize,
     pub ttl: Duration,
+    /// `None`: no key file, a random key of this process.
+    pub keys: Option<SealKeys>,
 }
 
 /// What the proxy service itself holds.
@@ -99,6 +102,7 @@ impl Validated {
             x5c,
             trusted_proxies,
             headers,
+            guard_keys,
         } = self;
         let (opt, server_conf) = pingora_settings(&config.server, launch);
         Ok(Plan {
@@ -116,7 +120,7 @@ impl Validated {
                 },
             },
             discovery: discovery(&config),
-            guard: guard(&config.authorize),
+            guard: guard(&config.authorize, guard_keys),
             proxy: ProxyPlan {
                 policy,
                 x5c,
@@ -183,11 +187,12 @@ fn discovery(config: &Config) -> Option<DiscoveryPlan> {
     })
 }
 
-fn guard(authorize: &Authorize) -> Option<GuardPlan> {
+fn guard(authorize: &Authorize, keys: Option<SealKeys>) -> Option<GuardPlan> {
     (authorize.response_guard != GuardMode::Off).then(|| GuardPlan {
         mode: authorize.response_guard,
         max_body_bytes: authorize.response_guard_max_body_bytes,
         max_entries: authorize.response_guard_max_entries,
         ttl: Duration::from_secs(authorize.response_guard_ttl_seconds),
+        keys,
     })
 }

@@ -175,6 +175,9 @@ pub struct Authorize {
     pub response_guard_ttl_seconds: u64,
     /// Largest HTML answer inspected; larger ones pass unchanged (and are counted).
     pub response_guard_max_body_bytes: usize,
+    /// Secrets that seal the guard's cookie, shared by every replica; none: a random key of this
+    /// process (one replica only).
+    pub response_guard_key_file: Option<PathBuf>,
 }
 
 impl Default for Authorize {
@@ -206,6 +209,7 @@ impl Default for Authorize {
             response_guard_max_entries: 20_000,
             response_guard_ttl_seconds: 600,
             response_guard_max_body_bytes: 65_536,
+            response_guard_key_file: None,
         }
     }
 }

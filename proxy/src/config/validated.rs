@@ -7,6 +7,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use filters::render::is_csp_safe_uri;
+use filters::sealed::{parse_key_file, SealKeys};
 use filters::x5c::Certificate;
 use filters::{AppPolicy, AuthorizeSettings, CloudPolicy, HeaderPolicy, Policy};
 
@@ -44,6 +45,8 @@ pub struct Validated {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `server.routing_headers` and `server.underscores_in_headers`.
     pub headers: HeaderPolicy,
+    /// `authorize.response_guard_key_file`, read and derived.
+    pub guard_keys: Option<SealKeys>,
 }
 
 fn err(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
@@ -97,6 +100,7 @@ impl Config {
             .map(|name| Ok((name.to_string(), self.key_source(name)?)))
             .collect::<Result<_, ConfigError>>()?;
         Ok(Validated {
+            guard_keys: self.guard_keys()?,
             trusted_proxies: self.server.trusted_proxies()?,
             headers: self.server.header_policy()?,
             config: self,
@@ -104,6 +108,20 @@ impl Config {
             key_sources,
             x5c,
         })
+    }
+
+    /// `authorize.response_guard_key_file`: readable, with one or two secrets of 32 bytes or more.
+    fn guard_keys(&self) -> Result<Option<SealKeys>, ConfigError> {
+        let Some(file) = &self.authorize.response_guard_key_file else {
+            return Ok(None);
+        };
+        let key = "authorize.response_guard_key_file";
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| err(key, format!("cannot read {}: {e}", file.display())))?;
+        let secrets = parse_key_file(&text).map_err(|e| err(key, e.to_string()))?;
+        SealKeys::derive(&secrets)
+            .map(Some)
+            .map_err(|e| err(key, e.to_string()))
     }
 
     fn authorize_settings(&self) -> AuthorizeSettings {

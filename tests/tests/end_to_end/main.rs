@@ -20,6 +20,7 @@ mod keys;
 mod load_balancing;
 mod operations;
 mod passthrough;
+mod replicas;
 mod response_guard;
 mod spoofing;
 mod tls;
