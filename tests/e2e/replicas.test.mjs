@@ -109,6 +109,13 @@ test('pinned, shared key: the replica that did not see Entra\'s POST catches a w
   assert.equal(r1.accepted, 0);
   assert.equal(r1.opened, 1, 'replica 1 opened the sealed cookie');
   assert.equal(r1.violation, 1, 'replica 1 counted the sub_mismatch');
+  // nginx is a trusted proxy: its X-Forwarded-* are extended, not replaced.
+  const host = new URL(cluster.url).host;
+  const logins = cluster.op.requests.filter((r) => r.path.startsWith('/interaction/'));
+  assert.ok(logins.length > 0);
+  for (const r of logins) {
+    assert.deepEqual([r.forwardedFor, r.forwardedHost, r.forwardedProto], ['127.0.0.1, 127.0.0.1', host, 'http']);
+  }
 
   op.wrongSub = false;
   const good = await signIn(t, cluster, 'right-sub');
