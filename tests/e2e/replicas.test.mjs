@@ -34,7 +34,7 @@ function counted(before, after) {
   const unsealed = (result) => d('eam_response_guard_unsealed_total', { result });
   return {
     accepted: d('eam_requests_total', { route: 'authorize', outcome: 'accepted' }),
-    sealed: d('eam_response_guard_sealed_total'),
+    sealed: d('eam_response_guard_sealed_total', { result: 'sealed' }),
     violation: d('eam_response_guard_total', { result: 'violation', reason: 'sub_mismatch' }),
     okFull: d('eam_response_guard_total', { result: 'ok', reason: 'full' }),
     okStateless: d('eam_response_guard_total', { result: 'ok', reason: 'stateless' }),
@@ -105,6 +105,7 @@ test('pinned, shared key: the replica that did not see Entra\'s POST catches a w
   assertCaught(bad);
   const [r0, r1] = bad.replicas;
   assert.equal(r0.accepted, 1, 'replica 0 accepted Entra\'s POST');
+  assert.equal(r0.sealed, 1, 'replica 0 sealed it');
   assert.equal(verdicts(r0), 0, 'replica 0 judged no final page');
   assert.equal(r1.accepted, 0);
   assert.equal(r1.opened, 1, 'replica 1 opened the sealed cookie');
