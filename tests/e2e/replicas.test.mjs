@@ -46,6 +46,14 @@ function counted(before, after) {
 }
 const verdicts = (c) => c.violation + c.okFull + c.okStateless;
 
+/** The last guard line of a replica's current process: where its expectation came from, and the verdict. */
+function lastGuardLine(replica) {
+  const lines = replica.proxy.lines.filter((l) => l.includes('"response guard"')).map((l) => JSON.parse(l));
+  assert.ok(lines.length > 0, `replica ${replica.index} logged a guard verdict`);
+  const { expectation, scope, result, action } = lines.at(-1);
+  return { expectation, scope, result, action };
+}
+
 /**
  * One sign-in in a fresh chromium: Entra's page, the POST through nginx, the provider's login
  * (`atLogin` runs there, after Entra's POST was accepted), consent, Entra's redirect_uri.
@@ -110,6 +118,8 @@ test('pinned, shared key: the replica that did not see Entra\'s POST catches a w
   assert.equal(r1.accepted, 0);
   assert.equal(r1.opened, 1, 'replica 1 opened the sealed cookie');
   assert.equal(r1.violation, 1, 'replica 1 counted the sub_mismatch');
+  assert.deepEqual(lastGuardLine(cluster.replicas[1]),
+    { expectation: 'cookie', scope: 'full', result: 'violation', action: 'replaced' });
   // nginx is a trusted proxy: its X-Forwarded-* are extended, not replaced.
   const host = new URL(cluster.url).host;
   const logins = cluster.op.requests.filter((r) => r.path.startsWith('/interaction/'));
@@ -144,7 +154,10 @@ test('round-robin over three replicas, shared key: every wrong sub is caught, wh
     assert.equal(run.replicas.filter((c) => c.accepted === 1).length, 1, 'one replica accepted Entra\'s POST');
     assert.equal(run.replicas.filter((c) => verdicts(c) === 1).length, 1, 'one replica judged the final page');
     assert.equal(run.replicas[run.finalBy].violation, 1);
-    if (run.finalBy !== run.acceptedBy) assert.equal(run.replicas[run.finalBy].opened, 1);
+    const cross = run.finalBy !== run.acceptedBy;
+    if (cross) assert.equal(run.replicas[run.finalBy].opened, 1);
+    // The replica that accepted the POST still has it in memory; any other one opens the cookie.
+    assert.equal(lastGuardLine(cluster.replicas[run.finalBy]).expectation, cross ? 'cookie' : 'memory');
     runs.push(run);
   }
   const pairs = runs.map((r) => `${r.acceptedBy}->${r.finalBy}`);
@@ -171,6 +184,7 @@ test('pinned, shared key: both replicas restarted between Entra\'s POST and the 
   const [, r1] = run.replicas;
   assert.equal(r1.opened, 1, 'the restarted replica 1 opened the cookie sealed before it started');
   assert.equal(r1.violation, 1);
+  assert.equal(lastGuardLine(cluster.replicas[1]).expectation, 'cookie');
 });
 
 test('pinned, no key file: the serving replica cannot read the cookie, and the wrong sub reaches Entra', { timeout: 120_000 }, async (t) => {
@@ -187,4 +201,6 @@ test('pinned, no key file: the serving replica cannot read the cookie, and the w
   assert.equal(r1.unreadable, 1, 'replica 1 counted the cookie sealed with replica 0\'s own key as unreadable');
   assert.equal(r1.okStateless, 1);
   assert.equal(r1.violation, 0);
+  assert.deepEqual(lastGuardLine(cluster.replicas[1]),
+    { expectation: 'none', scope: 'stateless', result: 'ok', action: 'unchanged' });
 });

@@ -210,7 +210,16 @@ export async function startCluster({
         index, listenPort, adminPort, adminUrl: `http://127.0.0.1:${adminPort}`, configPath: path.join(dir, 'eam-proxy.toml'),
         history: [],
         async start() {
-          replica.proxy = await startProxy({ config, runDir: dir, listenPort, adminPort, log: (l) => log(`replica ${index}: ${l}`) });
+          const lines = [];
+          try {
+            replica.proxy = await startProxy({
+              config, runDir: dir, listenPort, adminPort, log: (l) => { lines.push(l); log(`replica ${index}: ${l}`); },
+            });
+          } catch (e) {
+            // startProxy has killed it: keep what it said for the failure's folder.
+            fs.writeFileSync(path.join(outDir, `replica-${index}-failed-start.log`), `${lines.join('\n')}\n`);
+            throw e;
+          }
           replica.history.push(replica.proxy);
         },
         /** Stops the replica (SIGTERM, as a rolling restart does) and starts it again on its ports. */
