@@ -23,9 +23,13 @@ who=tests/run.sh
 . tests/lib/deps.sh
 
 # Pingora needs cmake (zlib-ng) and perl + make (vendored OpenSSL); the end-to-end tests call
-# curl, openssl and python3; tests/e2e needs Node.js and Debian's chromium.
+# curl, openssl and python3; tests/e2e needs Node.js, Debian's chromium and nginx (the balancer
+# in front of the replicas of tests/e2e/replicas.test.mjs; in /usr/sbin, which PATH may lack).
 want_tools cmake perl make cc curl openssl python3 node npm
-[ "${EAM_SKIP_E2E:-0}" = 1 ] || want_chromium
+if [ "${EAM_SKIP_E2E:-0}" != 1 ]; then
+  want_chromium
+  command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || packages+=(nginx-light)
+fi
 install_wanted
 # The parser zoo: Tomcat, Jetty, PHP, Rack, Express, Django, werkzeug, Go (idempotent).
 [ "${EAM_SKIP_ZOO:-0}" = 1 ] || bash tests/zoo/install.sh
