@@ -26,6 +26,7 @@ pub mod policy;
 pub mod render;
 pub mod request;
 pub mod rewrite;
+pub mod standing;
 pub mod x5c;
 
 // The fuzz targets in `fuzz/` reach the property checks through this (cargo-fuzz builds with
@@ -52,3 +53,4 @@ pub use render::ErrorResponse;
 pub use request::{
     is_form_content_type, AuthorizeRequest, Field, Framing, Method, FORM_CONTENT_TYPE,
 };
+pub use standing::{Exceeded, Limit};

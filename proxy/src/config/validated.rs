@@ -44,6 +44,8 @@ pub struct Validated {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `server.routing_headers` and `server.underscores_in_headers`.
     pub headers: HeaderPolicy,
+    /// `[limits]`, parsed; `None` when off.
+    pub limits: Option<crate::limits::LimitSettings>,
 }
 
 fn err(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
@@ -82,6 +84,7 @@ impl Config {
         self.authorize.validate()?;
         self.jwks.validate()?;
         self.log.validate()?;
+        let limits = self.limits.settings()?;
         let x5c = self.x5c_routes()?;
         let clouds = self.clouds()?;
         let apps = self.apps(&clouds)?;
@@ -99,6 +102,7 @@ impl Config {
         Ok(Validated {
             trusted_proxies: self.server.trusted_proxies()?,
             headers: self.server.header_policy()?,
+            limits,
             config: self,
             policy,
             key_sources,
