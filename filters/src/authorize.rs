@@ -13,6 +13,7 @@ use crate::policy::{AppPolicy, ErrorDelivery, Policy};
 use crate::render::{form_post_error, json_error, ErrorResponse};
 use crate::request::{AuthorizeRequest, Framing, Method};
 use crate::rewrite::rewrite_entra;
+use crate::standing::Exceeded;
 
 /// Whether an Entra request must carry a single-valued parameter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,13 +149,19 @@ pub enum Step {
     Done(Ruling),
 }
 
-/// The I/O done so far for one request.
+/// The I/O done so far for one request, and what the proxy counted of its client.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Progress {
     /// `AuthorizeRequest::body` holds the whole body (or what was read of a too large one).
     pub body_read: bool,
     /// A key fetch was made for this request (whatever it brought): do not ask again.
     pub keys_fetched: bool,
+    /// The client has reached its failed-validation limit: an Entra request is refused before
+    /// its hint is looked at, so it costs no signature check.
+    pub over_limit: Option<Exceeded>,
+    /// The proxy declined the [`Step::FetchKeys`] asked for: the client has reached its
+    /// key-refetch limit.
+    pub fetch_refused: Option<Exceeded>,
 }
 
 impl Ruling {
@@ -205,17 +212,27 @@ impl Policy {
                 };
             }
         }
-        let ruling = self.authorize(req, keys, now);
+        let ruling = self.rule_on(req, keys, now, progress);
         match &ruling.keys_wanted {
             Some(fetch) if !progress.keys_fetched => Step::FetchKeys(fetch.clone()),
             _ => Step::Done(ruling),
         }
     }
 
-    /// The ruling on a request read whole, with the keys at hand.
+    /// The ruling on a request read whole, with the keys at hand, for a client under its limits.
     pub fn authorize(&self, req: &AuthorizeRequest<'_>, keys: &dyn KeyLookup, now: u64) -> Ruling {
+        self.rule_on(req, keys, now, Progress::default())
+    }
+
+    fn rule_on(
+        &self,
+        req: &AuthorizeRequest<'_>,
+        keys: &dyn KeyLookup,
+        now: u64,
+        progress: Progress,
+    ) -> Ruling {
         let mut ruling = Ruling::blank();
-        match self.decide(req, keys, now, &mut ruling) {
+        match self.decide(req, keys, now, progress, &mut ruling) {
             Ok(decision) => ruling.decision = decision,
             Err((error, response)) => ruling.refuse(error, response),
         }
@@ -227,6 +244,7 @@ impl Policy {
         req: &AuthorizeRequest<'_>,
         keys: &dyn KeyLookup,
         now: u64,
+        progress: Progress,
         ruling: &mut Ruling,
     ) -> Result<AuthorizeDecision, (AuthorizeError, ErrorResponse)> {
         let summary = &mut ruling.summary;
@@ -270,6 +288,10 @@ impl Policy {
         // The app named by a single client_id decides where errors may go, even when other
         // checks of the request fail.
         let named_app = main.only("client_id").and_then(|id| self.app(id));
+        // Before the hint is parsed: a client past its limit costs no signature check.
+        if let Some(exceeded) = progress.over_limit {
+            return Err(self.rate_limited(named_app, &main, exceeded));
+        }
         let identity = self.entra_app(&main, post_query.as_ref()).and_then(|app| {
             summary.hint_checked = true;
             self.validate_hint(app, &main, keys, now)
@@ -280,6 +302,14 @@ impl Policy {
         let identity = match identity {
             Ok(identity) => identity,
             Err(error) => {
+                // The fetch this refusal waits for, declined by the proxy: the limit answers.
+                let declined = progress
+                    .fetch_refused
+                    .filter(|_| ruling.keys_wanted.is_some() && !progress.keys_fetched);
+                if let Some(exceeded) = declined {
+                    ruling.keys_wanted = None;
+                    return Err(self.rate_limited(named_app, &main, exceeded));
+                }
                 let response = self.entra_error(named_app, &main, error);
                 return Err((error, response));
             }
@@ -426,6 +456,22 @@ impl Policy {
             cloud: self.cloud_of(app).name.clone(),
             kid,
         })
+    }
+
+    /// The answer to a client past a limit: delivered as any other refusal of an Entra request
+    /// (a form_post error to Entra, or a `429`), with `Retry-After`.
+    fn rate_limited(
+        &self,
+        app: Option<&AppPolicy>,
+        params: &Params<'_>,
+        exceeded: Exceeded,
+    ) -> (AuthorizeError, ErrorResponse) {
+        let error = AuthorizeError::RateLimited(exceeded.limit);
+        let mut response = self.entra_error(app, params, error);
+        response
+            .headers
+            .push(("retry-after", exceeded.retry_after.max(1).to_string()));
+        (error, response)
     }
 
     /// README "How a request is handled", step 8: a form_post to Entra when the redirect_uri is exactly one Entra uses for this

@@ -30,6 +30,7 @@ use crate::policy::{
     AppPolicy, AuthorizeSettings, CloudPolicy, DetectMode, ExtraClaim, MSA_TENANT,
 };
 use crate::request::{AuthorizeRequest, Field, Framing, Method};
+use crate::standing::{Exceeded, Limit};
 
 // ---------------------------------------------------------------------------------------------
 // Builders
@@ -2287,7 +2288,7 @@ fn a_head_is_judged_before_its_body_is_read() {
 fn a_missing_key_is_fetched_once_then_ruled_on() {
     let read = Progress {
         body_read: true,
-        keys_fetched: false,
+        ..Progress::default()
     };
     let fetched = Progress {
         keys_fetched: true,
@@ -2318,4 +2319,168 @@ fn a_missing_key_is_fetched_once_then_ruled_on() {
     // Any other refusal is final at once.
     let expired = policy().step(&valid.as_request(), &keys(), NOW + 10_000, read);
     assert!(matches!(expired, Step::Done(r) if r.summary.error == Some(E::Expired)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Abuse limits: the proxy counts, the decision refuses (README "Abuse limits")
+// ---------------------------------------------------------------------------------------------
+
+const OVER_FAILURES: Exceeded = Exceeded {
+    limit: Limit::FailedValidations,
+    retry_after: 17,
+};
+const OVER_REFETCHES: Exceeded = Exceeded {
+    limit: Limit::KeyRefetches,
+    retry_after: 3,
+};
+
+fn done(step: Step) -> Ruling {
+    match step {
+        Step::Done(ruling) => ruling,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_client_over_its_failure_limit_costs_no_key_and_no_fetch() {
+    let limited = Progress {
+        body_read: true,
+        over_limit: Some(OVER_FAILURES),
+        ..Progress::default()
+    };
+    // No key set at all: were the hint looked at, the decision would ask for a fetch.
+    for hint in [
+        valid_hint(),
+        SIGNER.sign("rotated", &Value::Object(claims())),
+    ] {
+        let ruling = done(step(&Req::post(entra_body(&hint)), &Keys::new(), limited));
+        assert_eq!(
+            ruling.summary.error,
+            Some(E::RateLimited(Limit::FailedValidations))
+        );
+        assert_eq!(ruling.summary.reason(), Some("rate_limited"));
+        assert!(!ruling.summary.hint_checked);
+        assert_eq!(ruling.keys_wanted, None);
+        assert!(!ruling.summary.counts_as_failure());
+        let AuthorizeDecision::Reject(page) = ruling.decision else {
+            panic!("not refused")
+        };
+        // Delivered to Entra like any refusal of its request, with the limit named.
+        assert_eq!(page.status, 200);
+        assert_eq!(header(&page, "retry-after"), Some("17"));
+        let fields = hidden_fields(std::str::from_utf8(&page.body).unwrap());
+        assert!(fields.contains(&("error".into(), "temporarily_unavailable".into())));
+        assert!(fields
+            .iter()
+            .any(|(n, v)| n == "error_description" && v.contains("failed_validations")));
+        assert!(fields.contains(&("state".into(), STATE.into())));
+    }
+}
+
+#[test]
+fn a_limited_client_gets_429_where_errors_are_not_posted_to_entra() {
+    let mut policy = policy();
+    policy.authorize.error_delivery = ErrorDelivery::Status;
+    let limited = Progress {
+        body_read: true,
+        over_limit: Some(OVER_FAILURES),
+        ..Progress::default()
+    };
+    let req = Req::post(entra_body(&valid_hint()));
+    let ruling = done(policy.step(&req.as_request(), &keys(), NOW, limited));
+    let AuthorizeDecision::Reject(json) = ruling.decision else {
+        panic!("not refused")
+    };
+    assert_eq!(json.status, 429);
+    assert_eq!(header(&json, "retry-after"), Some("17"));
+    let body: Value = serde_json::from_slice(&json.body).unwrap();
+    assert_eq!(body["error"], "temporarily_unavailable");
+}
+
+#[test]
+fn the_limits_leave_pass_through_alone() {
+    let limited = Progress {
+        over_limit: Some(OVER_FAILURES),
+        fetch_refused: Some(OVER_REFETCHES),
+        ..Progress::default()
+    };
+    let openid = Req::get("client_id=web&redirect_uri=https%3A%2F%2Fapp%2Fcb&response_type=code");
+    let ruling = done(step(&openid, &Keys::new(), limited));
+    assert_eq!(ruling.summary.outcome, Outcome::Passed);
+    assert!(!ruling.summary.counts_as_failure());
+}
+
+#[test]
+fn a_declined_key_fetch_is_refused_by_the_refetch_limit() {
+    let rotated = Req::post(entra_body(
+        &SIGNER.sign("rotated", &Value::Object(claims())),
+    ));
+    let declined = Progress {
+        body_read: true,
+        fetch_refused: Some(OVER_REFETCHES),
+        ..Progress::default()
+    };
+    let ruling = done(step(&rotated, &keys(), declined));
+    assert_eq!(
+        ruling.summary.error,
+        Some(E::RateLimited(Limit::KeyRefetches))
+    );
+    assert_eq!(ruling.keys_wanted, None);
+    assert!(!ruling.summary.counts_as_failure());
+    let AuthorizeDecision::Reject(page) = ruling.decision else {
+        panic!("not refused")
+    };
+    assert_eq!(header(&page, "retry-after"), Some("3"));
+    // A hint whose key is known needs no fetch: the refetch limit does not touch it.
+    let valid = Req::post(entra_body(&valid_hint()));
+    assert_eq!(
+        done(step(&valid, &keys(), declined)).summary.outcome,
+        Outcome::Accepted
+    );
+    // Once fetched, the ruling is on the hint, as without limits.
+    let fetched = Progress {
+        keys_fetched: true,
+        ..declined
+    };
+    assert_eq!(
+        done(step(&rotated, &keys(), fetched)).summary.error,
+        Some(E::UnknownKid)
+    );
+}
+
+#[test]
+fn refusals_for_what_the_client_sent_count_as_failures() {
+    let read = Progress {
+        body_read: true,
+        ..Progress::default()
+    };
+    let forged = Req::post(entra_body(
+        &hint_with_header(|h| {
+            h.insert("kid".into(), SIGNER.kid.into());
+        })
+        .replace('.', ".x"),
+    ));
+    let cases: [(Req, &Keys, bool); 4] = [
+        (Req::post(entra_body(&valid_hint())), &keys(), false),
+        (forged, &keys(), true),
+        (
+            Req::post(entra_body(&hmac_hint("HS256", b"secret"))),
+            &keys(),
+            true,
+        ),
+        // The keys are missing: the proxy's trouble, not the client's.
+        (Req::post(entra_body(&valid_hint())), &Keys::new(), false),
+    ];
+    for (i, (req, keys, counts)) in cases.iter().enumerate() {
+        let fetched = Progress {
+            keys_fetched: true,
+            ..read
+        };
+        let ruling = done(step(req, keys, fetched));
+        assert_eq!(
+            ruling.summary.counts_as_failure(),
+            *counts,
+            "case {i}: {ruling:?}"
+        );
+    }
 }

@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use crate::standing::Limit;
+
 /// An enum of refusals whose every variant has its stable reason written beside it, once: the
 /// macro makes the enum, `reason()`, `ALL_REASONS` (to pre-register metric labels) and
 /// `EXAMPLES` (one value of each variant, with an example payload, for tests and fuzzing).
@@ -110,6 +112,10 @@ reasons! {
         Expired => "expired",
         MissingSubject => "missing_sub",
         MissingObjectId => "missing_oid",
+
+        // --- abuse limits (README "Abuse limits") ---
+        /// The client reached one of its per-window limits: refused before any signature check.
+        RateLimited(Limit = Limit::FailedValidations) => "rate_limited",
     }
 }
 
@@ -132,7 +138,9 @@ impl OAuthError {
 impl AuthorizeError {
     pub fn oauth_error(self) -> OAuthError {
         match self {
-            AuthorizeError::KeysUnavailable => OAuthError::TemporarilyUnavailable,
+            AuthorizeError::KeysUnavailable | AuthorizeError::RateLimited(_) => {
+                OAuthError::TemporarilyUnavailable
+            }
             _ => OAuthError::InvalidRequest,
         }
     }
@@ -143,6 +151,7 @@ impl AuthorizeError {
             AuthorizeError::BodyTooLarge => 413,
             AuthorizeError::MethodNotAllowed => 405,
             AuthorizeError::KeysUnavailable => 503,
+            AuthorizeError::RateLimited(_) => 429,
             _ => 400,
         }
     }
@@ -191,6 +200,16 @@ impl AuthorizeError {
             Expired => "id_token_hint has expired".into(),
             MissingSubject => "id_token_hint has no sub".into(),
             MissingObjectId => "id_token_hint has no oid".into(),
+            RateLimited(Limit::FailedValidations) => {
+                "too many failed sign-in requests from this client: limit failed_validations \
+                 reached, retry later"
+                    .into()
+            }
+            RateLimited(Limit::KeyRefetches) => {
+                "too many requests naming unknown signing keys from this client: limit \
+                 key_refetches reached, retry later"
+                    .into()
+            }
         }
     }
 }
@@ -221,7 +240,18 @@ mod tests {
     }
 
     #[test]
-    fn only_missing_keys_is_temporarily_unavailable() {
+    fn rate_limited_is_429_and_temporarily_unavailable() {
+        for limit in Limit::ALL {
+            let error = AuthorizeError::RateLimited(limit);
+            assert_eq!(error.status(), 429);
+            assert_eq!(error.oauth_error(), OAuthError::TemporarilyUnavailable);
+            assert_eq!(error.reason(), "rate_limited");
+            assert!(error.description().contains(limit.as_str()));
+        }
+    }
+
+    #[test]
+    fn missing_keys_is_temporarily_unavailable() {
         assert_eq!(
             AuthorizeError::KeysUnavailable.oauth_error(),
             OAuthError::TemporarilyUnavailable

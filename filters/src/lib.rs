@@ -28,6 +28,7 @@ pub mod render;
 pub mod request;
 pub mod rewrite;
 pub mod sealed;
+pub mod standing;
 pub mod x5c;
 
 // The fuzz targets in `fuzz/` reach the property checks through this (cargo-fuzz builds with
@@ -54,3 +55,4 @@ pub use render::ErrorResponse;
 pub use request::{
     is_form_content_type, AuthorizeRequest, Field, Framing, Method, FORM_CONTENT_TYPE,
 };
+pub use standing::{Exceeded, Limit};

@@ -18,7 +18,8 @@ pub use plan::{
     DiscoveryPlan, GuardPlan, KeySets, Launch, Listeners, Plan, ProxyPlan, TlsListeners,
 };
 pub use schema::{
-    App, Authorize, Cloud, Config, GuardMode, Jwks, Log, LogFormat, Server, Upstream, X5cInjection,
+    App, Authorize, Cloud, Config, GuardMode, Jwks, Limits, Log, LogFormat, Server, Upstream,
+    X5cInjection,
 };
 pub use upstream::UpstreamPlan;
 pub use validate::Validate;

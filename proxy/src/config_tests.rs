@@ -589,3 +589,37 @@ fn the_guard_key_file_is_read_and_checked_at_validation() {
         assert!(reason.contains(words), "{reason}");
     }
 }
+
+#[test]
+fn limits_are_on_by_default_and_each_key_is_checked() {
+    let on = validate(APP).unwrap().limits.expect("limits on by default");
+    assert_eq!(
+        (
+            on.window,
+            on.failed_validations,
+            on.key_refetches,
+            on.ipv6_prefix
+        ),
+        (std::time::Duration::from_secs(60), 30, 5, 64)
+    );
+    let off = validate(&format!("[limits]\nenabled = false\n{APP}")).unwrap();
+    assert_eq!(off.limits, None);
+    let exempt = validate(&format!(
+        "[limits]\nexempt = [\"10.0.0.0/8\", \"2001:db8::1\"]\n{APP}"
+    ))
+    .unwrap();
+    assert_eq!(exempt.limits.unwrap().exempt.len(), 2);
+    for (line, key) in [
+        ("window_seconds = 0", "limits.window_seconds"),
+        ("window_seconds = 86401", "limits.window_seconds"),
+        ("failed_validations = 0", "limits.failed_validations"),
+        ("key_refetches = 0", "limits.key_refetches"),
+        ("ipv6_prefix = 0", "limits.ipv6_prefix"),
+        ("ipv6_prefix = 129", "limits.ipv6_prefix"),
+        ("exempt = [\"10.0.0.0/33\"]", "limits.exempt[0]"),
+        ("exempt = [\"nowhere\"]", "limits.exempt[0]"),
+    ] {
+        let e = error_of(&format!("[limits]\n{line}\n{APP}"));
+        assert_eq!(key_and_reason(&e).0, key, "{line}: {e}");
+    }
+}

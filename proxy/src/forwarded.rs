@@ -87,6 +87,46 @@ impl Forwarded {
     }
 }
 
+/// The client a request is counted against (README "Abuse limits"): the peer, or, when the peer
+/// is a trusted proxy, the `X-Forwarded-For` entry found walking right to left past trusted
+/// addresses. Entries left of the first untrusted one are the client's own words and never
+/// read; an entry that is not an address stops the walk at the last trusted hop.
+pub fn client_address(
+    client: &RequestHeader,
+    peer: Peer,
+    trusted: &[ipnet::IpNet],
+) -> Option<IpAddr> {
+    let mut address = peer.ip?;
+    if !peer.trusted {
+        return Some(address);
+    }
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let lines: Vec<&str> = client
+        .headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    for entry in lines.iter().rev().flat_map(|line| line.rsplit(',')) {
+        match parse_hop(entry.trim()) {
+            Some(ip) => address = ip,
+            None => break,
+        }
+        if !is_trusted(&address) {
+            break;
+        }
+    }
+    Some(address)
+}
+
+/// An `X-Forwarded-For` entry: an address, possibly with a port (`192.0.2.1:443`, `[::1]:443`).
+fn parse_hop(entry: &str) -> Option<IpAddr> {
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+}
+
 /// Removes the client headers that frameworks route on or read the client's identity from, on
 /// every path.
 pub fn remove_client_headers(upstream: &mut RequestHeader, policy: &HeaderPolicy, peer: Peer) {
@@ -162,6 +202,60 @@ mod tests {
                 "idp.example".into()
             )
         );
+    }
+
+    fn client_of(lines: &[(&str, &str)], peer: &str) -> Option<IpAddr> {
+        let trusted: Vec<ipnet::IpNet> = vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "2001:db8:ffff::/48".parse().unwrap(),
+        ];
+        let ip: IpAddr = peer.parse().unwrap();
+        let peer = Peer {
+            ip: Some(ip),
+            trusted: trusted.iter().any(|net| net.contains(&ip)),
+            tls: false,
+        };
+        client_address(&head(lines), peer, &trusted)
+    }
+
+    fn addr(text: &str) -> Option<IpAddr> {
+        Some(text.parse().unwrap())
+    }
+
+    #[test]
+    fn the_client_is_the_peer_unless_the_peer_is_trusted() {
+        let forged = [("x-forwarded-for", "203.0.113.9")];
+        assert_eq!(client_of(&forged, "192.0.2.7"), addr("192.0.2.7"));
+        assert_eq!(client_of(&[], "10.0.0.2"), addr("10.0.0.2"));
+        let peer = Peer {
+            ip: None,
+            trusted: false,
+            tls: false,
+        };
+        assert_eq!(client_address(&head(&[]), peer, &[]), None);
+    }
+
+    #[test]
+    fn through_trusted_proxies_the_client_is_the_rightmost_untrusted_hop() {
+        // The client's own entries (left of the first untrusted one) are never believed.
+        let chain = [("x-forwarded-for", "1.1.1.1, 198.51.100.4, 10.2.0.1")];
+        assert_eq!(client_of(&chain, "10.0.0.2"), addr("198.51.100.4"));
+        // Every line counts, the last one nearest.
+        let lines = [
+            ("x-forwarded-for", "1.1.1.1, 198.51.100.4"),
+            ("x-forwarded-for", "10.9.9.9"),
+        ];
+        assert_eq!(client_of(&lines, "10.0.0.2"), addr("198.51.100.4"));
+        let v6 = [("x-forwarded-for", "2001:db8:1::5, [2001:db8:ffff::1]:443")];
+        assert_eq!(client_of(&v6, "2001:db8:ffff::2"), addr("2001:db8:1::5"));
+        let ported = [("x-forwarded-for", "198.51.100.4:5123")];
+        assert_eq!(client_of(&ported, "10.0.0.2"), addr("198.51.100.4"));
+        // Only trusted hops: the farthest of them.
+        let internal = [("x-forwarded-for", "10.3.0.1, 10.2.0.1")];
+        assert_eq!(client_of(&internal, "10.0.0.2"), addr("10.3.0.1"));
+        // Garbage stops the walk at the last trusted hop.
+        let garbage = [("x-forwarded-for", "198.51.100.4, unknown, 10.2.0.1")];
+        assert_eq!(client_of(&garbage, "10.0.0.2"), addr("10.2.0.1"));
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod heap;
 mod hop;
 pub mod inject;
 pub mod keystore;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod response_guard;

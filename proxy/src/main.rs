@@ -435,6 +435,7 @@ fn new_eam_proxy(plan: ProxyPlan, shared: &Shared, guard: Option<Arc<GuardStage>
         x5c: Arc::new(plan.x5c),
         guard,
         discovery: shared.discovery.clone(),
+        limits: plan.limits.map(eam_proxy::limits::Limits::new),
     }
 }
 

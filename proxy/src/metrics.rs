@@ -117,6 +117,7 @@ pub struct Metrics {
     pub response_guard_unsealed: IntCounterVec,
     pub discovery_up: IntGauge,
     pub authorize_paths_unlisted: IntGauge,
+    pub rate_limited: IntCounterVec,
 }
 
 impl Metrics {
@@ -254,6 +255,18 @@ impl Metrics {
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
+        // README "Abuse limits": by limit only, never by client.
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "eam_rate_limited_total",
+                "Entra authorize requests refused because their client reached a limit",
+            ),
+            &["limit"],
+        )?;
+        registry.register(Box::new(rate_limited.clone()))?;
+        for limit in filters::Limit::ALL {
+            rate_limited.with_label_values(&[limit.as_str()]);
+        }
 
         // Pre-create every series so dashboards and alerts see zeros, not gaps.
         for route in Route::ALL {
@@ -311,6 +324,7 @@ impl Metrics {
             response_guard_unsealed,
             discovery_up,
             authorize_paths_unlisted,
+            rate_limited,
         })
     }
 

@@ -26,6 +26,7 @@ use crate::forwarded::{self, Peer};
 use crate::hop;
 use crate::inject::{self, X5cRoute};
 use crate::keystore::KeyStores;
+use crate::limits::{ClientKey, Limits};
 use crate::metrics::{Forwarding, Metrics, Route, UpstreamClass, X5cResult};
 use crate::response_guard::{self, GuardCookies, GuardStage, Inspection};
 use crate::unix_now;
@@ -51,6 +52,8 @@ pub struct EamProxy {
     pub guard: Option<Arc<GuardStage>>,
     /// `None` when `authorize.discovery_path` is empty.
     pub discovery: Option<Arc<Discovery>>,
+    /// Per-client abuse limits; `None` when `limits.enabled = false`.
+    pub limits: Option<Limits>,
 }
 
 pub struct RequestCtx {
@@ -151,6 +154,9 @@ impl EamProxy {
             m.hint_rejections.with_label_values(&[reason]).inc();
         }
         m.spoofed_params_removed.inc_by(summary.stripped as u64);
+        if let Some(filters::AuthorizeError::RateLimited(limit)) = summary.error {
+            m.rate_limited.with_label_values(&[limit.as_str()]).inc();
+        }
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         self.decision_log.write(summary, latency_ms);
     }
@@ -160,7 +166,11 @@ impl EamProxy {
     async fn rule(&self, session: &mut Session) -> Result<(Ruling, Bytes)> {
         let framing = framing(session);
         let mut body = Bytes::new();
-        let mut progress = Progress::default();
+        let client = self.limited_client(session);
+        let mut progress = Progress {
+            over_limit: client.and_then(|(limits, key)| limits.failures_exceeded(key)),
+            ..Progress::default()
+        };
         loop {
             let began = Instant::now();
             let request = authorize_request(session.req_header(), framing, &body);
@@ -171,10 +181,23 @@ impl EamProxy {
                     progress.body_read = true;
                 }
                 Step::FetchKeys(wanted) => {
-                    self.keys.fetch(&wanted).await;
-                    progress.keys_fetched = true;
+                    // Only a fetch for a client's unknown kid is the client's doing; a missing
+                    // set is fetched for anyone.
+                    let declined = match (client, &wanted.kid) {
+                        (Some((limits, key)), Some(_)) => limits.take_refetch(key).err(),
+                        _ => None,
+                    };
+                    if declined.is_some() {
+                        progress.fetch_refused = declined;
+                    } else {
+                        self.keys.fetch(&wanted).await;
+                        progress.keys_fetched = true;
+                    }
                 }
                 Step::Done(ruling) => {
+                    if let Some((limits, key)) = client {
+                        limits.settle(key, &ruling.summary);
+                    }
                     if ruling.summary.hint_checked {
                         let elapsed = began.elapsed().as_secs_f64();
                         self.metrics.hint_validation.observe(elapsed);
@@ -359,6 +382,14 @@ impl EamProxy {
                 }
             }
         }
+    }
+
+    /// The abuse limits and the key of this request's client; `None` when it is not limited.
+    fn limited_client(&self, session: &Session) -> Option<(&Limits, ClientKey)> {
+        let limits = self.limits.as_ref()?;
+        let peer = self.peer(session);
+        let address = forwarded::client_address(session.req_header(), peer, &self.trusted_proxies);
+        Some((limits, limits.key(address)?))
     }
 
     fn peer(&self, session: &Session) -> Peer {

@@ -89,6 +89,8 @@ pub struct ProxyPlan {
     pub client_body_timeout: Duration,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub headers: HeaderPolicy,
+    /// `[limits]`; `None` when off.
+    pub limits: Option<crate::limits::LimitSettings>,
     pub json_log: bool,
     pub include_username: bool,
 }
@@ -103,6 +105,7 @@ impl Validated {
             trusted_proxies,
             headers,
             guard_keys,
+            limits,
         } = self;
         let (opt, server_conf) = pingora_settings(&config.server, launch);
         Ok(Plan {
@@ -128,6 +131,7 @@ impl Validated {
                 client_body_timeout: Duration::from_millis(config.server.client_body_timeout_ms),
                 trusted_proxies,
                 headers,
+                limits,
                 json_log: config.log.format == LogFormat::Json,
                 include_username: config.log.include_username,
             },

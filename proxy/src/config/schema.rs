@@ -24,6 +24,8 @@ pub struct Config {
     #[serde(default)]
     pub log: Log,
     #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
     pub apps: Vec<App>,
     #[serde(default)]
     pub clouds: BTreeMap<String, Cloud>,
@@ -256,6 +258,37 @@ impl Default for Log {
             format: LogFormat::Json,
             include_username: false,
             level: "info".into(),
+        }
+    }
+}
+
+/// `[limits]`: per-client abuse limits on Entra's authorize requests (README "Abuse limits").
+/// Counted per replica.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub enabled: bool,
+    /// The counting window; `Retry-After` is the time left in it.
+    pub window_seconds: u64,
+    /// Entra requests refused for what the client sent, per client and window.
+    pub failed_validations: u32,
+    /// Key fetches set off by unknown `kid`s, per client and window.
+    pub key_refetches: u32,
+    /// IPv6 clients are counted by this prefix: one host holds a whole /64.
+    pub ipv6_prefix: u8,
+    /// Addresses (IP or CIDR) never limited.
+    pub exempt: Vec<String>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            enabled: true,
+            window_seconds: 60,
+            failed_validations: 30,
+            key_refetches: 5,
+            ipv6_prefix: 64,
+            exempt: Vec::new(),
         }
     }
 }

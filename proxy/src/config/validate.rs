@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use super::error::ConfigError;
-use super::schema::{Authorize, Jwks, Log, Server, Upstream};
+use super::schema::{Authorize, Jwks, Limits, Log, Server, Upstream};
 
 /// Pingora's retry buffer holds 64 KiB; a larger body would be silently dropped.
 const PINGORA_BODY_BUFFER: usize = 64 * 1024;
@@ -29,23 +29,28 @@ fn positive(values: &[(&str, u64)]) -> Result<(), ConfigError> {
     }
 }
 
+/// Entries that are each an IP address or a CIDR range.
+fn networks(key: &str, entries: &[String]) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            entry
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| entry.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    err(
+                        format!("{key}[{i}]"),
+                        format!("\"{entry}\" is not an IP address or CIDR range"),
+                    )
+                })
+        })
+        .collect()
+}
+
 impl Server {
     pub fn trusted_proxies(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
-        self.trusted_proxies
-            .iter()
-            .enumerate()
-            .map(|(i, entry)| {
-                entry
-                    .parse::<ipnet::IpNet>()
-                    .or_else(|_| entry.parse::<IpAddr>().map(ipnet::IpNet::from))
-                    .map_err(|_| {
-                        err(
-                            format!("server.trusted_proxies[{i}]"),
-                            format!("\"{entry}\" is not an IP address or CIDR range"),
-                        )
-                    })
-            })
-            .collect()
+        networks("server.trusted_proxies", &self.trusted_proxies)
     }
 
     pub fn header_policy(&self) -> Result<filters::HeaderPolicy, ConfigError> {
@@ -287,6 +292,41 @@ impl Validate for Jwks {
             ("jwks.max_stale_seconds", self.max_stale_seconds),
             ("jwks.fetch_timeout_ms", self.fetch_timeout_ms),
         ])
+    }
+}
+
+impl Limits {
+    /// What the proxy counts with; `None` when the limits are off.
+    pub fn settings(&self) -> Result<Option<crate::limits::LimitSettings>, ConfigError> {
+        let exempt = networks("limits.exempt", &self.exempt)?;
+        if !self.enabled {
+            return Ok(None);
+        }
+        // pingora-limits' `Rate` assumes windows of a second or more.
+        if !(1..=86_400).contains(&self.window_seconds) {
+            return Err(err("limits.window_seconds", "must be between 1 and 86400"));
+        }
+        for (key, value) in [
+            ("limits.failed_validations", self.failed_validations),
+            ("limits.key_refetches", self.key_refetches),
+        ] {
+            if value == 0 {
+                return Err(err(
+                    key,
+                    "must be at least 1 (set enabled = false to turn the limits off)",
+                ));
+            }
+        }
+        if !(1..=128).contains(&self.ipv6_prefix) {
+            return Err(err("limits.ipv6_prefix", "must be between 1 and 128"));
+        }
+        Ok(Some(crate::limits::LimitSettings {
+            window: std::time::Duration::from_secs(self.window_seconds),
+            failed_validations: self.failed_validations,
+            key_refetches: self.key_refetches,
+            ipv6_prefix: self.ipv6_prefix,
+            exempt,
+        }))
     }
 }
 

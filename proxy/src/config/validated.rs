@@ -47,6 +47,8 @@ pub struct Validated {
     pub headers: HeaderPolicy,
     /// `authorize.response_guard_key_file`, read and derived.
     pub guard_keys: Option<SealKeys>,
+    /// `[limits]`, parsed; `None` when off.
+    pub limits: Option<crate::limits::LimitSettings>,
 }
 
 fn err(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
@@ -85,6 +87,7 @@ impl Config {
         self.authorize.validate()?;
         self.jwks.validate()?;
         self.log.validate()?;
+        let limits = self.limits.settings()?;
         let x5c = self.x5c_routes()?;
         let clouds = self.clouds()?;
         let apps = self.apps(&clouds)?;
@@ -103,6 +106,7 @@ impl Config {
             guard_keys: self.guard_keys()?,
             trusted_proxies: self.server.trusted_proxies()?,
             headers: self.server.header_policy()?,
+            limits,
             config: self,
             policy,
             key_sources,

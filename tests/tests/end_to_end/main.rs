@@ -17,6 +17,7 @@ mod fault_drills;
 mod forwarded;
 mod key_lifecycle;
 mod keys;
+mod limits;
 mod load_balancing;
 mod operations;
 mod passthrough;
