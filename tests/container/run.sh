@@ -111,6 +111,7 @@ containers+=("$probe")
 rust_image=localhost/eam-standin/rust:1.95-bookworm
 runtime_image=localhost/eam-standin/distroless-cc-debian12:nonroot
 image=localhost/eam-proxy:container-suite
+build_image=localhost/eam-proxy-build:container-suite
 
 # Called at the top level so that errexit holds inside: a failed step ends the suite (the trap
 # prints the closing line).
@@ -121,17 +122,27 @@ pass "base images made from the Debian mirror ($(($(date +%s) - t0)) s)"
 
 t0=$(date +%s)
 # --layers: an unchanged context reuses every step; the cache mounts keep the crates.io download
-# and cargo's target directory between builds of a changed one.
-if bah build --quiet --isolation chroot --layers --force-rm -f deploy/Dockerfile \
-  --ignorefile deploy/Dockerfile.dockerignore \
-  --build-arg RUST_IMAGE="$rust_image" --build-arg RUNTIME_IMAGE="$runtime_image" \
-  -t "$image" . >"$cache/build.log" 2>&1; then
+# and cargo's target directory between builds of a changed one. The build stage is tagged too
+# (built first with --target, then reused by the full build), so that every image the next run
+# can reuse is either tagged or the parent of one, and the untagged rest can be pruned.
+build=(--isolation chroot --layers --force-rm -f deploy/Dockerfile
+  --ignorefile deploy/Dockerfile.dockerignore
+  --build-arg RUST_IMAGE="$rust_image" --build-arg RUNTIME_IMAGE="$runtime_image")
+if bah build --quiet "${build[@]}" --target build -t "$build_image" . >"$cache/build.log" 2>&1 &&
+  bah build --quiet "${build[@]}" -t "$image" . >>"$cache/build.log" 2>&1; then
   pass "deploy/Dockerfile builds ($(($(date +%s) - t0)) s)"
 else
   tail -n 40 "$cache/build.log"
   fail "deploy/Dockerfile builds" "log in $cache/build.log"
   finish
 fi
+# Earlier builds and base images, now untagged: each pass frees the parents of the last.
+for _ in $(seq 20); do
+  stale=$(bah images --quiet --filter dangling=true)
+  [ -n "$stale" ] || break
+  # shellcheck disable=SC2086 # one ID per word
+  bah rmi $stale >/dev/null 2>&1 || break
+done
 
 # shellcheck source=tests/container/checks.sh
 . tests/container/checks.sh
