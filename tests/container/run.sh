@@ -136,6 +136,20 @@ else
   fail "deploy/Dockerfile builds" "log in $cache/build.log"
   finish
 fi
+# The context the build stage saw (its /src) left out what deploy/Dockerfile.dockerignore names.
+ctx=$(bah from --quiet "$build_image")
+containers+=("$ctx")
+src="$(bah mount "$ctx")/src"
+leaked=""
+for path in .git fuzz tests/out target tests/e2e/node_modules; do
+  [ ! -e "$src/$path" ] || leaked+=" $path"
+done
+if [ -f "$src/Cargo.lock" ] && [ -z "$leaked" ]; then
+  pass "the build context leaves out what deploy/Dockerfile.dockerignore names"
+else
+  fail "the build context leaves out what deploy/Dockerfile.dockerignore names" "in /src:${leaked:- no Cargo.lock}"
+fi
+
 # Earlier builds and base images, now untagged: each pass frees the parents of the last.
 for _ in $(seq 20); do
   stale=$(bah images --quiet --filter dangling=true)
