@@ -173,6 +173,8 @@ form+="&redirect_uri=https%3A%2F%2Flogin.microsoftonline.com%2Fcommon%2Ffederati
 form+="&nonce=container-suite-nonce&state=container-suite-state&client-request-id=3f2504e0-4f89-41d3-9a0c-0305e82c3301"
 form+="&id_token_hint=$header.$payload.$sig"
 answer=$(curl -sS --max-time 5 -o "$work/forged.body" -w '%{http_code}' -d "$form" "$proxy/authorize" || true)
+# The decision line may reach the log just after the answer.
+for _ in $(seq 20); do grep -q '"outcome":"rejected"' "$work/proxy.log" && break; sleep 0.1; done
 if [ "$answer" = 400 ] && grep -q '"error":"invalid_request"' "$work/forged.body" &&
   ! grep -q '/authorize' "$record" && grep -q '"outcome":"rejected","reason":"bad_signature"' "$work/proxy.log"; then
   pass "a forged Entra hint gets 400 invalid_request (bad_signature) and never reaches the upstream"
