@@ -11,10 +11,11 @@
 # parsers behind the real binary over HTTP/1.1 and HTTP/2; EAM_ZOO_CASES random cases per
 # framework, 1000 by default), tests/fidelity (pass-through compared with nginx and direct to a
 # recording upstream), deploy/validate.sh (manifests, unit, configs; with CI=true
-# also the release build recipe), deploy/monitoring/check.sh (promtool, a real Prometheus), and a
-# 30-second soak (bench/soak) and the benchmark's smoke mode (bench/run --smoke). EAM_SKIP_E2E=1,
-# EAM_SKIP_ZOO=1, EAM_SKIP_FIDELITY=1, EAM_SKIP_DEPLOY=1, EAM_SKIP_MONITORING=1, EAM_SKIP_SOAK=1,
-# EAM_SKIP_BENCH=1 skip a suite.
+# also the release build recipe), deploy/monitoring/check.sh (promtool, a real Prometheus),
+# tests/container (the real deploy/Dockerfile built with buildah and run as its user; needs root
+# or password-less sudo), and a 30-second soak (bench/soak) and the benchmark's smoke mode
+# (bench/run --smoke). EAM_SKIP_E2E=1, EAM_SKIP_ZOO=1, EAM_SKIP_FIDELITY=1, EAM_SKIP_DEPLOY=1,
+# EAM_SKIP_MONITORING=1, EAM_SKIP_CONTAINER=1, EAM_SKIP_SOAK=1, EAM_SKIP_BENCH=1 skip a suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +31,8 @@ if [ "${EAM_SKIP_E2E:-0}" != 1 ]; then
   want_chromium
   command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || packages+=(nginx-light)
 fi
+# tests/container: buildah builds the Dockerfile, mmdebstrap makes its base images.
+[ "${EAM_SKIP_CONTAINER:-0}" = 1 ] || want_tools buildah mmdebstrap
 install_wanted
 # The parser zoo: Tomcat, Jetty, PHP, Rack, Express, Django, werkzeug, Go (idempotent).
 [ "${EAM_SKIP_ZOO:-0}" = 1 ] || bash tests/zoo/install.sh
@@ -127,6 +130,11 @@ e2e() {
 
 [ "${EAM_SKIP_MONITORING:-0}" = 1 ] ||
   suite monitoring env EAM_PROXY_BIN="$bin_dir/eam-proxy" bash deploy/monitoring/check.sh
+
+# tests/container: ends with `container: N passed, N failed[, N skipped]`; skipped, with the
+# reason, where buildah cannot work. 15 to 22 minutes from cold on 2 busy cores (docs/DEPLOYING.md),
+# seconds when cached.
+[ "${EAM_SKIP_CONTAINER:-0}" = 1 ] || suite container bash tests/container/run.sh
 
 # A command that passes or fails as a whole, counted as one test named NAME.
 one_test() {
