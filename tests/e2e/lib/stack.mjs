@@ -126,7 +126,7 @@ export async function startProxy({ config, runDir, listenPort, adminPort, log = 
         await res.text();
         return res.status === 200;
       } catch { return false; }
-    }, 20000, 'eam-proxy /readyz');
+    }, 30000, 'eam-proxy /readyz');
   } catch (e) {
     child.kill('SIGKILL');
     throw e;
