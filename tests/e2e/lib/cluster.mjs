@@ -16,7 +16,7 @@ import * as simulator from '../simulator.mjs';
 import * as provider from '../provider.mjs';
 import { AUTHORIZATION_PATH } from '../provider.mjs';
 import { CODE_CLIENT, OUT_DIR, opSigningKey, proxyConfig, startProxy } from './stack.mjs';
-import { freePort, waitFor } from './util.mjs';
+import { freePort, waitFor, waitUntilServing } from './util.mjs';
 
 export const NGINX = process.env.NGINX_PATH || '/usr/sbin/nginx';
 
@@ -84,19 +84,11 @@ async function startNginx({ conf, prefix, url, probePath }) {
     process.off('exit', killOnExit);
     resolve(exited);
   }));
-  try {
-    await waitFor(async () => {
-      if (exited) throw new Error(`nginx exited (${JSON.stringify(exited)}): ${stderr.trim()}`);
-      try {
-        const res = await fetch(`${url}${probePath}`, { signal: AbortSignal.timeout(1000) });
-        await res.text();
-        return res.status === 200;
-      } catch { return false; }
-    }, 20000, 'nginx in front of the replicas');
-  } catch (e) {
-    child.kill('SIGKILL');
-    throw e;
-  }
+  await waitUntilServing(child, `${url}${probePath}`, {
+    exited: () => exited && `nginx exited (${JSON.stringify(exited)}): ${stderr.trim()}`,
+    timeoutMs: 20000,
+    what: 'nginx in front of the replicas',
+  });
   return {
     pid: child.pid,
     async stop() {

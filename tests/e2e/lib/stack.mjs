@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import * as simulator from '../simulator.mjs';
 import * as provider from '../provider.mjs';
 import { AUTHORIZATION_PATH, JWKS_PATH } from '../provider.mjs';
-import { freePort, waitFor } from './util.mjs';
+import { freePort, waitUntilServing } from './util.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const REPO = path.resolve(here, '../../..');
@@ -118,19 +118,11 @@ export async function startProxy({ config, runDir, listenPort, adminPort, log = 
   child.stdout.on('data', onData);
   child.stderr.on('data', onData);
   const adminUrl = `http://127.0.0.1:${adminPort}`;
-  try {
-    await waitFor(async () => {
-      if (exited) throw new Error(`eam-proxy exited (${JSON.stringify(exited)}): ${lines.slice(-5).join(' | ')}`);
-      try {
-        const res = await fetch(`${adminUrl}/readyz`, { signal: AbortSignal.timeout(1000) });
-        await res.text();
-        return res.status === 200;
-      } catch { return false; }
-    }, 30000, 'eam-proxy /readyz');
-  } catch (e) {
-    child.kill('SIGKILL');
-    throw e;
-  }
+  await waitUntilServing(child, `${adminUrl}/readyz`, {
+    exited: () => exited && `eam-proxy exited (${JSON.stringify(exited)}): ${lines.slice(-5).join(' | ')}`,
+    timeoutMs: 30000,
+    what: 'eam-proxy /readyz',
+  });
   return {
     url: `http://127.0.0.1:${listenPort}`,
     adminUrl,

@@ -110,6 +110,27 @@ export async function waitFor(fn, timeoutMs, what = 'condition') {
   }
 }
 
+/**
+ * Waits until `url` answers 200. `exited()` returns why the child process is gone (or nothing),
+ * which fails the wait at once; a child that never serves is killed.
+ */
+export async function waitUntilServing(child, url, { exited, timeoutMs, what }) {
+  try {
+    await waitFor(async () => {
+      const gone = exited();
+      if (gone) throw new Error(gone);
+      try {
+        const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
+        await res.text();
+        return res.status === 200;
+      } catch { return false; }
+    }, timeoutMs, what);
+  } catch (e) {
+    child.kill('SIGKILL');
+    throw e;
+  }
+}
+
 export const page = (title, body, { head = '' } = {}) => `<!DOCTYPE html>
 <html lang="en">
 <head>

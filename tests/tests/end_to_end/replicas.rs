@@ -9,9 +9,11 @@ use eam_proxy::config::GuardMode;
 use eam_tests::tempdir::TempDir;
 use eam_tests::{
     microsoft_claims, parse_form, parse_html_form, sign_hint, EntraRequest, ProxyConfig,
-    ProxyProcess, Reply, Request, Response, Upstream, FOREIGN, GLOBAL_REDIRECT,
+    ProxyProcess, Reply, Request, Response, Upstream, GLOBAL_REDIRECT,
 };
 use serde_json::json;
+
+use crate::response_guard::{form_post_page, id_token_for};
 
 const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
 const PREFIX: &str = "__Host-eam-g-";
@@ -36,33 +38,13 @@ impl Op {
                 return Reply::typed("text/html", "<html><body>Sign in</body></html>");
             }
             let params = request.lock().unwrap().clone();
-            let get = |name: &str| {
-                params
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_default()
-            };
-            let claims = json!({
-                "iss": "https://op.example", "aud": get("client_id"), "sub": "someone-else",
-                "nonce": get("nonce"), "acr": "possessionorinherence", "amr": ["fido"],
-                "iat": eam_tests::now(), "exp": eam_tests::now() + 600,
-            });
-            let id_token = FOREIGN.sign("op", &claims);
-            let mut fields = vec![("id_token", id_token)];
+            let wrong_sub = |c: &mut serde_json::Value| c["sub"] = json!("someone-else");
+            let (id_token, state) = id_token_for(&params, &wrong_sub);
+            let mut fields = vec![("id_token", id_token.as_str())];
             if !r.target.ends_with("stateless") {
-                fields.push(("state", get("state")));
+                fields.push(("state", state.as_str()));
             }
-            let inputs: String = fields
-                .iter()
-                .map(|(n, v)| format!("<input type=\"hidden\" name=\"{n}\" value=\"{v}\"/>"))
-                .collect();
-            Reply::typed(
-                "text/html",
-                &format!(
-                    "<html><body><form method=\"post\" action=\"{GLOBAL_REDIRECT}\">{inputs}</form></body></html>"
-                ),
-            )
+            Reply::typed("text/html", &form_post_page(GLOBAL_REDIRECT, &fields))
         });
         Op { upstream }
     }

@@ -8,15 +8,14 @@ use std::sync::{Arc, Mutex};
 use eam_proxy::config::GuardMode;
 use eam_tests::{
     microsoft_claims, parse_form, parse_html_form, sign_hint, EntraRequest, ProxyConfig,
-    ProxyProcess, Recorded, Reply, Request, Response, Upstream, CLIENT_ID, FOREIGN,
-    GLOBAL_REDIRECT,
+    ProxyProcess, Reply, Request, Response, Upstream, CLIENT_ID, FOREIGN, GLOBAL_REDIRECT,
 };
 use serde_json::{json, Value};
 
 type Tweak = Arc<dyn Fn(&mut Value) + Send + Sync>;
 
 /// The page an OP sends to end the login: oidc-provider's form_post, escaped as it escapes.
-fn form_post_page(action: &str, fields: &[(&str, &str)]) -> String {
+pub(crate) fn form_post_page(action: &str, fields: &[(&str, &str)]) -> String {
     let esc = |s: &str| {
         s.replace('&', "&amp;")
             .replace('"', "&quot;")
@@ -40,9 +39,12 @@ fn form_post_page(action: &str, fields: &[(&str, &str)]) -> String {
     )
 }
 
-/// The id_token a well-behaved OP issues for the request it received: the claims Entra checks.
-fn id_token_for(request: &Recorded, tweak: &Tweak) -> (String, String) {
-    let params = parse_form(&request.body);
+/// The id_token a well-behaved OP issues for the authorize request whose parameters it
+/// received (the claims Entra checks), changed by `tweak`; and the request's state.
+pub(crate) fn id_token_for(
+    params: &[(String, String)],
+    tweak: &dyn Fn(&mut Value),
+) -> (String, String) {
     let get = |name: &str| {
         params
             .iter()
@@ -112,7 +114,7 @@ impl FormPostOp {
             if request.method != "POST" {
                 return Reply::ok("not a form_post");
             }
-            let (id_token, state) = id_token_for(request, &tweak);
+            let (id_token, state) = id_token_for(&parse_form(&request.body), &*tweak);
             let page = form_post_page(
                 GLOBAL_REDIRECT,
                 &[("id_token", &id_token), ("state", &state)],
