@@ -16,7 +16,7 @@ import * as simulator from '../simulator.mjs';
 import * as provider from '../provider.mjs';
 import { AUTHORIZATION_PATH } from '../provider.mjs';
 import { CODE_CLIENT, OUT_DIR, opSigningKey, proxyConfig, startProxy } from './stack.mjs';
-import { freePort, waitFor, waitUntilServing } from './util.mjs';
+import { freePort, waitFor, stopChild, waitUntilServing } from './util.mjs';
 
 export const NGINX = process.env.NGINX_PATH || '/usr/sbin/nginx';
 
@@ -91,14 +91,7 @@ async function startNginx({ conf, prefix, url, probePath }) {
   });
   return {
     pid: child.pid,
-    async stop() {
-      if (exited) return exited;
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-      const result = await exitPromise;
-      clearTimeout(timer);
-      return result;
-    },
+    stop: () => stopChild(child, exitPromise),
   };
 }
 

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import * as simulator from '../simulator.mjs';
 import * as provider from '../provider.mjs';
 import { AUTHORIZATION_PATH, JWKS_PATH } from '../provider.mjs';
-import { freePort, waitUntilServing } from './util.mjs';
+import { freePort, stopChild, waitUntilServing } from './util.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const REPO = path.resolve(here, '../../..');
@@ -141,14 +141,7 @@ export async function startProxy({ config, runDir, listenPort, adminPort, log = 
       }
       return out;
     },
-    async stop() {
-      if (exited) return exited;
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-      const result = await exitPromise;
-      clearTimeout(timer);
-      return result;
-    },
+    stop: () => stopChild(child, exitPromise),
   };
 }
 

@@ -131,6 +131,16 @@ export async function waitUntilServing(child, url, { exited, timeoutMs, what }) 
   }
 }
 
+/** SIGTERM, SIGKILL after 5 s; resolves with how the child exited (`exitPromise`'s value). */
+export async function stopChild(child, exitPromise) {
+  if (child.exitCode !== null || child.signalCode !== null) return exitPromise;
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+  const result = await exitPromise;
+  clearTimeout(timer);
+  return result;
+}
+
 export const page = (title, body, { head = '' } = {}) => `<!DOCTYPE html>
 <html lang="en">
 <head>
