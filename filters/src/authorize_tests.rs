@@ -2198,6 +2198,7 @@ fn accepted_entra_request_is_remembered_for_the_response_guard() {
     let e = remember.expectation;
     assert_eq!(e.state.as_deref(), Some(STATE));
     assert_eq!(e.client_id, CLIENT_ID);
+    assert_eq!(e.redirect_uri, GLOBAL_REDIRECT);
     assert_eq!(e.client_request_id.as_deref(), Some(CRID));
     assert_eq!(e.sub, SUB);
     assert_eq!(e.nonce.as_deref(), Some(NONCE));

@@ -40,6 +40,8 @@ pub struct Expectation {
     /// The request's `state`, when it had one: the answer must carry the same.
     pub state: Option<String>,
     pub client_id: String,
+    /// Where Entra asked for the answer: the form must post there.
+    pub redirect_uri: String,
     /// For the log line of the answer; Entra's correlation id.
     pub client_request_id: Option<String>,
     /// The hint's `sub`: the id_token must be issued for it.
@@ -70,6 +72,7 @@ impl Remembered {
         let expectation = Expectation {
             state: state.map(str::to_string),
             client_id: single("client_id")?.to_string(),
+            redirect_uri: single("redirect_uri")?.to_string(),
             client_request_id: single("client-request-id").map(str::to_string),
             sub,
             nonce: nonce.map(str::to_string),
@@ -77,6 +80,7 @@ impl Remembered {
         };
         let size = state.map_or(0, str::len)
             + expectation.client_id.len()
+            + expectation.redirect_uri.len()
             + expectation.sub.len()
             + expectation.nonce.as_ref().map_or(0, String::len)
             + expectation
@@ -151,6 +155,8 @@ reasons! {
         MissingState => "missing_state",
         /// The answer's `state` is not the request's (the request was found by its nonce).
         StateMismatch => "state_mismatch",
+        /// The form posts to another of Entra's redirect URIs than the request named.
+        RedirectUriMismatch => "redirect_uri_mismatch",
         /// `iss` is not the OP's issuer (its discovery document's).
         IssuerMismatch => "iss_mismatch",
         /// `exp` has passed or `iat` is in the future (beyond five minutes of clock skew), or either
@@ -182,6 +188,9 @@ impl Violation {
         match self {
             MissingState => "the provider's answer has no state",
             StateMismatch => "the provider's answer carries another state than the request",
+            RedirectUriMismatch => {
+                "the provider's answer posts to another redirect_uri than the request's"
+            }
             IssuerMismatch => "the provider's id_token iss is not the provider's issuer",
             TimeInvalid => "the provider's id_token is expired or issued in the future",
             MalformedIdToken => "the provider's id_token is not a well-formed JWT",
@@ -277,6 +286,9 @@ impl ResponseGuard {
                 violations.push(Violation::StateMismatch)
             }
             _ => {}
+        }
+        if expected.is_some_and(|e| e.redirect_uri != post.redirect_uri) {
+            violations.push(Violation::RedirectUriMismatch);
         }
         match unverified_claims(token) {
             Some(claims) => {

@@ -44,6 +44,7 @@ fn expectation() -> Expectation {
     Expectation {
         state: Some(STATE.into()),
         client_id: CLIENT_ID.into(),
+        redirect_uri: REDIRECT.into(),
         client_request_id: Some("crid".into()),
         sub: SUB.into(),
         nonce: Some(NONCE.into()),
@@ -274,6 +275,22 @@ fn every_violation_is_caught_against_the_request() {
     for (answer, violation) in cases {
         assert_eq!(violations(&answer, Some(&e)), [violation], "{answer:?}");
     }
+}
+
+#[test]
+fn the_answer_must_post_to_the_requests_redirect_uri() {
+    // Both are Entra's redirect URIs (the form is judged), but Entra asked for the global one.
+    let usgov = EntraFormPost {
+        redirect_uri: "https://login.microsoftonline.us/common/federation/externalauthprovider"
+            .into(),
+        ..post(&good_claims())
+    };
+    assert_eq!(
+        violations(&usgov, Some(&expectation())),
+        [Violation::RedirectUriMismatch]
+    );
+    // Without the request the guard cannot know which one was asked for.
+    assert_eq!(violations(&usgov, None), []);
 }
 
 #[test]

@@ -189,20 +189,22 @@ impl SealKeys {
         name: &str,
         nonce: [u8; NONCE_LEN],
     ) -> Result<String, TooLarge> {
-        let mut plaintext = encode(expectation, expires).ok_or(TooLarge)?;
         let key = &self.keys[0];
-        key.aead
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(name.as_bytes()),
-                &mut plaintext,
-            )
-            .map_err(|_| TooLarge)?;
-        let mut wire = Vec::with_capacity(HEADER_LEN + plaintext.len());
+        // One buffer: the header, then the plaintext sealed where it stands, then the tag.
+        let mut wire = Vec::with_capacity(HEADER_LEN + 256 + TAG_LEN);
         wire.push(VERSION);
         wire.extend_from_slice(&key.id);
         wire.extend_from_slice(&nonce);
-        wire.extend_from_slice(&plaintext);
+        encode(expectation, expires, &mut wire).ok_or(TooLarge)?;
+        let tag = key
+            .aead
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(name.as_bytes()),
+                &mut wire[HEADER_LEN..],
+            )
+            .map_err(|_| TooLarge)?;
+        wire.extend_from_slice(tag.as_ref());
         Ok(URL_SAFE_NO_PAD.encode(wire))
     }
 
@@ -263,10 +265,11 @@ const HAS_STATE: u8 = 1;
 const HAS_REQUEST_ID: u8 = 2;
 const HAS_NONCE: u8 = 4;
 
-/// `expires(u64 BE) | flags(u8) | [state SHA-256] | client_id | [client-request-id] | sub |
-/// [nonce] | acr count(u8) | acr…`, each string a u16 BE length and its bytes.
-fn encode(e: &Expectation, expires: u64) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(128);
+/// `expires(u64 BE) | flags(u8) | [state SHA-256] | client_id | redirect_uri |
+/// [client-request-id] | sub | [nonce] | acr count(u8) | acr…`, each string a u16 BE length and
+/// its bytes.
+fn encode(e: &Expectation, expires: u64, out: &mut Vec<u8>) -> Option<()> {
+    let start = out.len();
     out.extend_from_slice(&expires.to_be_bytes());
     let flags = [
         (e.state.is_some(), HAS_STATE),
@@ -285,19 +288,20 @@ fn encode(e: &Expectation, expires: u64) -> Option<Vec<u8>> {
         out.extend_from_slice(s.as_bytes());
         Some(())
     };
-    put(&mut out, &e.client_id)?;
+    put(out, &e.client_id)?;
+    put(out, &e.redirect_uri)?;
     if let Some(id) = &e.client_request_id {
-        put(&mut out, id)?;
+        put(out, id)?;
     }
-    put(&mut out, &e.sub)?;
+    put(out, &e.sub)?;
     if let Some(nonce) = &e.nonce {
-        put(&mut out, nonce)?;
+        put(out, nonce)?;
     }
     out.push(u8::try_from(e.acr_values.len()).ok()?);
     for acr in &e.acr_values {
-        put(&mut out, acr)?;
+        put(out, acr)?;
     }
-    (out.len() <= MAX_PLAINTEXT).then_some(out)
+    (out.len() - start <= MAX_PLAINTEXT).then_some(())
 }
 
 struct Decoded {
@@ -331,6 +335,7 @@ fn decode(plain: &[u8]) -> Option<Decoded> {
         _ => Some(r.take(32)?.try_into().ok()?),
     };
     let client_id = r.string()?;
+    let redirect_uri = r.string()?;
     let client_request_id = match flags & HAS_REQUEST_ID {
         0 => None,
         _ => Some(r.string()?),
@@ -351,6 +356,7 @@ fn decode(plain: &[u8]) -> Option<Decoded> {
         expectation: Expectation {
             state: None,
             client_id,
+            redirect_uri,
             client_request_id,
             sub,
             nonce,

@@ -57,6 +57,8 @@ fn expectation() -> Expectation {
     Expectation {
         state: Some("entra-state".into()),
         client_id: "00000000-0000-0000-0000-000000000001".into(),
+        redirect_uri: "https://login.microsoftonline.com/common/federation/externalauthprovider"
+            .into(),
         client_request_id: Some("4a2b9f1e-0000-4000-8000-000000000000".into()),
         sub: "AAAAAAAAAAAAAAAAAAAAAIkzqFVrSaSaFHy782bbtaQ".into(),
         nonce: Some("nonce-1".into()),

@@ -251,10 +251,18 @@ impl Key<'_> {
 /// The first 16 hex digits of the state's SHA-256: the state's name in log lines, which never
 /// carry the state itself.
 pub fn state_hash(state: &str) -> String {
-    Sha256::digest(state.as_bytes())[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    let mut out = String::with_capacity(16);
+    push_hex(&mut out, &Sha256::digest(state.as_bytes())[..8]);
+    out
+}
+
+/// Lowercase hex without a `format!` per byte: this runs on every accepted Entra request.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
 }
 
 struct Entry {
@@ -519,6 +527,7 @@ mod tests {
             expectation: Expectation {
                 state: Some(state.into()),
                 client_id: "c".into(),
+                redirect_uri: "https://entra.example/cb".into(),
                 client_request_id: None,
                 sub: sub.into(),
                 nonce: Some(format!("nonce-of-{state}")),

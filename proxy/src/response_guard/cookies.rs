@@ -15,19 +15,20 @@ const MAX_READ: usize = 8;
 /// A cookie's name for one request: named by its state, or by its nonce when it has none (the
 /// two hashed apart), 16 hex digits either way.
 pub fn name(state: Option<&str>, nonce: Option<&str>) -> Option<String> {
-    let (domain, value) = match (state, nonce) {
-        (Some(state), _) => return Some(format!("{PREFIX}{}", super::state_hash(state))),
-        (None, Some(nonce)) => (b'n', nonce),
+    let digest = match (state, nonce) {
+        (Some(state), _) => Sha256::digest(state.as_bytes()),
+        (None, Some(nonce)) => {
+            let mut h = Sha256::new();
+            h.update([b'n']);
+            h.update(nonce.as_bytes());
+            h.finalize()
+        }
         (None, None) => return None,
     };
-    let mut h = Sha256::new();
-    h.update([domain]);
-    h.update(value.as_bytes());
-    let hex: String = h.finalize()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    Some(format!("{PREFIX}{hex}"))
+    let mut name = String::with_capacity(PREFIX.len() + 16);
+    name.push_str(PREFIX);
+    super::push_hex(&mut name, &digest[..8]);
+    Some(name)
 }
 
 /// The guard cookies a request carried, in the order the browser sent them (oldest first: same
