@@ -21,6 +21,32 @@ pub struct Peer {
     pub tls: bool,
 }
 
+impl Peer {
+    /// The connection's facts; the peer is trusted when it is in one of `trusted` (the parsed
+    /// `server.trusted_proxies`).
+    pub fn new(ip: Option<IpAddr>, trusted: &[ipnet::IpNet], tls: bool) -> Peer {
+        Peer {
+            ip,
+            trusted: ip.is_some_and(|ip| in_networks(trusted, &ip)),
+            tls,
+        }
+    }
+}
+
+/// Whether `ip` is in one of `networks` (`trusted_proxies`, `limits.exempt`).
+pub(crate) fn in_networks(networks: &[ipnet::IpNet], ip: &IpAddr) -> bool {
+    networks.iter().any(|net| net.contains(ip))
+}
+
+/// Every `X-Forwarded-For` field line, in order: a balancer may add its own line.
+fn forwarded_for_lines(client: &RequestHeader) -> impl DoubleEndedIterator<Item = &str> {
+    client
+        .headers
+        .get_all(X_FORWARDED_FOR)
+        .into_iter()
+        .filter_map(|v| v.to_str().ok())
+}
+
 /// `X-Forwarded-*` as the upstream should see them; `None` removes the header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Forwarded {
@@ -38,14 +64,8 @@ pub fn forwarded(client: &RequestHeader, peer: Peer) -> Forwarded {
             .flatten()
             .map(str::to_string)
     };
-    // A balancer may add its own field line: the chain is every line, in order.
     let lines: Vec<&str> = if peer.trusted {
-        client
-            .headers
-            .get_all(X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect()
+        forwarded_for_lines(client).collect()
     } else {
         Vec::new()
     };
@@ -100,19 +120,15 @@ pub fn client_address(
     if !peer.trusted {
         return Some(address);
     }
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
-    let lines: Vec<&str> = client
-        .headers
-        .get_all(X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    for entry in lines.iter().rev().flat_map(|line| line.rsplit(',')) {
+    for entry in forwarded_for_lines(client)
+        .rev()
+        .flat_map(|line| line.rsplit(','))
+    {
         match parse_hop(entry.trim()) {
             Some(ip) => address = ip,
             None => break,
         }
-        if !is_trusted(&address) {
+        if !in_networks(trusted, &address) {
             break;
         }
     }
@@ -209,12 +225,7 @@ mod tests {
             "10.0.0.0/8".parse().unwrap(),
             "2001:db8:ffff::/48".parse().unwrap(),
         ];
-        let ip: IpAddr = peer.parse().unwrap();
-        let peer = Peer {
-            ip: Some(ip),
-            trusted: trusted.iter().any(|net| net.contains(&ip)),
-            tls: false,
-        };
+        let peer = Peer::new(Some(peer.parse().unwrap()), &trusted, false);
         client_address(&head(lines), peer, &trusted)
     }
 

@@ -48,7 +48,7 @@ impl Limits {
     /// The key of a client, `None` when it is exempt (or has no IP address: a Unix socket).
     pub fn key(&self, client: Option<IpAddr>) -> Option<ClientKey> {
         let ip = client?.to_canonical();
-        if self.settings.exempt.iter().any(|net| net.contains(&ip)) {
+        if crate::forwarded::in_networks(&self.settings.exempt, &ip) {
             return None;
         }
         Some(ClientKey(match ip {

@@ -397,11 +397,8 @@ impl EamProxy {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        Peer {
-            ip,
-            trusted: ip.is_some_and(|ip| self.trusted_proxies.iter().any(|net| net.contains(&ip))),
-            tls: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
-        }
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        Peer::new(ip, &self.trusted_proxies, tls)
     }
 }
 
