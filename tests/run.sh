@@ -132,8 +132,8 @@ e2e() {
   suite monitoring env EAM_PROXY_BIN="$bin_dir/eam-proxy" bash deploy/monitoring/check.sh
 
 # tests/container: ends with `container: N passed, N failed[, N skipped]`; skipped, with the
-# reason, where buildah cannot work. 15 to 22 minutes from cold on 2 busy cores (docs/DEPLOYING.md),
-# seconds when cached.
+# reason, where buildah cannot work. 9 minutes from cold on 2 quiet cores, 22 on busy ones
+# (docs/DEPLOYING.md), seconds when cached.
 [ "${EAM_SKIP_CONTAINER:-0}" = 1 ] || suite container bash tests/container/run.sh
 
 # A command that passes or fails as a whole, counted as one test named NAME.
