@@ -176,32 +176,45 @@ impl GuardStage {
             metrics.guard_sealed(SealResult::NotRememberable);
             return Vec::new();
         };
-        let e = remembered.expectation.clone();
+        // Sealed before the memory takes the expectation, which then needs no copy.
+        let cookie = self.sealed_cookie(&remembered.expectation, metrics);
         let count = self.memory.remember(remembered, Instant::now());
         metrics.response_guard_remembered.set(count as i64);
-        let Some(name) = cookies::name(e.state.as_deref(), e.nonce.as_deref()) else {
-            metrics.guard_sealed(SealResult::NotRememberable);
+        let Some((name, value)) = cookie else {
             return Vec::new();
         };
-        let mut nonce = [0u8; filters::sealed::NONCE_LEN];
-        if self.rng.fill(&mut nonce).is_err() {
-            tracing::warn!("no randomness for the response guard's cookie; not set");
-            return Vec::new();
-        }
-        let ttl = self.memory.ttl.as_secs();
-        let Ok(value) = self.seal.seal(&e, crate::unix_now() + ttl, &name, nonce) else {
-            metrics.guard_sealed(SealResult::TooLarge);
-            return Vec::new();
-        };
-        metrics.guard_sealed(SealResult::Sealed);
         // Unreadable cookies (another key, forged) count as the oldest.
         let age = |n: &str, v: &str| self.seal.expiry(v, n).unwrap_or(0);
         let mut set: Vec<String> = cookies::to_expire(sent, &name, age)
             .into_iter()
             .map(|old| cookies::set_cookie(old, "", 0))
             .collect();
-        set.push(cookies::set_cookie(&name, &value, ttl));
+        set.push(cookies::set_cookie(
+            &name,
+            &value,
+            self.memory.ttl.as_secs(),
+        ));
         set
+    }
+
+    /// The guard cookie's name and sealed value for `e`, counted; `None` when it is not set.
+    fn sealed_cookie(&self, e: &Expectation, metrics: &Metrics) -> Option<(String, String)> {
+        let Some(name) = cookies::name(e.state.as_deref(), e.nonce.as_deref()) else {
+            metrics.guard_sealed(SealResult::NotRememberable);
+            return None;
+        };
+        let mut nonce = [0u8; filters::sealed::NONCE_LEN];
+        if self.rng.fill(&mut nonce).is_err() {
+            tracing::warn!("no randomness for the response guard's cookie; not set");
+            return None;
+        }
+        let expires = crate::unix_now() + self.memory.ttl.as_secs();
+        let Ok(value) = self.seal.seal(e, expires, &name, nonce) else {
+            metrics.guard_sealed(SealResult::TooLarge);
+            return None;
+        };
+        metrics.guard_sealed(SealResult::Sealed);
+        Some((name, value))
     }
 }
 
