@@ -266,13 +266,8 @@ check "systemd: ExecReload checks the configuration before the upgrade" reload_c
 # Smoke run of the unit's commands outside systemd: start (daemon), reload (zero-downtime upgrade)
 # under a stream of requests, stop (SIGTERM). The configuration is the unit's, on free local
 # ports, with the key set from the test fixtures (no network).
-free_ports() {
-  python3 -c '
-import socket
-socks = [socket.socket() for _ in range(3)]
-for s in socks: s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in socks])'
-}
+# shellcheck source=tests/lib/loopback.sh
+. tests/lib/loopback.sh
 # run_unit_command LINE CONFIG: one Exec line of the unit, with the binary, $MAINPID and the config.
 run_unit_command() {
   local line=$1 config=$2 word words args=()
@@ -290,7 +285,7 @@ smoke() {
   local proxy_port admin_port upstream_port config old new refused served upstream loop code at
   smoke_run="$work/run"
   mkdir -p "$smoke_run/www"
-  read -r proxy_port admin_port upstream_port <<<"$(free_ports)"
+  read -r proxy_port admin_port upstream_port < <(free_ports 3)
   config="$smoke_run/eam-proxy.toml"
   sed -e "s#^listen = .*#listen = [\"127.0.0.1:$proxy_port\"]#" \
     -e "s#^admin_listen = .*#admin_listen = \"127.0.0.1:$admin_port\"#" \

@@ -68,20 +68,9 @@ finish() {
   [ "$failed" -eq 0 ]
   exit
 }
-free_ports() { # N: N distinct loopback ports nobody listens on (bound together, then released)
-  python3 -c 'import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))' "$1"
-}
-wait_http() { # URL SECONDS: until it answers 200
-  local deadline=$((SECONDS + $2))
-  until curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null; do
-    [ $SECONDS -lt $deadline ] || return 1
-    sleep 0.2
-  done
-}
+# free_ports N, wait_http URL SECONDS
+# shellcheck source=tests/lib/loopback.sh
+. "$root/tests/lib/loopback.sh"
 
 for tool in python3 curl openssl; do
   command -v "$tool" >/dev/null 2>&1 || { bad "$tool is required"; finish; }

@@ -14,11 +14,10 @@ root="$work/root"
 conf="$work/conf"
 mkdir -p "$root" "$conf"
 
-ports=$(python3 -c 'import socket
-socks = [socket.socket() for _ in range(3)]
-for s in socks: s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))')
-read -r upstream_port proxy_port admin_port <<<"$ports"
+# free_ports N, wait_http URL SECONDS
+# shellcheck source=tests/lib/loopback.sh
+. tests/lib/loopback.sh
+read -r upstream_port proxy_port admin_port < <(free_ports 3)
 grace=4
 client_id=56c2b5e3-c41d-4c14-abcf-72d407f57650
 
@@ -98,16 +97,6 @@ run_image() {
   ' run "$mnt" "$root" "$conf" "$uid" "$gid" "${envs[@]}" -- "${entrypoint[@]}" "${args[@]}" \
     >"$log" 2>&1 &
   run_pid=$!
-}
-
-# wait_http URL SECONDS: until URL answers 200.
-wait_http() {
-  local i
-  for ((i = 0; i < $2 * 10; i++)); do
-    curl -fsS -o /dev/null --max-time 1 "$1" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
 }
 
 record="$work/upstream.jsonl"
